@@ -1,0 +1,1 @@
+//! MongoDB commands (being written).

@@ -1,0 +1,1 @@
+//! OP_MSG framing (being written).

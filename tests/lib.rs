@@ -1,0 +1,1 @@
+//! Shared helpers for brook's integration tests.
