@@ -1,0 +1,106 @@
+//! One MongoDB connection for brook: a TCP or TLS stream, the hello handshake, and
+//! OP_MSG requests and replies over it.
+//!
+//! This crate does IO (tokio, socket2, rustls); the frames come from `brook-wire` and the
+//! commands from `brook-command`, which do none. It knows nothing of pools, server
+//! selection or retries: it opens one connection, runs what it is given, and says clearly
+//! when the connection must be thrown away.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), brook_conn::ConnError> {
+//! use brook_command::Ping;
+//! use brook_conn::{Connection, ConnectionOptions, ServerAddress};
+//!
+//! let address: ServerAddress = "localhost:27017".parse()?;
+//! let mut conn = Connection::connect(&address, &ConnectionOptions::default()).await?;
+//! println!("wire version {}", conn.description().max_wire_version);
+//! conn.run("admin", &Ping).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`Connection::connect`] resolves the address, tries each resolved socket address
+//! (IPv4 and IPv6) until one accepts within the connect timeout, sets `TCP_NODELAY` and
+//! keepalive, wraps the stream in TLS when asked, and runs the `hello` handshake with the
+//! client metadata, the application name and the compressors offered. The reply becomes a
+//! [`StreamDescription`]: wire versions, size limits, the negotiated compressor, the
+//! server's kind and replica set view. From then on the server's `maxMessageSizeBytes` is
+//! the limit for both decoding and encoding frames.
+//!
+//! Then, with `&mut self` (one operation at a time):
+//!
+//! * [`Connection::run`] builds a [`Command`](brook_command::Command), sends it and parses
+//!   its reply into the command's output;
+//! * [`Connection::run_body`] sends a prepared body and returns the raw reply;
+//! * [`Connection::send`] sends an OP_MSG [`Message`](brook_wire::Message) as given (with
+//!   an id from [`next_request_id`]) and returns the reply that answers it, or `None` when
+//!   the message was flagged moreToCome; [`Connection::receive_more`] reads the further
+//!   replies of a reply flagged moreToCome.
+//!
+//! Each outgoing message is compressed with the negotiated compressor unless
+//! [`brook_wire::may_compress`] forbids it for that command. Each reply's `responseTo` must
+//! match the request's id. The read and write buffers live in the connection and are
+//! reused; replies are split off the read buffer without copying.
+//!
+//! # Broken connections
+//!
+//! A connection *breaks* when its stream may be in an unknown state: an IO error, a
+//! frame that does not decode, a `responseTo` that answers another request, the peer
+//! closing (even mid-reply: [`ConnError::Closed`], never a hang), a socket timeout, or an
+//! operation future dropped before it finished. A broken connection never touches its
+//! socket again: every later operation fails at once with [`ConnError::Broken`].
+//! [`Connection::is_broken`] tells a pool to discard it.
+//!
+//! What does **not** break it: a server error (`ok: 0`, returned as
+//! [`ConnError::Command`] with the [`ServerError`](brook_command::ServerError) inside,
+//! after the whole reply was read), a reply that does not parse as the command's output,
+//! a command that cannot be built, a message too large to encode (nothing is sent), and
+//! calling `send`/`receive_more` in the wrong state ([`ConnError::InvalidState`]).
+//!
+//! # Cancellation
+//!
+//! Every async method is cancel-safe in the sense that matters for a pool: dropping the
+//! future (a `select!`, a timeout around it, a dropped task) never leaves a connection
+//! that *looks* healthy but is not. The connection marks itself broken before its first
+//! await and clears the mark only after a complete reply was read (or a moreToCome request
+//! fully written), so a future dropped half way leaves it broken. The operation itself is
+//! not resumable: its request may or may not have reached the server.
+//!
+//! # Timeouts
+//!
+//! [`ConnectionOptions::connect_timeout`] (10 s by default) bounds name resolution, each
+//! TCP attempt, the TLS handshake and the hello. [`ConnectionOptions::socket_timeout`]
+//! (none by default) bounds each send together with the read of its reply; it can be
+//! changed later with [`Connection::set_socket_timeout`]. A timeout is
+//! [`ConnError::Timeout`] ([`ConnError::is_timeout`]) and breaks the connection.
+//!
+//! # TLS
+//!
+//! [`TlsOptions`] maps the URI's `tls*` options onto rustls (ring provider): roots from a
+//! PEM CA file or the bundled Mozilla roots, an optional client certificate, and the two
+//! "allow invalid" switches.
+//!
+//! # Logging
+//!
+//! `tracing` events: `debug` for connecting, TLS and the handshake, `trace` for every
+//! message sent and received.
+
+#![forbid(unsafe_code)]
+
+mod address;
+mod connection;
+mod description;
+mod error;
+mod options;
+mod stream;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+pub use address::{DEFAULT_PORT, ServerAddress};
+pub use connection::{Connection, next_request_id};
+pub use description::{ServerKind, StreamDescription, negotiate_compressor};
+pub use error::ConnError;
+pub use options::{ConnectionOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, TlsOptions};

@@ -1,0 +1,92 @@
+//! How to open a connection.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use brook_wire::{Compressor, DEFAULT_MAX_MESSAGE_SIZE};
+
+/// Default limit for resolving, connecting (each address) and the TLS and hello handshakes.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default idle time before TCP keepalive probes start.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(120);
+
+/// Options for [`Connection::connect`](crate::Connection::connect).
+///
+/// Build it from [`Default`] and change what you need:
+///
+/// ```
+/// use std::time::Duration;
+/// use brook_conn::ConnectionOptions;
+/// let opts = ConnectionOptions {
+///     app_name: Some("indexer".into()),
+///     socket_timeout: Some(Duration::from_secs(30)),
+///     ..ConnectionOptions::default()
+/// };
+/// assert_eq!(opts.connect_timeout, Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionOptions {
+    /// Limit for each of: name resolution, the TCP connect to each resolved address, the TLS
+    /// handshake and the hello handshake. `Duration::ZERO` means no limit (as
+    /// `connectTimeoutMS=0` in a URI). Default 10 s.
+    pub connect_timeout: Duration,
+    /// Limit for each send and the read of its reply (and for each
+    /// [`receive_more`](crate::Connection::receive_more)). `None` (or zero, as
+    /// `socketTimeoutMS=0`): no limit. Default `None`.
+    pub socket_timeout: Option<Duration>,
+    /// `appName`, sent in the handshake's client metadata.
+    pub app_name: Option<String>,
+    /// Compressors to offer, in order of preference. The first of them that the server
+    /// also lists is used for every later message except the ones
+    /// [`brook_wire::may_compress`] refuses. Default: none.
+    pub compressors: Vec<Compressor>,
+    /// TLS, or `None` for plain TCP. Default `None`.
+    pub tls: Option<TlsOptions>,
+    /// Idle time before TCP keepalive probes start; `None` leaves keepalive off.
+    /// Default 120 s.
+    pub keepalive: Option<Duration>,
+    /// Largest frame accepted before the handshake tells the server's
+    /// `maxMessageSizeBytes` (which then replaces it). Default 48,000,000.
+    pub max_message_size: usize,
+    /// Announce a load-balanced connection in the handshake (`loadBalanced: true`).
+    /// Default `false`.
+    pub load_balanced: bool,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> ConnectionOptions {
+        ConnectionOptions {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            socket_timeout: None,
+            app_name: None,
+            compressors: Vec::new(),
+            tls: None,
+            keepalive: Some(DEFAULT_KEEPALIVE),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            load_balanced: false,
+        }
+    }
+}
+
+/// TLS settings (the URI's `tls*` options).
+///
+/// Without a CA file the server's certificate is checked against the Mozilla roots bundled
+/// by `webpki-roots`. TLS uses rustls with the `ring` provider, TLS 1.2 and 1.3.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM file of CA certificates to trust instead of the bundled roots (`tlsCAFile`).
+    pub ca_file: Option<PathBuf>,
+    /// PEM file with the client certificate chain and its private key
+    /// (`tlsCertificateKeyFile`), for servers that ask for one.
+    pub cert_key_file: Option<PathBuf>,
+    /// Accept any server certificate (`tlsAllowInvalidCertificates`). The handshake
+    /// signatures are still checked, but the peer is not authenticated: for tests only.
+    pub allow_invalid_certificates: bool,
+    /// Accept a trusted certificate whose names do not match the host
+    /// (`tlsAllowInvalidHostnames`).
+    pub allow_invalid_hostnames: bool,
+    /// Name to check the certificate against (and send as SNI) instead of the address's
+    /// host.
+    pub server_name: Option<String>,
+}

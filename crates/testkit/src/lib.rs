@@ -1,0 +1,99 @@
+//! brook-testkit: a scriptable, in-process fake MongoDB server for fault-injection tests.
+//!
+//! [`FakeServer::start`] binds `127.0.0.1` on a port the OS picks and serves OP_MSG (and
+//! OP_COMPRESSED, with the compressors it is configured for) on real sockets, so a client is
+//! tested exactly as it runs against a real server. The server:
+//!
+//! - answers with the reply shapes of MongoDB 7.0/8.0 (the [`shapes`] module builds them):
+//!   hello/isMaster as a replica-set primary (or a standalone, a secondary, a mongos, with
+//!   any wire version and compressor list), ping, endSessions, killCursors, find/aggregate
+//!   (an empty cursor; a change-stream aggregate opens a cursor whose getMores return empty
+//!   batches with a `postBatchResumeToken`), getMore (43 CursorNotFound on unknown ids),
+//!   insert/update/delete, buildInfo, and 59 CommandNotFound for anything else;
+//! - records every command it receives ([`FakeServer::commands`]): name, `$db`, body,
+//!   document sequences, connection id, request id, flags and compressor; and every frame it
+//!   could not decode ([`FakeServer::decode_failures`]), after which it closes that
+//!   connection (client garbage never makes it panic or hang);
+//! - does what the test scripts: per-command queues ([`FakeServer::push_actions`]) first,
+//!   then the [`Handler`], then the defaults. An [`Action`] replies with a document or an
+//!   error, waits, streams `moreToCome` replies, sends raw bytes, or injects a [`Fault`]:
+//!   closing without a reply or mid-reply, a partial frame then a stall, a declared length
+//!   over the limit or under 16, a body whose BSON length overruns the message, an unknown
+//!   section kind, a bad checksum, a wrong `responseTo`, an unknown required flag bit, or
+//!   hanging forever.
+//!
+//! Dropping the server, or [`FakeServer::shutdown`], stops the listener and closes every
+//! connection.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use bson::doc;
+//! use brook_testkit::{shapes, Action, FakeServer, Fault, ReceivedCommand, ServerConfig};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A 7.0 primary that fails the first getMore with a resumable error, then closes the
+//! // connection on the second, and answers `ping` through a handler.
+//! let server = FakeServer::start(ServerConfig::replica_set("rs0").with_handler(
+//!     |cmd: &ReceivedCommand| match cmd.name.as_str() {
+//!         "ping" => Action::reply(doc! { "ok": 1.0, "pong": true }),
+//!         _ => Action::Default,
+//!     },
+//! ))
+//! .await?;
+//! server.push_actions(
+//!     "getMore",
+//!     [
+//!         Action::error(43, "CursorNotFound", &[shapes::RESUMABLE_CHANGE_STREAM_ERROR]),
+//!         Action::fault(Fault::CloseWithoutReply),
+//!     ],
+//! );
+//! assert!(server.uri().starts_with("mongodb://127.0.0.1:"));
+//!
+//! // Any client works; here a hand-made OP_MSG ping.
+//! let body = doc! { "ping": 1, "$db": "admin" }.to_vec()?;
+//! let mut frame = Vec::new();
+//! frame.extend_from_slice(&(21 + body.len() as i32).to_le_bytes());
+//! frame.extend_from_slice(&1i32.to_le_bytes()); // requestID
+//! frame.extend_from_slice(&0i32.to_le_bytes()); // responseTo
+//! frame.extend_from_slice(&2013i32.to_le_bytes()); // OP_MSG
+//! frame.extend_from_slice(&0u32.to_le_bytes()); // flags
+//! frame.push(0); // kind 0
+//! frame.extend_from_slice(&body);
+//! let mut socket = tokio::net::TcpStream::connect(server.addr()).await?;
+//! socket.write_all(&frame).await?;
+//! let mut header = [0u8; 16];
+//! socket.read_exact(&mut header).await?;
+//! assert_eq!(i32::from_le_bytes([header[8], header[9], header[10], header[11]]), 1);
+//!
+//! assert!(server.wait_for_commands(1, Duration::from_secs(5)).await);
+//! let seen = server.commands();
+//! assert_eq!(seen[0].name, "ping");
+//! assert_eq!(seen[0].db, "admin");
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod action;
+mod frame;
+mod record;
+mod server;
+pub mod shapes;
+
+pub use action::{Action, Fault, Handler};
+pub use record::{DecodeFailure, ReceivedCommand, ReceivedSequence};
+pub use server::{FakeServer, ServerConfig};
+
+/// Errors of brook-testkit.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum TestkitError {
+    /// The listener could not bind `127.0.0.1:0` (or read back its address).
+    #[error("the fake server could not bind 127.0.0.1:0: {0}")]
+    Bind(#[source] std::io::Error),
+}
