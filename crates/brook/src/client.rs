@@ -1,0 +1,407 @@
+//! `Client`: discovery of the server to talk to, the connection cache, sessions, shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use brook_command::{Command, EndSessions};
+use brook_conn::{Connection, ConnectionOptions, ServerAddress, ServerKind, TlsOptions};
+use brook_wire::Compressor;
+use bson::Document;
+
+use crate::db::Database;
+use crate::error::{Error, ErrorKind};
+use crate::options::{ClientOptions, Host};
+use crate::pool::{ConnPool, DEFAULT_MAX_POOL_SIZE, PooledConn};
+use crate::session::{END_SESSIONS_BATCH, ServerSession, SessionPool};
+
+/// The default `serverSelectionTimeoutMS`.
+const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The pause between two rounds over the seed list during discovery.
+const DISCOVERY_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// What the handshake with the selected server told us.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerInfo {
+    pub(crate) max_wire_version: i32,
+    pub(crate) max_bson_object_size: usize,
+    pub(crate) max_message_size_bytes: usize,
+    pub(crate) max_write_batch_size: usize,
+    pub(crate) logical_session_timeout: Option<Duration>,
+    pub(crate) kind: ServerKind,
+}
+
+#[derive(Debug)]
+pub(crate) struct ClientInner {
+    pub(crate) options: ClientOptions,
+    pub(crate) pool: Arc<ConnPool>,
+    pub(crate) server: ServerInfo,
+    pub(crate) sessions: SessionPool,
+    shut_down: AtomicBool,
+}
+
+/// A handle to a MongoDB deployment. Cheap to clone (an `Arc` inside); all clones share
+/// one connection cache and one session pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+/// An implicit session checked out for one operation or one cursor; returned to the pool
+/// when dropped.
+#[derive(Debug)]
+pub(crate) struct SessionGuard {
+    session: Option<ServerSession>,
+    timeout: Duration,
+    client: Arc<ClientInner>,
+}
+
+impl SessionGuard {
+    pub(crate) fn lsid(&self) -> Option<&Document> {
+        self.session.as_ref().map(|s| &s.id)
+    }
+
+    fn touch(&mut self) {
+        if let Some(s) = self.session.as_mut() {
+            s.last_use = Instant::now();
+        }
+    }
+
+    fn mark_dirty(&mut self) {
+        if let Some(s) = self.session.as_mut() {
+            s.dirty = true;
+        }
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            self.client
+                .sessions
+                .release(s, self.timeout, Instant::now());
+        }
+    }
+}
+
+fn to_connection_options(o: &ClientOptions) -> Result<ConnectionOptions, Error> {
+    let mut compressors = Vec::new();
+    for name in o.compressors.iter().flatten() {
+        let c = match Compressor::from_name(name) {
+            Some(Compressor::Zlib { .. }) => Compressor::Zlib {
+                level: o.zlib_compression_level.and_then(|l| u32::try_from(l).ok()),
+            },
+            Some(c) => c,
+            None => {
+                return Err(Error::unsupported(format!(
+                    "the `{name}` compressor (not built into brook-wire)"
+                )));
+            }
+        };
+        compressors.push(c);
+    }
+    let insecure = o.tls_insecure == Some(true);
+    let tls_wanted =
+        o.tls == Some(true) || o.tls_ca_file.is_some() || o.tls_certificate_key_file.is_some();
+    if o.tls == Some(false) && tls_wanted {
+        return Err(Error::invalid_argument(
+            "tls=false contradicts tlsCAFile / tlsCertificateKeyFile",
+        ));
+    }
+    let tls = tls_wanted.then(|| TlsOptions {
+        ca_file: o.tls_ca_file.clone().map(Into::into),
+        cert_key_file: o.tls_certificate_key_file.clone().map(Into::into),
+        allow_invalid_certificates: insecure || o.tls_allow_invalid_certificates == Some(true),
+        allow_invalid_hostnames: insecure || o.tls_allow_invalid_hostnames == Some(true),
+        server_name: None,
+    });
+    let defaults = ConnectionOptions::default();
+    Ok(ConnectionOptions {
+        connect_timeout: o.connect_timeout.unwrap_or(defaults.connect_timeout),
+        socket_timeout: o.socket_timeout.filter(|d| !d.is_zero()),
+        app_name: o.app_name.clone(),
+        compressors,
+        tls,
+        ..defaults
+    })
+}
+
+fn seed_addresses(o: &ClientOptions) -> Result<Vec<ServerAddress>, Error> {
+    o.hosts
+        .iter()
+        .map(|h| match h {
+            Host::Tcp { host, port } => Ok(ServerAddress::new(
+                host.clone(),
+                port.unwrap_or(crate::options::DEFAULT_PORT),
+            )),
+            _ => Err(Error::unsupported("Unix domain socket hosts")),
+        })
+        .collect()
+}
+
+/// Connect to seeds in order until a usable server handshakes; follow a replica set
+/// member's `primary`/`hosts` to the writable primary.
+async fn discover(o: &ClientOptions, conn_opts: &ConnectionOptions) -> Result<Connection, Error> {
+    let seeds = seed_addresses(o)?;
+    if seeds.is_empty() {
+        return Err(Error::invalid_argument(
+            "the connection string names no host",
+        ));
+    }
+    let direct = o.direct_connection == Some(true);
+    let limit = o
+        .server_selection_timeout
+        .unwrap_or(DEFAULT_SERVER_SELECTION_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut problems: Vec<String> = Vec::new();
+    loop {
+        let mut candidates: Vec<ServerAddress> = seeds.clone();
+        let mut tried: Vec<ServerAddress> = Vec::new();
+        while let Some(addr) = (!candidates.is_empty()).then(|| candidates.remove(0)) {
+            if tried.contains(&addr) {
+                continue;
+            }
+            tried.push(addr.clone());
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let conn = match tokio::time::timeout(remaining, Connection::connect(&addr, conn_opts))
+                .await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    problems.push(format!("{addr}: {e}"));
+                    continue;
+                }
+                Err(_) => {
+                    problems.push(format!("{addr}: timed out"));
+                    continue;
+                }
+            };
+            let d = conn.description();
+            if let Some(want) = &o.replica_set
+                && d.set_name.as_deref() != Some(want.as_str())
+            {
+                problems.push(format!(
+                    "{addr}: replica set name {:?} is not {want:?}",
+                    d.set_name
+                ));
+                continue;
+            }
+            if direct {
+                return Ok(conn);
+            }
+            match d.server_kind {
+                ServerKind::RsPrimary | ServerKind::Mongos => return Ok(conn),
+                ServerKind::Standalone if seeds.len() == 1 && o.replica_set.is_none() => {
+                    return Ok(conn);
+                }
+                ServerKind::Standalone => {
+                    problems.push(format!(
+                        "{addr}: a standalone server in a multi-host seed list"
+                    ));
+                }
+                kind if kind.is_replica_set_member() => {
+                    problems.push(format!("{addr}: {kind:?}, not the primary"));
+                    if let Some(primary) = d.primary.as_deref().and_then(|p| p.parse().ok()) {
+                        candidates.insert(0, primary);
+                    }
+                    for h in &d.hosts {
+                        if let Ok(a) = h.parse::<ServerAddress>() {
+                            candidates.push(a);
+                        }
+                    }
+                }
+                kind => problems.push(format!("{addr}: unusable server kind {kind:?}")),
+            }
+        }
+        if tokio::time::Instant::now() + DISCOVERY_RETRY_PAUSE >= deadline {
+            problems.dedup();
+            let tail = problems.len().saturating_sub(10);
+            return Err(Error::new(ErrorKind::ServerSelection {
+                message: format!(
+                    "no writable primary, mongos or standalone found within {limit:?}: {}",
+                    problems.get(tail..).unwrap_or_default().join("; ")
+                ),
+                timed_out: true,
+            }));
+        }
+        tokio::time::sleep(DISCOVERY_RETRY_PAUSE).await;
+    }
+}
+
+impl Client {
+    /// Parse `uri` and connect: see [`Client::with_options`].
+    pub async fn connect(uri: &str) -> Result<Client, Error> {
+        Client::with_options(ClientOptions::parse(uri)?).await
+    }
+
+    /// Connect with parsed options.
+    ///
+    /// Refuses options that carry warnings or ask for what brook does not do yet
+    /// ([`ClientOptions::check_supported`]). Then connects to the seeds in order until one
+    /// handshakes: a standalone (single seed), a mongos or a replica set primary is used
+    /// as is (any server with `directConnection=true`); a secondary points the search at
+    /// its `primary` and its `hosts`. Rounds repeat until `serverSelectionTimeoutMS`
+    /// (default 30 s). The server found is used for every operation: there is no
+    /// monitoring yet, so a later failover needs a new client.
+    pub async fn with_options(options: ClientOptions) -> Result<Client, Error> {
+        options.check_supported()?;
+        let conn_opts = to_connection_options(&options)?;
+        let conn = discover(&options, &conn_opts).await?;
+        let d = conn.description();
+        let server = ServerInfo {
+            max_wire_version: d.max_wire_version,
+            max_bson_object_size: d.max_bson_object_size,
+            max_message_size_bytes: d.max_message_size_bytes,
+            max_write_batch_size: d.max_write_batch_size,
+            logical_session_timeout: d.logical_session_timeout,
+            kind: d.server_kind,
+        };
+        let pool = ConnPool::new(
+            d.address.clone(),
+            conn_opts,
+            options.max_pool_size.unwrap_or(DEFAULT_MAX_POOL_SIZE),
+            options.wait_queue_timeout,
+            options.max_idle_time,
+        );
+        pool.seed(conn);
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                options,
+                pool,
+                server,
+                sessions: SessionPool::default(),
+                shut_down: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// A handle to database `name` (no IO).
+    pub fn database(&self, name: &str) -> Database {
+        Database::new(self.clone(), name)
+    }
+
+    /// The database named in the connection string's path, if any.
+    pub fn default_database(&self) -> Option<Database> {
+        self.inner
+            .options
+            .default_database
+            .as_deref()
+            .map(|name| self.database(name))
+    }
+
+    /// The options the client was made with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// The address of the server every operation goes to.
+    pub fn server_address(&self) -> &ServerAddress {
+        self.inner.pool.address()
+    }
+
+    /// The `maxWireVersion` of that server.
+    pub fn max_wire_version(&self) -> i32 {
+        self.inner.server.max_wire_version
+    }
+
+    /// What kind of server that is (standalone, mongos, replica set primary...).
+    pub fn server_kind(&self) -> ServerKind {
+        self.inner.server.kind
+    }
+
+    /// The server's `logicalSessionTimeoutMinutes`, if it supports sessions.
+    pub fn logical_session_timeout(&self) -> Option<Duration> {
+        self.inner.server.logical_session_timeout
+    }
+
+    /// End the client: `endSessions` with every pooled session id (in batches of 10,000,
+    /// errors ignored, as the spec says), then close the connection cache. Later operations
+    /// on this client or its clones fail with an error whose `is_shutdown()` is true.
+    /// Calling it again does nothing.
+    pub async fn shutdown(&self) {
+        if self.inner.shut_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let ids = self.inner.sessions.drain_ids();
+        for chunk in ids.chunks(END_SESSIONS_BATCH) {
+            let cmd = EndSessions::new(chunk.to_vec());
+            if let Ok(mut conn) = self.inner.pool.checkout().await {
+                let _ = conn.run("admin", &cmd).await;
+            }
+        }
+        self.inner.pool.close();
+    }
+}
+
+impl ClientInner {
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorKind::Shutdown));
+        }
+        Ok(())
+    }
+
+    /// An implicit session, when the server supports sessions.
+    pub(crate) fn implicit_session(self: &Arc<Self>) -> Option<SessionGuard> {
+        let timeout = self.server.logical_session_timeout?;
+        Some(SessionGuard {
+            session: Some(self.sessions.acquire(timeout, Instant::now())),
+            timeout,
+            client: Arc::clone(self),
+        })
+    }
+
+    pub(crate) async fn checkout(&self) -> Result<PooledConn, Error> {
+        self.check_open()?;
+        self.pool.checkout().await
+    }
+
+    /// Run `cmd` on a pooled connection with `session`'s lsid attached (unless the command
+    /// already has one). A network error marks the session dirty.
+    pub(crate) async fn run_in_session<C: Command>(
+        &self,
+        db: &str,
+        cmd: &C,
+        session: Option<&mut SessionGuard>,
+    ) -> Result<C::Output, Error> {
+        let mut body = cmd.build(db)?;
+        let mut session = session;
+        if let Some(s) = session.as_deref_mut()
+            && let Some(lsid) = s.lsid()
+            && !body.body.contains_key("lsid")
+        {
+            body.body.insert("lsid", lsid.clone());
+            s.touch();
+        }
+        let mut conn = self.checkout().await?;
+        let wire_version = conn.description().max_wire_version;
+        match conn.run_body(body).await {
+            Ok(reply) => cmd
+                .handle_reply(reply)
+                .map_err(|e| Error::from(e).with_wire_version(Some(wire_version))),
+            Err(e) => {
+                let err = Error::from(e).with_wire_version(Some(wire_version));
+                if err.is_network()
+                    && let Some(s) = session
+                {
+                    s.mark_dirty();
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Run `cmd` with an implicit session of its own.
+    pub(crate) async fn run<C: Command>(
+        self: &Arc<Self>,
+        db: &str,
+        cmd: &C,
+    ) -> Result<C::Output, Error> {
+        self.check_open()?;
+        let mut session = self.implicit_session();
+        self.run_in_session(db, cmd, session.as_mut()).await
+    }
+}

@@ -1,0 +1,723 @@
+//! `Collection<T>`: writes with typed results, `find` and `aggregate` builders.
+
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::pin::Pin;
+use std::time::Duration;
+
+use brook_command::{
+    Aggregate, AggregateTarget, CommandError, Delete, DeleteStatement, Find, Insert, SharedDoc,
+    Update, UpdateModification, UpdateStatement, WriteConcernError, WriteError,
+};
+use bson::oid::ObjectId;
+use bson::raw::cstr;
+use bson::{Bson, Document, RawDocumentBuf};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::client::Client;
+use crate::cursor::{Cursor, CursorSpec};
+use crate::error::{Error, ErrorKind};
+
+/// Bytes of an OP_MSG that are not the documents of the sequence: the header, the flags,
+/// the command body (name, `$db`, `lsid`, `ordered`, write concern) and the section
+/// headers. Reserved from `maxMessageSizeBytes` when splitting a write into batches.
+pub(crate) const MESSAGE_OVERHEAD: usize = 16 * 1024;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The result of [`Collection::insert_one`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct InsertOneResult {
+    /// The `_id` of the inserted document (generated when the value had none).
+    pub inserted_id: Bson,
+}
+
+/// The result of [`Collection::insert_many`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct InsertManyResult {
+    /// The `_id` of each inserted document, by its position in the input.
+    pub inserted_ids: BTreeMap<usize, Bson>,
+}
+
+/// The result of [`Collection::update_one`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct UpdateResult {
+    /// How many documents matched the filter.
+    pub matched_count: u64,
+    /// How many were changed.
+    pub modified_count: u64,
+    /// The `_id` of the upserted document, if the update inserted one.
+    pub upserted_id: Option<Bson>,
+}
+
+/// The result of [`Collection::delete_one`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DeleteResult {
+    /// How many documents were deleted.
+    pub deleted_count: u64,
+}
+
+/// A collection of documents of type `T` (`Document`, `RawDocumentBuf`, or any
+/// serde type). Cheap to clone; no IO until an operation runs.
+pub struct Collection<T> {
+    client: Client,
+    db: String,
+    name: String,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Collection<T> {
+    fn clone(&self) -> Self {
+        Collection {
+            client: self.client.clone(),
+            db: self.db.clone(),
+            name: self.name.clone(),
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Collection<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Collection({}.{})", self.db, self.name)
+    }
+}
+
+fn write_failure(
+    write_errors: Vec<WriteError>,
+    write_concern_error: Option<WriteConcernError>,
+    applied: u64,
+    wire_version: i32,
+) -> Error {
+    Error::new(ErrorKind::Write {
+        write_errors,
+        write_concern_error,
+        applied,
+    })
+    .with_wire_version(Some(wire_version))
+}
+
+fn wire_err(e: brook_wire::WireError) -> Error {
+    Error::from(CommandError::from(e))
+}
+
+/// Serialise `value` for an insert, adding an ObjectId `_id` first when it has none
+/// (the caller's value is not touched).
+pub(crate) fn to_insert_doc<T: Serialize>(value: &T) -> Result<(SharedDoc, Bson), Error> {
+    let raw = bson::serialize_to_raw_document_buf(value)?;
+    let existing = raw.get("_id")?.map(bson::RawBson::from);
+    match existing {
+        Some(id) => {
+            let id = Bson::try_from(id)?;
+            let doc = SharedDoc::from_bytes(raw.into_bytes().into()).map_err(wire_err)?;
+            Ok((doc, id))
+        }
+        None => {
+            let oid = ObjectId::new();
+            let mut out = RawDocumentBuf::new();
+            out.append(cstr!("_id"), oid);
+            for item in raw.iter() {
+                let (k, v) = item?;
+                out.append(k, v);
+            }
+            let doc = SharedDoc::from_bytes(out.into_bytes().into()).map_err(wire_err)?;
+            Ok((doc, Bson::ObjectId(oid)))
+        }
+    }
+}
+
+/// Split documents into batches: at most `max_count` documents and `max_bytes` bytes
+/// each, and at least one document per batch (a single document larger than `max_bytes`
+/// is refused by the caller before this).
+pub(crate) fn split_batches(
+    sizes: &[usize],
+    max_count: usize,
+    max_bytes: usize,
+) -> Vec<Range<usize>> {
+    let max_count = max_count.max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0usize;
+    for (i, &size) in sizes.iter().enumerate() {
+        let count = i - start;
+        if count > 0 && (count >= max_count || bytes.saturating_add(size) > max_bytes) {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(size);
+    }
+    if start < sizes.len() {
+        out.push(start..sizes.len());
+    }
+    out
+}
+
+impl<T> Collection<T> {
+    pub(crate) fn new(client: Client, db: &str, name: &str) -> Collection<T> {
+        Collection {
+            client,
+            db: db.to_string(),
+            name: name.to_string(),
+            _marker: PhantomData,
+        }
+    }
+
+    /// The collection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The database's name.
+    pub fn database_name(&self) -> &str {
+        &self.db
+    }
+
+    /// `db.coll`.
+    pub fn namespace(&self) -> String {
+        format!("{}.{}", self.db, self.name)
+    }
+
+    /// The same collection, read and written as another type.
+    pub fn clone_with_type<U>(&self) -> Collection<U> {
+        Collection::new(self.client.clone(), &self.db, &self.name)
+    }
+
+    /// Update the first document matching `filter` with `update` (update operators such
+    /// as `{$set: ...}`). Await it, or set `.upsert(true)` first.
+    pub fn update_one(&self, filter: Document, update: Document) -> UpdateOne<'_, T> {
+        UpdateOne {
+            coll: self,
+            statement: UpdateStatement::new(filter, UpdateModification::Document(update)),
+        }
+    }
+
+    /// Update the first document matching `filter` with an aggregation pipeline.
+    pub fn update_one_with_pipeline(
+        &self,
+        filter: Document,
+        pipeline: Vec<Document>,
+    ) -> UpdateOne<'_, T> {
+        UpdateOne {
+            coll: self,
+            statement: UpdateStatement::new(filter, UpdateModification::Pipeline(pipeline)),
+        }
+    }
+
+    /// Delete the first document matching `filter`.
+    pub async fn delete_one(&self, filter: Document) -> Result<DeleteResult, Error> {
+        let mut cmd = Delete::new(self.name.clone(), vec![DeleteStatement::one(filter)]);
+        cmd.write_concern = self.client.inner.options.write_concern();
+        let reply = self.client.inner.run(&self.db, &cmd).await?;
+        if !reply.write_errors.is_empty() || reply.write_concern_error.is_some() {
+            return Err(write_failure(
+                reply.write_errors,
+                reply.write_concern_error,
+                u64::try_from(reply.n).unwrap_or(0),
+                self.client.inner.server.max_wire_version,
+            ));
+        }
+        Ok(DeleteResult {
+            deleted_count: u64::try_from(reply.n).unwrap_or(0),
+        })
+    }
+
+    /// Run an aggregation pipeline on the collection.
+    pub fn aggregate(&self, pipeline: Vec<Document>) -> AggregateBuilder<'_, T> {
+        AggregateBuilder::new(
+            &self.client,
+            &self.db,
+            AggregateTarget::Collection(self.name.clone()),
+            pipeline,
+        )
+    }
+}
+
+impl<T: Serialize> Collection<T> {
+    /// Insert one document. An ObjectId `_id` is generated when the value has none; the
+    /// value itself is not changed.
+    pub async fn insert_one(&self, value: impl Borrow<T>) -> Result<InsertOneResult, Error> {
+        let (doc, id) = to_insert_doc(value.borrow())?;
+        let max = self.client.inner.server.max_bson_object_size;
+        if doc.bytes().len() > max {
+            return Err(Error::invalid_argument(format!(
+                "document is {} bytes; the server's limit is {max}",
+                doc.bytes().len()
+            )));
+        }
+        let mut cmd = Insert::new(self.name.clone(), vec![doc]);
+        cmd.write_concern = self.client.inner.options.write_concern();
+        let reply = self.client.inner.run(&self.db, &cmd).await?;
+        if !reply.write_errors.is_empty() || reply.write_concern_error.is_some() {
+            return Err(write_failure(
+                reply.write_errors,
+                reply.write_concern_error,
+                u64::try_from(reply.n).unwrap_or(0),
+                self.client.inner.server.max_wire_version,
+            ));
+        }
+        Ok(InsertOneResult { inserted_id: id })
+    }
+
+    /// Insert many documents, split into as many `insert` commands as the server's
+    /// `maxWriteBatchSize` and `maxMessageSizeBytes` require. Ordered by default: the
+    /// first write error stops the insert. Await it, or set `.ordered(false)` first.
+    pub fn insert_many<I>(&self, values: I) -> InsertMany<'_, T>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        let docs = values
+            .into_iter()
+            .map(|v| to_insert_doc(v.borrow()))
+            .collect::<Result<Vec<_>, Error>>();
+        InsertMany {
+            coll: self,
+            docs,
+            ordered: true,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Collection<T> {
+    /// Find the documents matching `filter`; set options on the builder, then await it
+    /// for a [`Cursor`].
+    pub fn find(&self, filter: Document) -> FindBuilder<'_, T> {
+        FindBuilder {
+            coll: self,
+            cmd: Find::new(self.name.clone(), filter),
+        }
+    }
+}
+
+/// An `insert_many` waiting to be awaited.
+#[must_use = "an insert does nothing until awaited"]
+pub struct InsertMany<'a, T> {
+    coll: &'a Collection<T>,
+    docs: Result<Vec<(SharedDoc, Bson)>, Error>,
+    ordered: bool,
+}
+
+impl<T> fmt::Debug for InsertMany<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InsertMany")
+            .field("coll", &self.coll.namespace())
+            .field("ordered", &self.ordered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> InsertMany<'_, T> {
+    /// Whether to stop at the first write error (default `true`).
+    pub fn ordered(mut self, ordered: bool) -> Self {
+        self.ordered = ordered;
+        self
+    }
+
+    async fn run(self) -> Result<InsertManyResult, Error> {
+        let docs = self.docs?;
+        if docs.is_empty() {
+            return Err(Error::invalid_argument(
+                "insert_many needs at least one document",
+            ));
+        }
+        let inner = &self.coll.client.inner;
+        let server = &inner.server;
+        let sizes: Vec<usize> = docs.iter().map(|(d, _)| d.bytes().len()).collect();
+        if let Some((i, size)) = sizes
+            .iter()
+            .enumerate()
+            .find(|(_, s)| **s > server.max_bson_object_size)
+        {
+            return Err(Error::invalid_argument(format!(
+                "document {i} is {size} bytes; the server's limit is {}",
+                server.max_bson_object_size
+            )));
+        }
+        let budget = server
+            .max_message_size_bytes
+            .saturating_sub(MESSAGE_OVERHEAD)
+            .max(server.max_bson_object_size);
+        let batches = split_batches(&sizes, server.max_write_batch_size, budget);
+        let mut applied = 0u64;
+        let mut write_errors = Vec::new();
+        let mut wce = None;
+        let mut inserted = BTreeMap::new();
+        for range in batches {
+            let batch: Vec<SharedDoc> = docs
+                .get(range.clone())
+                .unwrap_or_default()
+                .iter()
+                .map(|(d, _)| d.clone())
+                .collect();
+            let mut cmd = Insert::new(self.coll.name.clone(), batch);
+            cmd.ordered = self.ordered;
+            cmd.write_concern = inner.options.write_concern();
+            let reply = inner.run(&self.coll.db, &cmd).await?;
+            applied += u64::try_from(reply.n).unwrap_or(0);
+            let failed: Vec<usize> = reply.write_errors.iter().map(|e| e.index).collect();
+            for (offset, (_, id)) in docs
+                .get(range.clone())
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                let stop_here = self.ordered && failed.iter().any(|&f| offset >= f);
+                if !failed.contains(&offset) && !stop_here {
+                    inserted.insert(range.start + offset, id.clone());
+                }
+            }
+            let had_errors = !reply.write_errors.is_empty();
+            write_errors.extend(reply.write_errors.into_iter().map(|mut e| {
+                e.index += range.start;
+                e
+            }));
+            if reply.write_concern_error.is_some() {
+                wce = reply.write_concern_error;
+            }
+            if had_errors && self.ordered {
+                break;
+            }
+        }
+        if !write_errors.is_empty() || wce.is_some() {
+            return Err(write_failure(
+                write_errors,
+                wce,
+                applied,
+                server.max_wire_version,
+            ));
+        }
+        Ok(InsertManyResult {
+            inserted_ids: inserted,
+        })
+    }
+}
+
+impl<'a, T> IntoFuture for InsertMany<'a, T> {
+    type Output = Result<InsertManyResult, Error>;
+    type IntoFuture = BoxFuture<'a, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+/// An `update_one` waiting to be awaited.
+#[must_use = "an update does nothing until awaited"]
+pub struct UpdateOne<'a, T> {
+    coll: &'a Collection<T>,
+    statement: UpdateStatement,
+}
+
+impl<T> fmt::Debug for UpdateOne<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpdateOne")
+            .field("coll", &self.coll.namespace())
+            .field("statement", &self.statement)
+            .finish()
+    }
+}
+
+impl<T> UpdateOne<'_, T> {
+    /// Insert a document when none matches.
+    pub fn upsert(mut self, upsert: bool) -> Self {
+        self.statement.upsert = upsert;
+        self
+    }
+
+    /// `arrayFilters`.
+    pub fn array_filters(mut self, filters: Vec<Document>) -> Self {
+        self.statement.array_filters = Some(filters);
+        self
+    }
+
+    /// `collation`.
+    pub fn collation(mut self, collation: Document) -> Self {
+        self.statement.collation = Some(collation);
+        self
+    }
+
+    async fn run(self) -> Result<UpdateResult, Error> {
+        let inner = &self.coll.client.inner;
+        let mut cmd = Update::new(self.coll.name.clone(), vec![self.statement]);
+        cmd.write_concern = inner.options.write_concern();
+        let reply = inner.run(&self.coll.db, &cmd).await?;
+        if !reply.write_errors.is_empty() || reply.write_concern_error.is_some() {
+            return Err(write_failure(
+                reply.write_errors,
+                reply.write_concern_error,
+                u64::try_from(reply.n).unwrap_or(0),
+                inner.server.max_wire_version,
+            ));
+        }
+        let upserted_id = reply.upserted.into_iter().next().map(|u| u.id);
+        let n = u64::try_from(reply.n).unwrap_or(0);
+        Ok(UpdateResult {
+            matched_count: if upserted_id.is_some() {
+                n.saturating_sub(1)
+            } else {
+                n
+            },
+            modified_count: u64::try_from(reply.n_modified).unwrap_or(0),
+            upserted_id,
+        })
+    }
+}
+
+impl<'a, T> IntoFuture for UpdateOne<'a, T> {
+    type Output = Result<UpdateResult, Error>;
+    type IntoFuture = BoxFuture<'a, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A `find` waiting to be awaited: set options, then `.await` it for a [`Cursor`].
+#[must_use = "a find does nothing until awaited"]
+pub struct FindBuilder<'a, T> {
+    coll: &'a Collection<T>,
+    cmd: Find,
+}
+
+impl<T> fmt::Debug for FindBuilder<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FindBuilder")
+            .field("coll", &self.coll.namespace())
+            .field("cmd", &self.cmd)
+            .finish()
+    }
+}
+
+impl<T> FindBuilder<'_, T> {
+    /// Documents per batch (the first batch and every getMore).
+    pub fn batch_size(mut self, n: u32) -> Self {
+        self.cmd.batch_size = Some(n);
+        self
+    }
+
+    /// Return at most `n` documents in total.
+    pub fn limit(mut self, n: u64) -> Self {
+        self.cmd.limit = Some(n);
+        self
+    }
+
+    /// Skip the first `n` matching documents.
+    pub fn skip(mut self, n: u64) -> Self {
+        self.cmd.skip = Some(n);
+        self
+    }
+
+    /// The sort order.
+    pub fn sort(mut self, sort: Document) -> Self {
+        self.cmd.sort = Some(sort);
+        self
+    }
+
+    /// The projection.
+    pub fn projection(mut self, projection: Document) -> Self {
+        self.cmd.projection = Some(projection);
+        self
+    }
+
+    /// A comment recorded in the server's logs and profiler (also sent on getMores to
+    /// servers of wire version 9 and later).
+    pub fn comment(mut self, comment: impl Into<Bson>) -> Self {
+        self.cmd.comment = Some(comment.into());
+        self
+    }
+
+    /// `maxTimeMS` of the find.
+    pub fn max_time(mut self, d: Duration) -> Self {
+        self.cmd.max_time_ms = Some(millis(d));
+        self
+    }
+
+    /// `hint`.
+    pub fn hint(mut self, hint: impl Into<Bson>) -> Self {
+        self.cmd.hint = Some(hint.into());
+        self
+    }
+
+    /// `collation`.
+    pub fn collation(mut self, collation: Document) -> Self {
+        self.cmd.collation = Some(collation);
+        self
+    }
+}
+
+impl<'a, T: 'a> IntoFuture for FindBuilder<'a, T> {
+    type Output = Result<Cursor<T>, Error>;
+    type IntoFuture = BoxFuture<'a, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let inner = &self.coll.client.inner;
+            inner.check_open()?;
+            let mut session = inner.implicit_session();
+            let reply = inner
+                .run_in_session(&self.coll.db, &self.cmd, session.as_mut())
+                .await?;
+            let spec = CursorSpec {
+                batch_size: self.cmd.batch_size,
+                max_await_time: None,
+                comment: self.cmd.comment.clone(),
+            };
+            Ok(Cursor::new(inner.clone(), reply, spec, session))
+        })
+    }
+}
+
+/// An `aggregate` waiting to be awaited: set options, then `.await` it for a [`Cursor`].
+#[must_use = "an aggregate does nothing until awaited"]
+pub struct AggregateBuilder<'a, T> {
+    client: &'a Client,
+    db: &'a str,
+    cmd: Aggregate,
+    max_await_time: Option<Duration>,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for AggregateBuilder<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AggregateBuilder")
+            .field("db", &self.db)
+            .field("cmd", &self.cmd)
+            .finish()
+    }
+}
+
+impl<'a, T> AggregateBuilder<'a, T> {
+    pub(crate) fn new(
+        client: &'a Client,
+        db: &'a str,
+        target: AggregateTarget,
+        pipeline: Vec<Document>,
+    ) -> Self {
+        AggregateBuilder {
+            client,
+            db,
+            cmd: Aggregate::new(target, pipeline),
+            max_await_time: None,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Documents per batch (the first batch and every getMore).
+    pub fn batch_size(mut self, n: u32) -> Self {
+        self.cmd.batch_size = Some(n);
+        self
+    }
+
+    /// A comment recorded in the server's logs and profiler.
+    pub fn comment(mut self, comment: impl Into<Bson>) -> Self {
+        self.cmd.comment = Some(comment.into());
+        self
+    }
+
+    /// `maxTimeMS` of the aggregate.
+    pub fn max_time(mut self, d: Duration) -> Self {
+        self.cmd.max_time_ms = Some(millis(d));
+        self
+    }
+
+    /// `maxTimeMS` of each getMore (for tailable-await cursors such as change streams).
+    pub fn max_await_time(mut self, d: Duration) -> Self {
+        self.max_await_time = Some(d);
+        self
+    }
+
+    /// `allowDiskUse`.
+    pub fn allow_disk_use(mut self, allow: bool) -> Self {
+        self.cmd.allow_disk_use = Some(allow);
+        self
+    }
+
+    /// `collation`.
+    pub fn collation(mut self, collation: Document) -> Self {
+        self.cmd.collation = Some(collation);
+        self
+    }
+
+    /// Read the results as another type.
+    pub fn with_type<U>(self) -> AggregateBuilder<'a, U> {
+        AggregateBuilder {
+            client: self.client,
+            db: self.db,
+            cmd: self.cmd,
+            max_await_time: self.max_await_time,
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<'a, T: 'a> IntoFuture for AggregateBuilder<'a, T> {
+    type Output = Result<Cursor<T>, Error>;
+    type IntoFuture = BoxFuture<'a, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let inner = &self.client.inner;
+            inner.check_open()?;
+            let mut session = inner.implicit_session();
+            let reply = inner
+                .run_in_session(self.db, &self.cmd, session.as_mut())
+                .await?;
+            let spec = CursorSpec {
+                batch_size: self.cmd.batch_size,
+                max_await_time: self.max_await_time,
+                comment: self.cmd.comment.clone(),
+            };
+            Ok(Cursor::new(inner.clone(), reply, spec, session))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn batches_split_by_count_and_bytes() {
+        assert_eq!(split_batches(&[10; 5], 2, 1000), [0..2, 2..4, 4..5]);
+        assert_eq!(split_batches(&[40, 40, 40, 10], 100, 80), [0..2, 2..4]);
+        // A document larger than the budget still gets a batch of its own.
+        assert_eq!(split_batches(&[10, 500, 10], 100, 100), [0..1, 1..2, 2..3]);
+        assert!(split_batches(&[], 10, 10).is_empty());
+        assert_eq!(split_batches(&[1, 1, 1], 0, 10), [0..1, 1..2, 2..3]);
+    }
+
+    #[test]
+    fn insert_doc_gets_an_id_first_without_touching_the_value() {
+        let value = doc! { "a": 1 };
+        let (shared, id) = to_insert_doc(&value).unwrap();
+        assert_eq!(value, doc! { "a": 1 });
+        let d = shared.to_document().unwrap();
+        assert_eq!(d.keys().next().map(String::as_str), Some("_id"));
+        assert_eq!(d.get("_id"), Some(&id));
+        assert!(matches!(id, Bson::ObjectId(_)));
+
+        let (shared, id) = to_insert_doc(&doc! { "x": 2, "_id": 7 }).unwrap();
+        assert_eq!(id, Bson::Int32(7));
+        assert_eq!(shared.to_document().unwrap(), doc! { "x": 2, "_id": 7 });
+    }
+
+    #[test]
+    fn insert_doc_refuses_non_documents() {
+        assert!(to_insert_doc(&5i32).is_err());
+    }
+}

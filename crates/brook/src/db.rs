@@ -1,0 +1,64 @@
+//! `Database`: commands and collections of one database.
+
+use brook_command::{AggregateTarget, RunCommand};
+use bson::{Document, RawDocumentBuf};
+
+use crate::client::Client;
+use crate::coll::{AggregateBuilder, Collection};
+use crate::error::Error;
+
+/// A handle to one database. Cheap to clone; no IO until an operation runs.
+#[derive(Debug, Clone)]
+pub struct Database {
+    client: Client,
+    name: String,
+}
+
+impl Database {
+    pub(crate) fn new(client: Client, name: &str) -> Database {
+        Database {
+            client,
+            name: name.to_string(),
+        }
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The client this database belongs to.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A collection whose documents are read and written as `T`.
+    pub fn collection<T>(&self, name: &str) -> Collection<T> {
+        Collection::new(self.client.clone(), &self.name, name)
+    }
+
+    /// A collection of raw BSON documents (no per-field decoding).
+    pub fn collection_raw(&self, name: &str) -> Collection<RawDocumentBuf> {
+        self.collection(name)
+    }
+
+    /// Run `command` (first key = the command's name) on this database and return the
+    /// server's reply. `$db` and the implicit session's `lsid` are added to a copy; the
+    /// caller's document is not changed. An `ok: 0` reply is an error whose
+    /// `is_server_error()` is true.
+    pub async fn run_command(&self, command: Document) -> Result<Document, Error> {
+        let cmd = RunCommand::new(command);
+        let reply = self.client.inner.run(&self.name, &cmd).await?;
+        reply.to_document().map_err(Error::bson)
+    }
+
+    /// A database-level aggregation (`aggregate: 1`), e.g. `$currentOp` on `admin`.
+    pub fn aggregate(&self, pipeline: Vec<Document>) -> AggregateBuilder<'_, Document> {
+        AggregateBuilder::new(
+            &self.client,
+            &self.name,
+            AggregateTarget::Database,
+            pipeline,
+        )
+    }
+}

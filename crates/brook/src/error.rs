@@ -1,0 +1,479 @@
+//! The one public error type, [`Error`], and its kinds.
+
+use std::fmt;
+use std::time::Duration;
+
+use brook_command::{CommandError, ServerError, WriteConcernError, WriteError};
+use brook_conn::ConnError;
+
+/// A shorthand for `Result<T, brook::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong. Reach it with [`Error::kind`]; most code only needs the predicates
+/// of [`Error`].
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorKind {
+    /// The connection string is invalid per the Connection String / URI Options specs, or
+    /// carries options brook would have to ignore (see [`crate::ClientOptions`]).
+    #[error("invalid connection string: {message}")]
+    InvalidUri {
+        /// What is wrong.
+        message: String,
+    },
+    /// An argument of an operation is invalid (e.g. an empty `insert_many`).
+    #[error("invalid argument: {message}")]
+    InvalidArgument {
+        /// What is wrong.
+        message: String,
+    },
+    /// The request needs a feature brook does not have yet.
+    #[error("{feature} is not supported by brook yet")]
+    Unsupported {
+        /// The feature.
+        feature: String,
+    },
+    /// The connection failed: network error, timeout, TLS, handshake, protocol.
+    #[error(transparent)]
+    Connection(ConnError),
+    /// The server answered `ok: 0`.
+    #[error(transparent)]
+    Server(ServerError),
+    /// A write command reported write errors or a write concern error.
+    #[error("{}", write_failure_message(.write_errors, .write_concern_error.as_ref()))]
+    Write {
+        /// Failed statements, with `index` relative to the caller's whole input.
+        write_errors: Vec<WriteError>,
+        /// The write concern error, if any.
+        write_concern_error: Option<WriteConcernError>,
+        /// How many statements were applied before the failure (`n` summed over batches).
+        applied: u64,
+    },
+    /// A reply could not be understood, or a command could not be built.
+    #[error(transparent)]
+    Command(CommandError),
+    /// No server could be found to talk to.
+    #[error("server selection failed: {message}")]
+    ServerSelection {
+        /// What was tried.
+        message: String,
+        /// Whether it gave up because `serverSelectionTimeoutMS` passed.
+        timed_out: bool,
+    },
+    /// No connection became free within `waitQueueTimeoutMS`.
+    #[error("no connection became available within {after:?} (waitQueueTimeoutMS)")]
+    PoolTimeout {
+        /// The limit.
+        after: Duration,
+    },
+    /// A value could not be converted to or from BSON.
+    #[error("BSON conversion error: {message}")]
+    Bson {
+        /// What failed.
+        message: String,
+    },
+    /// The client was shut down with [`Client::shutdown`](crate::Client::shutdown).
+    #[error("the client has been shut down")]
+    Shutdown,
+}
+
+fn write_failure_message(errors: &[WriteError], wce: Option<&WriteConcernError>) -> String {
+    let mut s = String::new();
+    if let Some(first) = errors.first() {
+        s.push_str(&format!(
+            "write error at index {}: {} (code {}",
+            first.index, first.message, first.code
+        ));
+        if let Some(name) = &first.code_name {
+            s.push_str(&format!(", {name}"));
+        }
+        s.push(')');
+        if errors.len() > 1 {
+            s.push_str(&format!(" and {} more write error(s)", errors.len() - 1));
+        }
+    }
+    if let Some(w) = wce {
+        if !s.is_empty() {
+            s.push_str("; ");
+        }
+        s.push_str(&format!(
+            "write concern error: {} (code {})",
+            w.message, w.code
+        ));
+    }
+    s
+}
+
+struct Inner {
+    kind: ErrorKind,
+    wire_version: Option<i32>,
+}
+
+/// The error of every brook operation: opaque, inspected with predicates.
+///
+/// ```
+/// # fn check(err: &brook::Error) {
+/// if err.is_network() { /* retry elsewhere */ }
+/// if err.code() == Some(11000) { /* duplicate key */ }
+/// if err.has_label("RetryableWriteError") { /* ... */ }
+/// # }
+/// ```
+pub struct Error(Box<Inner>);
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind) -> Error {
+        Error(Box::new(Inner {
+            kind,
+            wire_version: None,
+        }))
+    }
+
+    pub(crate) fn with_wire_version(mut self, wire_version: Option<i32>) -> Error {
+        if wire_version.is_some() {
+            self.0.wire_version = wire_version;
+        }
+        self
+    }
+
+    pub(crate) fn invalid_argument(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::InvalidArgument {
+            message: message.into(),
+        })
+    }
+
+    pub(crate) fn bson(err: impl fmt::Display) -> Error {
+        Error::new(ErrorKind::Bson {
+            message: err.to_string(),
+        })
+    }
+
+    pub(crate) fn unsupported(feature: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Unsupported {
+            feature: feature.into(),
+        })
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0.kind
+    }
+
+    /// A network failure (IO error, peer closed, TLS failure, socket timeout, or use of a
+    /// connection that broke before).
+    pub fn is_network(&self) -> bool {
+        matches!(&self.0.kind, ErrorKind::Connection(e) if e.is_network())
+    }
+
+    /// A client-side timeout: connect or socket timeout, `waitQueueTimeoutMS`, or server
+    /// selection giving up after `serverSelectionTimeoutMS`.
+    pub fn is_timeout(&self) -> bool {
+        match &self.0.kind {
+            ErrorKind::Connection(e) => e.is_timeout(),
+            ErrorKind::PoolTimeout { .. } => true,
+            ErrorKind::ServerSelection { timed_out, .. } => *timed_out,
+            _ => false,
+        }
+    }
+
+    /// The server reported the failure (`ok: 0`, write errors or a write concern error).
+    pub fn is_server_error(&self) -> bool {
+        self.server_error().is_some() || matches!(&self.0.kind, ErrorKind::Write { .. })
+    }
+
+    /// An invalid argument or connection string.
+    pub fn is_invalid_argument(&self) -> bool {
+        matches!(
+            &self.0.kind,
+            ErrorKind::InvalidArgument { .. } | ErrorKind::InvalidUri { .. }
+        )
+    }
+
+    /// A feature brook does not support yet was asked for.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(&self.0.kind, ErrorKind::Unsupported { .. })
+    }
+
+    /// The client was shut down.
+    pub fn is_shutdown(&self) -> bool {
+        matches!(&self.0.kind, ErrorKind::Shutdown)
+    }
+
+    fn server_error(&self) -> Option<&ServerError> {
+        match &self.0.kind {
+            ErrorKind::Server(e) => Some(e),
+            ErrorKind::Command(CommandError::Server(e)) => Some(e),
+            ErrorKind::Connection(e) => e.server_error(),
+            _ => None,
+        }
+    }
+
+    /// The server's error code: of the command error, else of the first write error, else
+    /// of the write concern error.
+    pub fn code(&self) -> Option<i32> {
+        if let Some(e) = self.server_error() {
+            return e.code;
+        }
+        match &self.0.kind {
+            ErrorKind::Write {
+                write_errors,
+                write_concern_error,
+                ..
+            } => write_errors
+                .first()
+                .map(|w| w.code)
+                .or(write_concern_error.as_ref().map(|w| w.code)),
+            _ => None,
+        }
+    }
+
+    /// The server's name for [`code`](Error::code), when it sent one.
+    pub fn code_name(&self) -> Option<&str> {
+        if let Some(e) = self.server_error() {
+            return e.code_name.as_deref();
+        }
+        match &self.0.kind {
+            ErrorKind::Write {
+                write_errors,
+                write_concern_error,
+                ..
+            } => match write_errors.first() {
+                Some(w) => w.code_name.as_deref(),
+                None => write_concern_error
+                    .as_ref()
+                    .and_then(|w| w.code_name.as_deref()),
+            },
+            _ => None,
+        }
+    }
+
+    /// The server's error labels (`errorLabels`), empty when there are none.
+    pub fn labels(&self) -> &[String] {
+        if let Some(e) = self.server_error() {
+            return &e.labels;
+        }
+        match &self.0.kind {
+            ErrorKind::Write {
+                write_concern_error: Some(w),
+                ..
+            } => &w.labels,
+            _ => &[],
+        }
+    }
+
+    /// Whether [`labels`](Error::labels) contains `label`.
+    pub fn has_label(&self, label: &str) -> bool {
+        self.labels().iter().any(|l| l == label)
+    }
+
+    /// The `maxWireVersion` of the connection the error happened on, when known.
+    pub fn wire_version(&self) -> Option<i32> {
+        match (&self.0.kind, self.0.wire_version) {
+            (_, Some(v)) => Some(v),
+            (ErrorKind::Connection(e), None) => e.wire_version(),
+            _ => None,
+        }
+    }
+
+    /// The write errors of a failed write (indices relative to the caller's input).
+    pub fn write_errors(&self) -> &[WriteError] {
+        match &self.0.kind {
+            ErrorKind::Write { write_errors, .. } => write_errors,
+            _ => &[],
+        }
+    }
+
+    /// The server's message, when the server reported the error.
+    pub fn server_message(&self) -> Option<&str> {
+        if let Some(e) = self.server_error() {
+            return Some(&e.message);
+        }
+        match &self.0.kind {
+            ErrorKind::Write {
+                write_errors,
+                write_concern_error,
+                ..
+            } => write_errors
+                .first()
+                .map(|w| w.message.as_str())
+                .or(write_concern_error.as_ref().map(|w| w.message.as_str())),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.kind, f)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.0.kind)
+            .field("wire_version", &self.wire_version())
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0.kind)
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Error {
+        Error::new(kind)
+    }
+}
+
+impl From<CommandError> for Error {
+    fn from(err: CommandError) -> Error {
+        match err {
+            CommandError::Server(e) => Error::new(ErrorKind::Server(e)),
+            other => Error::new(ErrorKind::Command(other)),
+        }
+    }
+}
+
+impl From<ConnError> for Error {
+    fn from(err: ConnError) -> Error {
+        match err {
+            ConnError::Command {
+                source,
+                wire_version,
+            } => Error::from(*source).with_wire_version(wire_version),
+            other => {
+                let wv = other.wire_version();
+                Error::new(ErrorKind::Connection(other)).with_wire_version(wv)
+            }
+        }
+    }
+}
+
+impl From<bson::error::Error> for Error {
+    fn from(err: bson::error::Error) -> Error {
+        Error::bson(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brook_conn::ServerAddress;
+
+    fn server_error(code: i32, labels: &[&str]) -> ServerError {
+        ServerError {
+            code: Some(code),
+            code_name: Some("SomeError".into()),
+            message: "it went wrong".into(),
+            labels: labels.iter().map(ToString::to_string).collect(),
+            write_concern_error: false,
+            raw: None,
+        }
+    }
+
+    #[test]
+    fn server_errors_through_conn_keep_code_labels_and_wire_version() {
+        let conn = ConnError::Command {
+            source: Box::new(CommandError::Server(server_error(
+                91,
+                &["ResumableChangeStreamError"],
+            ))),
+            wire_version: Some(21),
+        };
+        let err = Error::from(conn);
+        assert!(err.is_server_error());
+        assert!(!err.is_network() && !err.is_timeout() && !err.is_invalid_argument());
+        assert_eq!(err.code(), Some(91));
+        assert_eq!(err.code_name(), Some("SomeError"));
+        assert!(err.has_label("ResumableChangeStreamError"));
+        assert!(!err.has_label("Other"));
+        assert_eq!(err.wire_version(), Some(21));
+        assert_eq!(err.server_message(), Some("it went wrong"));
+        assert!(err.to_string().contains("it went wrong"), "{err}");
+    }
+
+    #[test]
+    fn network_and_timeout_errors() {
+        let address = ServerAddress::new("db.example.com", 27017);
+        let closed = Error::from(ConnError::Closed {
+            address: address.clone(),
+            mid_message: true,
+            wire_version: Some(25),
+        });
+        assert!(closed.is_network());
+        assert!(!closed.is_timeout());
+        assert!(!closed.is_server_error());
+        assert_eq!(closed.code(), None);
+        assert!(closed.labels().is_empty());
+        assert_eq!(closed.wire_version(), Some(25));
+
+        let timeout = Error::from(ConnError::Timeout {
+            address,
+            operation: "operation",
+            after: Duration::from_secs(1),
+            wire_version: None,
+        });
+        assert!(timeout.is_timeout() && timeout.is_network());
+        assert_eq!(timeout.wire_version(), None);
+        assert!(
+            Error::new(ErrorKind::PoolTimeout {
+                after: Duration::from_millis(5)
+            })
+            .is_timeout()
+        );
+        let sel = Error::new(ErrorKind::ServerSelection {
+            message: "none".into(),
+            timed_out: true,
+        });
+        assert!(sel.is_timeout() && !sel.is_network());
+    }
+
+    #[test]
+    fn write_errors_report_the_first_code() {
+        let err = Error::new(ErrorKind::Write {
+            write_errors: vec![WriteError {
+                index: 3,
+                code: 11000,
+                code_name: Some("DuplicateKey".into()),
+                message: "dup".into(),
+                details: None,
+            }],
+            write_concern_error: None,
+            applied: 3,
+        });
+        assert!(err.is_server_error());
+        assert_eq!(err.code(), Some(11000));
+        assert_eq!(err.code_name(), Some("DuplicateKey"));
+        assert_eq!(err.write_errors().len(), 1);
+        assert!(err.to_string().contains("index 3"), "{err}");
+
+        let wce = Error::new(ErrorKind::Write {
+            write_errors: vec![],
+            write_concern_error: Some(WriteConcernError {
+                code: 64,
+                code_name: None,
+                message: "timeout".into(),
+                labels: vec!["RetryableWriteError".into()],
+                details: None,
+            }),
+            applied: 1,
+        });
+        assert_eq!(wce.code(), Some(64));
+        assert!(wce.has_label("RetryableWriteError"));
+    }
+
+    #[test]
+    fn argument_errors() {
+        assert!(Error::invalid_argument("x").is_invalid_argument());
+        let u = Error::unsupported("thing");
+        assert!(u.is_unsupported() && !u.is_invalid_argument());
+        assert_eq!(u.to_string(), "thing is not supported by brook yet");
+        assert!(Error::new(ErrorKind::Shutdown).is_shutdown());
+        let malformed = Error::from(CommandError::Invalid("bad".into()));
+        assert!(!malformed.is_server_error());
+        assert!(matches!(malformed.kind(), ErrorKind::Command(_)));
+    }
+}

@@ -1,0 +1,154 @@
+//! Client-side logical sessions: server sessions and their LIFO pool
+//! (Driver Sessions spec, "Server Session Pool").
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bson::{Binary, Document, doc, spec::BinarySubtype};
+
+/// One server session: the `lsid` document and when it was last used.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerSession {
+    /// `{id: <UUID v4 as Binary subtype 4>}`.
+    pub(crate) id: Document,
+    /// When it was last sent to a server.
+    pub(crate) last_use: Instant,
+    /// A network error happened while it was in use: the server may still think it is in
+    /// use, so it is never reused.
+    pub(crate) dirty: bool,
+}
+
+impl ServerSession {
+    pub(crate) fn new(now: Instant) -> ServerSession {
+        let uuid = uuid::Uuid::new_v4();
+        ServerSession {
+            id: doc! {
+                "id": Binary { subtype: BinarySubtype::Uuid, bytes: uuid.as_bytes().to_vec() }
+            },
+            last_use: now,
+            dirty: false,
+        }
+    }
+
+    /// Whether the session has less than one minute left before the server may time it out.
+    fn about_to_expire(&self, timeout: Duration, now: Instant) -> bool {
+        let margin = timeout.saturating_sub(Duration::from_secs(60));
+        now.saturating_duration_since(self.last_use) >= margin
+    }
+}
+
+/// The pool of idle server sessions, most recently used first.
+#[derive(Debug, Default)]
+pub(crate) struct SessionPool {
+    idle: Mutex<VecDeque<ServerSession>>,
+}
+
+impl SessionPool {
+    /// Take the most recently used session that is not about to expire (dropping expiring
+    /// ones), or make a new one. `timeout` is the deployment's logicalSessionTimeoutMinutes.
+    pub(crate) fn acquire(&self, timeout: Duration, now: Instant) -> ServerSession {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(s) = idle.pop_front() {
+            if !s.about_to_expire(timeout, now) {
+                return s;
+            }
+        }
+        drop(idle);
+        ServerSession::new(now)
+    }
+
+    /// Return a session: expired sessions at the back are pruned first; a dirty or expiring
+    /// session is discarded; the others go to the front.
+    pub(crate) fn release(&self, session: ServerSession, timeout: Duration, now: Instant) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while idle.back().is_some_and(|s| s.about_to_expire(timeout, now)) {
+            idle.pop_back();
+        }
+        if !session.dirty && !session.about_to_expire(timeout, now) {
+            idle.push_front(session);
+        }
+    }
+
+    /// Take every pooled session id (for endSessions at shutdown).
+    pub(crate) fn drain_ids(&self) -> Vec<Document> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.drain(..).map(|s| s.id).collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.idle.lock().map(|i| i.len()).unwrap_or(0)
+    }
+}
+
+/// The largest number of ids one endSessions command carries.
+pub(crate) const END_SESSIONS_BATCH: usize = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(30 * 60);
+
+    fn uuid_of(s: &ServerSession) -> Vec<u8> {
+        match s.id.get("id") {
+            Some(bson::Bson::Binary(b)) => {
+                assert_eq!(b.subtype, BinarySubtype::Uuid);
+                b.bytes.clone()
+            }
+            other => panic!("unexpected lsid {other:?}"),
+        }
+    }
+
+    #[test]
+    fn new_sessions_are_uuid_v4_and_distinct() {
+        let now = Instant::now();
+        let a = ServerSession::new(now);
+        let b = ServerSession::new(now);
+        let (ua, ub) = (uuid_of(&a), uuid_of(&b));
+        assert_eq!(ua.len(), 16);
+        assert_eq!(ua.get(6).map(|b| b >> 4), Some(4), "version nibble");
+        assert_ne!(ua, ub);
+    }
+
+    #[test]
+    fn pool_is_lifo() {
+        let pool = SessionPool::default();
+        let now = Instant::now();
+        let a = pool.acquire(T, now);
+        let b = pool.acquire(T, now);
+        let (ida, idb) = (a.id.clone(), b.id.clone());
+        pool.release(a, T, now);
+        pool.release(b, T, now);
+        assert_eq!(pool.acquire(T, now).id, idb);
+        assert_eq!(pool.acquire(T, now).id, ida);
+        assert_eq!(pool.len(), 0);
+    }
+
+    #[test]
+    fn expiring_and_dirty_sessions_are_discarded() {
+        let pool = SessionPool::default();
+        let t0 = Instant::now();
+        let old = pool.acquire(T, t0);
+        pool.release(old, T, t0);
+        // 29 minutes later the session has one minute left: not reused.
+        let later = t0 + Duration::from_secs(29 * 60);
+        let fresh = pool.acquire(T, later);
+        assert_eq!(fresh.last_use, later, "a new session was made");
+        assert_eq!(pool.len(), 0);
+
+        let mut dirty = pool.acquire(T, later);
+        dirty.dirty = true;
+        pool.release(dirty, T, later);
+        assert_eq!(pool.len(), 0);
+
+        // Releasing prunes stale sessions from the back.
+        pool.release(fresh, T, later);
+        let newer = ServerSession::new(later + Duration::from_secs(29 * 60));
+        pool.release(newer, T, later + Duration::from_secs(29 * 60));
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.drain_ids().len(), 1);
+        assert_eq!(pool.len(), 0);
+    }
+}

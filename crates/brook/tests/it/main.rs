@@ -1,0 +1,5 @@
+//! brook's integration tests: the spec runners and the whole client against the
+//! testkit's fake server.
+
+mod client;
+mod spec_uri;
