@@ -101,7 +101,7 @@ impl<T> Cursor<T> {
     }
 
     /// How many documents of the current batch are buffered and not yet returned.
-    pub fn buffered(&self) -> usize {
+    pub fn buffered_len(&self) -> usize {
         self.buffer.len()
     }
 
