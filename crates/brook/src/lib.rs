@@ -114,6 +114,7 @@ mod coll;
 mod cursor;
 mod db;
 mod error;
+mod event;
 mod options;
 mod pool;
 mod session;
@@ -128,6 +129,10 @@ pub use coll::{
 pub use cursor::Cursor;
 pub use db::Database;
 pub use error::{Error, ErrorKind, Result};
+pub use event::{
+    ChangeNamespace, ChangeStreamEvent, OperationType, RawChangeEvent, ResumeToken, SplitEvent,
+    TruncatedArray, UpdateDescription, resume_token_of,
+};
 pub use options::{
     Acknowledgment, ClientOptions, Credential, DEFAULT_PORT, Host, ReadPreferenceMode,
     ServerMonitoringMode, UriWarning, UriWarningKind,
