@@ -81,11 +81,15 @@
 
 mod action;
 mod frame;
+mod proxy;
 mod record;
 mod server;
 pub mod shapes;
 
 pub use action::{Action, Fault, Handler};
+pub use proxy::{
+    CutEvent, CutPoint, CutReason, CutStyle, Proxy, ProxyConfig, ProxyStats, SplitMix64,
+};
 pub use record::{DecodeFailure, ReceivedCommand, ReceivedSequence};
 pub use server::{FakeServer, ServerConfig};
 

@@ -16,6 +16,8 @@ use bson::{Bson, Document, doc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod proxy;
+
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Run `f` and fail the test if it does not finish within the deadline.
