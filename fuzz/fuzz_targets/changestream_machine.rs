@@ -139,9 +139,11 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
                 let token = pbrt.then(|| doc! { "_data": format!("p{next_id}") });
                 if let Some(r) = reply(true, id, batch, token.clone(), optime) {
                     let server = server % 4;
+                    // Ids are unique per reply: a cursor opened by an aggregate that was
+                    // in flight when the stream closed is killed on this server too.
+                    servers.insert(id, server);
                     m.handle_aggregate_reply(server, i32::from(wire % 30), r);
                     if in_flight && !m.command_in_flight() {
-                        servers.insert(id, server);
                         aggregate_ok = true;
                         batch_pbrt = token.clone();
                         if empty && let Some(t) = token {
@@ -171,10 +173,9 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
                 let Ok(r) = CursorReply::parse("getMore", &doc) else { continue };
                 track_tokens = false;
                 if aggregate {
-                    let id = r.id;
+                    servers.entry(r.id).or_insert(0);
                     m.handle_aggregate_reply(0, 9, r);
                     if in_flight && !m.command_in_flight() {
-                        servers.insert(id, 0);
                         aggregate_ok = true;
                     }
                 } else {

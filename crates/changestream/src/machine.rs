@@ -376,6 +376,18 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
             return;
         }
         if let Some(cursor) = self.cursor.as_mut() {
+            // A getMore answers for the cursor it was sent for: the same id while it
+            // lives, 0 once it is exhausted. Any other id is a malformed reply; taking
+            // it would send the next getMore (and the killCursors) for a cursor this
+            // stream never opened.
+            if reply.id != 0 && reply.id != cursor.id {
+                let message = format!(
+                    "getMore for cursor {} answered with cursor id {}",
+                    cursor.id, reply.id
+                );
+                self.close_with(ChangeStreamError::Malformed(message));
+                return;
+            }
             cursor.id = reply.id;
         }
         self.take_batch(reply);
@@ -452,6 +464,10 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
     /// Closes the stream and keeps `err` to be handed out by `poll_event`.
     fn close_with(&mut self, err: ChangeStreamError) {
         self.close();
+        // The command whose outcome closed the stream has completed: no aggregate
+        // reply is still due, so none may be taken for an orphan's (a late or
+        // duplicated reply would otherwise have its cursor "killed").
+        self.orphan_aggregate = false;
         self.error = Some(err);
     }
 

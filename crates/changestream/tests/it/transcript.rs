@@ -719,3 +719,33 @@ fn outgoing_helpers() {
     assert_eq!(h.m.target(), &Target::collection("db", "coll"));
     assert_eq!(h.m.options(), &ChangeStreamOptions::default());
 }
+
+#[test]
+fn a_get_more_answering_for_another_cursor_is_malformed_and_closes() {
+    let mut h = opened(21);
+    // Cursor 7 asked for; the reply speaks of cursor 8.
+    h.gm(8, vec![ev("e1")], None);
+    let events = h.events();
+    assert!(
+        matches!(events.as_slice(), [Err(ChangeStreamError::Malformed(_))]),
+        "{events:?}"
+    );
+    assert!(h.m.is_closed() && !h.m.is_alive());
+    // The cursor this stream opened is killed; cursor 8 is never touched.
+    h.expect(Some("a"), kill_doc(7));
+    h.expect_none();
+}
+
+#[test]
+fn a_reply_after_the_aggregate_failed_opens_nothing_and_kills_nothing() {
+    let mut h = H::coll(ChangeStreamOptions::default());
+    let (_, body, _) = h.next();
+    assert!(body.contains_key("aggregate"));
+    h.m.handle_failure(Failure::Network("reset".into()), Some(21));
+    assert!(h.m.is_closed());
+    // A late (or duplicated) reply to the failed aggregate is not an orphan of close().
+    let ns = h.ns.clone();
+    h.m.handle_aggregate_reply("a", 21, cursor_reply(true, 9, &ns, vec![], None, None));
+    h.m.close();
+    h.expect_none();
+}
