@@ -13,6 +13,8 @@
 //! xtask depends on std only, so `cargo xtask` builds in seconds on a fresh clone.
 #![forbid(unsafe_code)]
 
+mod bench;
+mod fuzz;
 mod peer;
 mod test;
 
@@ -34,6 +36,12 @@ commands:
   peer start           start a peer in the background and print its MONGODB_URI
   peer stop            stop the peer `peer start` started
   peer status          say whether that peer is running, and its MONGODB_URI
+  fuzz [--seconds N] [--target T]... [--sanitizer none|address] [--list] [-- <libFuzzer flags>]
+                       install cargo-fuzz into target/tools, build every fuzz target and
+                       run each for N seconds (default 60); fails on any crash
+  bench [cargo bench args] [-- criterion args]
+                       run the criterion benches (cargo bench -p brook-benches) and print
+                       where the report is
   help                 print this text
 ";
 
@@ -127,7 +135,8 @@ fn dispatch(args: &[String]) -> Result<()> {
     match command {
         "test" => test::main(rest),
         "peer" => peer::main(rest),
-        // `fuzz`, `bench` and `demo` are dispatched here once their modules exist.
+        "fuzz" => fuzz::run(rest).map_err(Error::new),
+        "bench" => bench::run(rest).map_err(Error::new),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
