@@ -9,11 +9,13 @@ use brook_conn::{Connection, ConnectionOptions, ServerAddress, ServerKind, TlsOp
 use brook_wire::Compressor;
 use bson::Document;
 
+use crate::change_stream::{Scope, WatchBuilder};
 use crate::db::Database;
 use crate::error::{Error, ErrorKind};
+use crate::event::ChangeStreamEvent;
 use crate::options::{ClientOptions, Host};
 use crate::pool::{ConnPool, DEFAULT_MAX_POOL_SIZE, PooledConn};
-use crate::session::{END_SESSIONS_BATCH, ServerSession, SessionPool};
+use crate::session::{ClientSession, END_SESSIONS_BATCH, ServerSession, SessionPool};
 
 /// The default `serverSelectionTimeoutMS`.
 const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,13 +63,13 @@ impl SessionGuard {
         self.session.as_ref().map(|s| &s.id)
     }
 
-    fn touch(&mut self) {
+    pub(crate) fn touch(&mut self) {
         if let Some(s) = self.session.as_mut() {
             s.last_use = Instant::now();
         }
     }
 
-    fn mark_dirty(&mut self) {
+    pub(crate) fn mark_dirty(&mut self) {
         if let Some(s) = self.session.as_mut() {
             s.dirty = true;
         }
@@ -315,6 +317,25 @@ impl Client {
     /// The server's `logicalSessionTimeoutMinutes`, if it supports sessions.
     pub fn logical_session_timeout(&self) -> Option<Duration> {
         self.inner.server.logical_session_timeout
+    }
+
+    /// Start an explicit session (see [`ClientSession`]): its `lsid` is used by every
+    /// command of the change streams it is given to. Fails with an `is_unsupported()`
+    /// error when the server does not support sessions (no
+    /// `logicalSessionTimeoutMinutes` in its handshake), and after [`shutdown`](Self::shutdown).
+    pub async fn start_session(&self) -> Result<ClientSession, Error> {
+        self.inner.check_open()?;
+        let timeout = self.inner.server.logical_session_timeout.ok_or_else(|| {
+            Error::unsupported("sessions on a server without logicalSessionTimeoutMinutes")
+        })?;
+        Ok(ClientSession::new(Arc::clone(&self.inner), timeout))
+    }
+
+    /// A change stream on the whole deployment: `aggregate: 1` on `admin` with
+    /// `allChangesForCluster: true`. Set options on the builder, then `.await` it for a
+    /// [`ChangeStream`](crate::ChangeStream); see the [crate docs](crate#change-streams).
+    pub fn watch(&self) -> WatchBuilder<ChangeStreamEvent<Document>> {
+        WatchBuilder::new(self.clone(), Scope::Cluster)
     }
 
     /// End the client: `endSessions` with every pooled session id (in batches of 10,000,

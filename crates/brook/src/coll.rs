@@ -19,9 +19,11 @@ use bson::{Bson, Document, RawDocumentBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::change_stream::{Scope, WatchBuilder};
 use crate::client::Client;
 use crate::cursor::{Cursor, CursorSpec};
 use crate::error::{Error, ErrorKind};
+use crate::event::ChangeStreamEvent;
 
 /// Bytes of an OP_MSG that are not the documents of the sequence: the header, the flags,
 /// the command body (name, `$db`, `lsid`, `ordered`, write concern) and the section
@@ -229,6 +231,20 @@ impl<T> Collection<T> {
         Ok(DeleteResult {
             deleted_count: u64::try_from(reply.n).unwrap_or(0),
         })
+    }
+
+    /// A change stream on this collection, with `fullDocument` (and
+    /// `fullDocumentBeforeChange`) images decoded as `T`. Set options on the builder,
+    /// then `.await` it for a [`ChangeStream`](crate::ChangeStream); see the
+    /// [crate docs](crate#change-streams).
+    pub fn watch(&self) -> WatchBuilder<ChangeStreamEvent<T>> {
+        WatchBuilder::new(
+            self.client.clone(),
+            Scope::Collection {
+                db: self.db.clone(),
+                coll: self.name.clone(),
+            },
+        )
     }
 
     /// Run an aggregation pipeline on the collection.

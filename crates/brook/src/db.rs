@@ -3,9 +3,11 @@
 use brook_command::{AggregateTarget, RunCommand};
 use bson::{Document, RawDocumentBuf};
 
+use crate::change_stream::{Scope, WatchBuilder};
 use crate::client::Client;
 use crate::coll::{AggregateBuilder, Collection};
 use crate::error::Error;
+use crate::event::ChangeStreamEvent;
 
 /// A handle to one database. Cheap to clone; no IO until an operation runs.
 #[derive(Debug, Clone)]
@@ -50,6 +52,12 @@ impl Database {
         let cmd = RunCommand::new(command);
         let reply = self.client.inner.run(&self.name, &cmd).await?;
         reply.to_document().map_err(Error::bson)
+    }
+
+    /// A change stream on every collection of this database (`aggregate: 1`). Set
+    /// options on the builder, then `.await` it for a [`ChangeStream`](crate::ChangeStream).
+    pub fn watch(&self) -> WatchBuilder<ChangeStreamEvent<Document>> {
+        WatchBuilder::new(self.client.clone(), Scope::Database(self.name.clone()))
     }
 
     /// A database-level aggregation (`aggregate: 1`), e.g. `$currentOp` on `admin`.

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use brook_changestream::{ChangeStreamError, FailedCommand, Failure};
 use brook_command::{CommandError, ServerError, WriteConcernError, WriteError};
 use brook_conn::ConnError;
 
@@ -75,6 +76,11 @@ pub enum ErrorKind {
     /// The client was shut down with [`Client::shutdown`](crate::Client::shutdown).
     #[error("the client has been shut down")]
     Shutdown,
+    /// A change stream stopped for a reason of its own (not a failed command, which keeps
+    /// its own kind): an event without `_id` ("cannot provide resume functionality when
+    /// the resume token is missing"), malformed event data, or use after close.
+    #[error(transparent)]
+    ChangeStream(ChangeStreamError),
 }
 
 fn write_failure_message(errors: &[WriteError], wce: Option<&WriteConcernError>) -> String {
@@ -198,7 +204,7 @@ impl Error {
         matches!(&self.0.kind, ErrorKind::Shutdown)
     }
 
-    fn server_error(&self) -> Option<&ServerError> {
+    pub(crate) fn server_error(&self) -> Option<&ServerError> {
         match &self.0.kind {
             ErrorKind::Server(e) => Some(e),
             ErrorKind::Command(CommandError::Server(e)) => Some(e),
@@ -272,6 +278,42 @@ impl Error {
             (ErrorKind::Connection(e), None) => e.wire_version(),
             _ => None,
         }
+    }
+
+    /// How the change-stream machinery classifies this error when a command of a stream
+    /// fails: socket timeouts are `Timeout`, other network errors `Network`, server
+    /// errors `Server`, everything else `Client`.
+    pub(crate) fn to_failure(&self) -> Failure {
+        if let Some(e) = self.server_error() {
+            return Failure::Server(e.clone());
+        }
+        match &self.0.kind {
+            ErrorKind::Connection(e) if e.is_timeout() => Failure::Timeout(self.to_string()),
+            ErrorKind::Connection(e) if e.is_network() => Failure::Network(self.to_string()),
+            _ => Failure::Client(self.to_string()),
+        }
+    }
+
+    /// Whether a change stream may resume after this error, had a `getMore` failed with
+    /// it (the Change Streams specification's rules, decided with
+    /// [`wire_version`](Error::wire_version)): network errors and timeouts, code 43
+    /// CursorNotFound, and, from wire version 9, server errors labelled
+    /// `ResumableChangeStreamError`, below it the spec's list of codes.
+    pub fn is_resumable_change_stream_error(&self) -> bool {
+        brook_changestream::is_resumable(
+            &self.to_failure(),
+            self.wire_version().unwrap_or(0),
+            FailedCommand::GetMore,
+        )
+    }
+
+    /// Whether a change stream ended because an event had no `_id` (a pipeline stage
+    /// removed it), so that it could not be resumed after that event.
+    pub fn is_missing_resume_token(&self) -> bool {
+        matches!(
+            &self.0.kind,
+            ErrorKind::ChangeStream(ChangeStreamError::MissingResumeToken)
+        )
     }
 
     /// The write errors of a failed write (indices relative to the caller's input).

@@ -1,7 +1,7 @@
 //! brook: a MongoDB driver built around change streams.
 //!
-//! This crate is the facade: [`Client`], [`Database`], [`Collection`], [`Cursor`] and the
-//! opaque [`Error`]. The wire codec (`brook-wire`), the commands (`brook-command`) and
+//! This crate is the facade: [`Client`], [`Database`], [`Collection`], [`Cursor`],
+//! [`ChangeStream`] and the opaque [`Error`]. The wire codec (`brook-wire`), the commands (`brook-command`) and
 //! one connection (`brook-conn`) live in their own crates.
 //!
 //! ```no_run
@@ -106,9 +106,92 @@
 //! buffer; getMores go to the server that made the cursor. [`Cursor::close`] sends
 //! `killCursors` and reports its outcome; dropping an open cursor sends it in the
 //! background when a tokio runtime is running.
+//!
+//! # Change streams
+//!
+//! [`Collection::watch`], [`Database::watch`] and [`Client::watch`] (the whole
+//! deployment: `aggregate: 1` on `admin` with `allChangesForCluster`) return a
+//! [`WatchBuilder`]; set options on it (`pipeline`, `full_document`,
+//! `full_document_before_change`, `resume_after`, `start_after`,
+//! `start_at_operation_time`, `max_await_time`, `batch_size`, `collation`, `comment`,
+//! `show_expanded_events`, `session`), choose what it yields (`with_type::<U>()` for
+//! [`ChangeStreamEvent<U>`], `raw()` for undecoded [`RawChangeEvent`]s), and `.await` it
+//! for a [`ChangeStream`]. Awaiting runs the initial `aggregate`; its errors are
+//! returned, never resumed.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use bson::doc;
+//! use brook::{FullDocument, ResumeToken};
+//! use serde::Deserialize;
+//!
+//! #[derive(Debug, Deserialize)]
+//! struct Order { sku: String, qty: i32 }
+//!
+//! # async fn demo(saved: Option<Vec<u8>>) -> Result<(), brook::Error> {
+//! let client = brook::Client::connect("mongodb://localhost:27017/?replicaSet=rs0").await?;
+//! let orders = client.database("shop").collection::<Order>("orders");
+//! let mut watch = orders
+//!     .watch()
+//!     .pipeline(vec![doc! { "$match": { "operationType": { "$in": ["insert", "update"] } } }])
+//!     .full_document(FullDocument::UpdateLookup)
+//!     .max_await_time(Duration::from_millis(500));
+//! if let Some(bytes) = saved {
+//!     watch = watch.resume_after(ResumeToken::from_bytes(&bytes)?);
+//! }
+//! let mut stream = watch.await?;
+//! while let Some(event) = stream.next().await {
+//!     let event = event?;
+//!     println!("{:?} {:?}", event.operation_type, event.full_document);
+//!     // Persist the token after each event; resumes never lose or repeat an event.
+//!     if let Some(token) = stream.resume_token() {
+//!         std::fs::write("token.bson", token.as_bytes()).ok();
+//!     }
+//! }
+//! stream.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! A [`ChangeStream`] is a `futures_core::Stream<Item = Result<E, Error>>`;
+//! [`ChangeStream::next`] waits for the next event (`getMore` after `getMore`), and
+//! [`ChangeStream::next_if_any`] sends at most one `getMore` and returns `Ok(None)` when
+//! its batch is empty — [`ChangeStream::resume_token`] then holds the batch's
+//! `postBatchResumeToken`, which is how a quiet stream keeps its token fresh.
+//!
+//! Resuming follows the Change Streams specification, decided by the sans-IO machine of
+//! `brook-changestream`: a `getMore` that fails with a network error, a socket timeout,
+//! 43 CursorNotFound, an error labelled `ResumableChangeStreamError` (wire version ≥ 9)
+//! or a code of the spec's list (wire version < 9) makes the stream kill the old cursor
+//! on its own server (errors ignored) and send the `aggregate` again with `resumeAfter`
+//! the cached token (`startAfter` if the stream was started with it and returned no
+//! event yet; `startAtOperationTime` when there is no token), once per error. Anything
+//! else (e.g. 280 ChangeStreamFatalError, 286 ChangeStreamHistoryLost, an event without
+//! `_id`: [`Error::is_missing_resume_token`]) is returned once and closes the stream
+//! ([`ChangeStream::is_alive`] is false, later calls yield `None`). An `invalidate` event
+//! ends the stream after it is handed out. [`ChangeStream::close`] kills the cursor and
+//! reports the outcome; dropping an open stream kills it in the background.
+//! [`ChangeStream::resume_count`] and [`ChangeStream::get_more_count`] count what
+//! happened.
+//!
+//! Every command of a stream (its `aggregate`s, `getMore`s and `killCursors`) carries
+//! the `lsid` of one session: an implicit one held for the stream's life, or the
+//! [`ClientSession`] given to [`WatchBuilder::session`] (from [`Client::start_session`]).
+//!
+//! **Cancellation.** Every way of waiting on a stream ([`ChangeStream::next`],
+//! [`ChangeStream::next_if_any`], `StreamExt::next`, `TryStreamExt::try_next`) is
+//! cancellation safe: the command in flight belongs to the stream, so dropping the
+//! future that awaits it (a timeout, a lost `select!` branch) costs nothing — the next
+//! call takes its reply, with no resume and nothing lost or repeated.
+//!
+//! **Connections.** A `getMore` may wait `maxAwaitTimeMS` on the server. So that streams
+//! never starve other operations, each change stream owns one dedicated connection,
+//! outside the `maxPoolSize` accounting: it takes an idle connection from the cache if
+//! one is there (else opens one), never gives it back, and closes it when the stream
+//! ends. After a network error the stream opens a new one on resume. Budget one connection per open stream on top of `maxPoolSize`.
 
 #![forbid(unsafe_code)]
 
+mod change_stream;
 mod client;
 mod coll;
 mod cursor;
@@ -121,6 +204,9 @@ mod session;
 
 pub use brook_command::{Namespace, WriteConcernError, WriteError};
 pub use brook_conn::{ServerAddress, ServerKind};
+pub use change_stream::{
+    ChangeStream, ChangeStreamItem, FullDocument, FullDocumentBeforeChange, WatchBuilder,
+};
 pub use client::Client;
 pub use coll::{
     AggregateBuilder, Collection, DeleteResult, FindBuilder, InsertMany, InsertManyResult,
@@ -137,6 +223,7 @@ pub use options::{
     Acknowledgment, ClientOptions, Credential, DEFAULT_PORT, Host, ReadPreferenceMode,
     ServerMonitoringMode, UriWarning, UriWarningKind,
 };
+pub use session::ClientSession;
 
 /// Re-export of the `bson` crate brook is built with.
 pub use bson;

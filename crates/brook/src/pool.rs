@@ -108,6 +108,30 @@ impl ConnPool {
         })
     }
 
+    /// A connection for one change stream, owned by the stream and outside the
+    /// `maxPoolSize` accounting (it takes no permit, so a long-polling getMore never makes
+    /// other operations wait): the most recently used healthy idle connection to
+    /// `address` if the cache has one, else a new connection. It never comes back to the
+    /// cache: the stream closes it when it ends.
+    pub(crate) async fn dedicated(&self, address: &ServerAddress) -> Result<Connection, Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorKind::Shutdown));
+        }
+        if address == &self.address {
+            let mut idle = self.lock();
+            let now = Instant::now();
+            while let Some((conn, since)) = idle.pop() {
+                let stale = self
+                    .max_idle_time
+                    .is_some_and(|max| now.saturating_duration_since(since) >= max);
+                if !conn.is_broken() && !stale {
+                    return Ok(conn);
+                }
+            }
+        }
+        Ok(Connection::connect(address, &self.options).await?)
+    }
+
     /// Close the pool: idle connections are dropped, checked-out ones are dropped when
     /// returned, and checkouts fail.
     pub(crate) fn close(&self) {

@@ -2,10 +2,14 @@
 //! (Driver Sessions spec, "Server Session Pool").
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bson::{Binary, Document, doc, spec::BinarySubtype};
+
+use crate::client::ClientInner;
 
 /// One server session: the `lsid` document and when it was last used.
 #[derive(Debug, Clone)]
@@ -79,6 +83,90 @@ impl SessionPool {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.idle.lock().map(|i| i.len()).unwrap_or(0)
+    }
+}
+
+/// An explicit logical session, from [`Client::start_session`](crate::Client::start_session).
+///
+/// This is a minimal session type: it owns one server session (its `lsid`) for as long as
+/// it lives and hands it to the operations it is given to. Today only change streams take
+/// one ([`WatchBuilder::session`](crate::WatchBuilder::session)): every command of such a
+/// stream (the `aggregate`, each `getMore` and `killCursors`, the `aggregate` of every
+/// resume) carries this session's `lsid`. There are no transactions, causal consistency or
+/// cluster-time tracking yet.
+///
+/// Dropping the last handle (the session and every stream started with it) returns the
+/// server session to the client's pool, unless a network error made it unusable.
+pub struct ClientSession {
+    pub(crate) inner: Arc<ExplicitSession>,
+}
+
+/// The shared state of a [`ClientSession`].
+#[derive(Debug)]
+pub(crate) struct ExplicitSession {
+    pub(crate) client: Arc<ClientInner>,
+    id: Document,
+    last_use: Mutex<Instant>,
+    dirty: AtomicBool,
+    timeout: Duration,
+}
+
+impl ClientSession {
+    pub(crate) fn new(client: Arc<ClientInner>, timeout: Duration) -> ClientSession {
+        let now = Instant::now();
+        let server = client.sessions.acquire(timeout, now);
+        ClientSession {
+            inner: Arc::new(ExplicitSession {
+                client,
+                id: server.id,
+                last_use: Mutex::new(server.last_use),
+                dirty: AtomicBool::new(false),
+                timeout,
+            }),
+        }
+    }
+
+    /// The session's `lsid`: `{id: <UUID, binary subtype 4>}`.
+    pub fn id(&self) -> &Document {
+        &self.inner.id
+    }
+}
+
+impl fmt::Debug for ClientSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientSession")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExplicitSession {
+    pub(crate) fn lsid(&self) -> &Document {
+        &self.id
+    }
+
+    /// Records that a command carrying the lsid was sent.
+    pub(crate) fn touch(&self) {
+        *self.last_use.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// A network error happened while the session was in use: never reuse it.
+    pub(crate) fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for ExplicitSession {
+    fn drop(&mut self) {
+        let last_use = *self.last_use.lock().unwrap_or_else(|p| p.into_inner());
+        let session = ServerSession {
+            id: std::mem::take(&mut self.id),
+            last_use,
+            dirty: self.dirty.load(Ordering::Acquire),
+        };
+        self.client
+            .sessions
+            .release(session, self.timeout, Instant::now());
     }
 }
 

@@ -1,5 +1,6 @@
 //! brook's integration tests: the spec runners and the whole client against the
 //! testkit's fake server.
 
+mod change_stream;
 mod client;
 mod spec_uri;

@@ -1,0 +1,810 @@
+//! Change streams: [`WatchBuilder`] and [`ChangeStream`], the IO driver of the sans-IO
+//! [`ChangeStreamMachine`].
+//!
+//! The machine decides every command and every resume; this module runs the commands
+//! it hands out on the stream's own connection and feeds the outcomes back. See the
+//! [crate docs](crate#change-streams) for the user's view.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use brook_changestream::{ChangeStreamMachine, ChangeStreamOptions, Outgoing, Target};
+use brook_command::{Command, CursorReply, SharedDoc};
+use brook_conn::{Connection, ServerAddress};
+use bson::{Bson, Document, Timestamp};
+use futures_core::Stream;
+use serde::de::DeserializeOwned;
+
+use crate::client::{Client, ClientInner, SessionGuard};
+use crate::error::{Error, ErrorKind};
+use crate::event::{ChangeStreamEvent, RawChangeEvent, ResumeToken};
+use crate::session::{ClientSession, ExplicitSession};
+
+// ---------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------
+
+/// The `fullDocument` option of a change stream: which post-image `update` events carry.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FullDocument {
+    /// `"default"`: only inserts and replaces carry the document.
+    Default,
+    /// `"updateLookup"`: updates carry the document as it is when the event is read.
+    UpdateLookup,
+    /// `"whenAvailable"`: the stored post-image when there is one (pre- and post-images
+    /// enabled on the collection).
+    WhenAvailable,
+    /// `"required"`: the stored post-image, or the server fails the stream.
+    Required,
+    /// Any other value, sent as is (for options of servers newer than brook).
+    Other(String),
+}
+
+impl FullDocument {
+    /// The value sent to the server.
+    pub fn as_str(&self) -> &str {
+        match self {
+            FullDocument::Default => "default",
+            FullDocument::UpdateLookup => "updateLookup",
+            FullDocument::WhenAvailable => "whenAvailable",
+            FullDocument::Required => "required",
+            FullDocument::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for FullDocument {
+    /// The known values by their server names; anything else is [`FullDocument::Other`].
+    fn from(s: &str) -> Self {
+        match s {
+            "default" => FullDocument::Default,
+            "updateLookup" => FullDocument::UpdateLookup,
+            "whenAvailable" => FullDocument::WhenAvailable,
+            "required" => FullDocument::Required,
+            other => FullDocument::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for FullDocument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `fullDocumentBeforeChange` option of a change stream: which pre-image events
+/// carry.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FullDocumentBeforeChange {
+    /// `"off"`: no pre-image.
+    Off,
+    /// `"whenAvailable"`: the stored pre-image when there is one.
+    WhenAvailable,
+    /// `"required"`: the stored pre-image, or the server fails the stream.
+    Required,
+    /// Any other value, sent as is.
+    Other(String),
+}
+
+impl FullDocumentBeforeChange {
+    /// The value sent to the server.
+    pub fn as_str(&self) -> &str {
+        match self {
+            FullDocumentBeforeChange::Off => "off",
+            FullDocumentBeforeChange::WhenAvailable => "whenAvailable",
+            FullDocumentBeforeChange::Required => "required",
+            FullDocumentBeforeChange::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for FullDocumentBeforeChange {
+    /// The known values by their server names; anything else is
+    /// [`FullDocumentBeforeChange::Other`].
+    fn from(s: &str) -> Self {
+        match s {
+            "off" => FullDocumentBeforeChange::Off,
+            "whenAvailable" => FullDocumentBeforeChange::WhenAvailable,
+            "required" => FullDocumentBeforeChange::Required,
+            other => FullDocumentBeforeChange::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for FullDocumentBeforeChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Items
+// ---------------------------------------------------------------------------------------
+
+/// What a [`ChangeStream`] yields: made from each event document as the server sent it.
+///
+/// Implemented for [`ChangeStreamEvent<T>`] (decoded in one pass, images as `T`) and
+/// [`RawChangeEvent`] (no decoding at all: the event shares the reply's buffer).
+/// Implement it for a type of your own to decode events another way.
+pub trait ChangeStreamItem: Sized {
+    /// Makes an item from one event. An error here is returned by the stream for that
+    /// event only: the stream's resume token has already moved past it, and the stream
+    /// stays usable.
+    fn from_event(event: RawChangeEvent) -> Result<Self, Error>;
+}
+
+impl<T: DeserializeOwned> ChangeStreamItem for ChangeStreamEvent<T> {
+    fn from_event(event: RawChangeEvent) -> Result<Self, Error> {
+        ChangeStreamEvent::from_slice(event.as_bytes())
+    }
+}
+
+impl ChangeStreamItem for RawChangeEvent {
+    fn from_event(event: RawChangeEvent) -> Result<Self, Error> {
+        Ok(event)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The builder
+// ---------------------------------------------------------------------------------------
+
+/// What a stream watches, as the facade's handles know it.
+#[derive(Debug, Clone)]
+pub(crate) enum Scope {
+    Collection { db: String, coll: String },
+    Database(String),
+    Cluster,
+}
+
+impl Scope {
+    fn target(self) -> Target {
+        match self {
+            Scope::Collection { db, coll } => Target::collection(db, coll),
+            Scope::Database(db) => Target::database(db),
+            Scope::Cluster => Target::Cluster,
+        }
+    }
+}
+
+/// A change stream waiting to be opened: set options, then `.await` it for a
+/// [`ChangeStream`]. Made by [`Collection::watch`](crate::Collection::watch),
+/// [`Database::watch`](crate::Database::watch) and [`Client::watch`].
+///
+/// Awaiting it runs the initial `aggregate`; its errors are returned as they are (the
+/// initial `aggregate` is never resumed). Nothing is validated on the client: unknown
+/// `fullDocument` values and several start options at once go to the server, which
+/// judges them.
+#[must_use = "a change stream is opened only when the builder is awaited"]
+pub struct WatchBuilder<E> {
+    client: Client,
+    scope: Scope,
+    options: ChangeStreamOptions,
+    session: Option<Arc<ExplicitSession>>,
+    _marker: PhantomData<fn() -> E>,
+}
+
+impl<E> fmt::Debug for WatchBuilder<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WatchBuilder")
+            .field("scope", &self.scope)
+            .field("options", &self.options)
+            .field("explicit_session", &self.session.is_some())
+            .finish()
+    }
+}
+
+impl<E> WatchBuilder<E> {
+    pub(crate) fn new(client: Client, scope: Scope) -> Self {
+        WatchBuilder {
+            client,
+            scope,
+            options: ChangeStreamOptions::default(),
+            session: None,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Stages appended after `$changeStream` (e.g. a `$match`). A stage that removes or
+    /// changes `_id` makes the stream fail: the server refuses it (280), or brook reports
+    /// the missing resume token.
+    pub fn pipeline(mut self, stages: Vec<Document>) -> Self {
+        self.options.pipeline = stages;
+        self
+    }
+
+    /// `fullDocument`.
+    pub fn full_document(mut self, value: FullDocument) -> Self {
+        self.options.full_document = Some(value.as_str().to_owned());
+        self
+    }
+
+    /// `fullDocumentBeforeChange`.
+    pub fn full_document_before_change(mut self, value: FullDocumentBeforeChange) -> Self {
+        self.options.full_document_before_change = Some(value.as_str().to_owned());
+        self
+    }
+
+    /// `resumeAfter`: start after the event with this token.
+    pub fn resume_after(mut self, token: ResumeToken) -> Self {
+        self.options.resume_after = Some(token.into_shared());
+        self
+    }
+
+    /// `startAfter`: like `resumeAfter`, and it may be an `invalidate` event's token.
+    pub fn start_after(mut self, token: ResumeToken) -> Self {
+        self.options.start_after = Some(token.into_shared());
+        self
+    }
+
+    /// `startAtOperationTime`.
+    pub fn start_at_operation_time(mut self, time: Timestamp) -> Self {
+        self.options.start_at_operation_time = Some(time);
+        self
+    }
+
+    /// How long each `getMore` waits on the server for new events (its `maxTimeMS`; never
+    /// sent on the `aggregate`). The server's default is one second.
+    pub fn max_await_time(mut self, wait: Duration) -> Self {
+        self.options.max_await_time = Some(wait);
+        self
+    }
+
+    /// Events per batch: `cursor.batchSize` of the `aggregate` and `batchSize` of each
+    /// `getMore`.
+    pub fn batch_size(mut self, n: u32) -> Self {
+        self.options.batch_size = Some(n);
+        self
+    }
+
+    /// `collation` of the `aggregate`.
+    pub fn collation(mut self, collation: Document) -> Self {
+        self.options.collation = Some(collation);
+        self
+    }
+
+    /// `comment` of the `aggregate`, and of each `getMore` on servers of wire version 9
+    /// (4.4) or more.
+    pub fn comment(mut self, comment: impl Into<Bson>) -> Self {
+        self.options.comment = Some(comment.into());
+        self
+    }
+
+    /// `showExpandedEvents` (DDL events such as `create`, `createIndexes`...).
+    pub fn show_expanded_events(mut self, show: bool) -> Self {
+        self.options.show_expanded_events = Some(show);
+        self
+    }
+
+    /// Run every command of the stream in this session: the `aggregate`, each `getMore`
+    /// and `killCursors`, and the `aggregate` of every resume carry its `lsid`. Without
+    /// it the stream takes an implicit session for its whole life. The stream keeps a
+    /// handle to the session, so it may outlive the `ClientSession` value.
+    pub fn session(mut self, session: &ClientSession) -> Self {
+        self.session = Some(Arc::clone(&session.inner));
+        self
+    }
+
+    /// Yield events whose `fullDocument` / `fullDocumentBeforeChange` decode as `U`.
+    pub fn with_type<U>(self) -> WatchBuilder<ChangeStreamEvent<U>> {
+        self.cast()
+    }
+
+    /// Yield [`RawChangeEvent`]s: the documents as the server sent them, not decoded.
+    pub fn raw(self) -> WatchBuilder<RawChangeEvent> {
+        self.cast()
+    }
+
+    fn cast<F>(self) -> WatchBuilder<F> {
+        WatchBuilder {
+            client: self.client,
+            scope: self.scope,
+            options: self.options,
+            session: self.session,
+            _marker: PhantomData,
+        }
+    }
+
+    async fn open(self) -> Result<ChangeStream<E>, Error> {
+        let inner = Arc::clone(&self.client.inner);
+        inner.check_open()?;
+        let session = match self.session {
+            Some(explicit) => {
+                if !Arc::ptr_eq(&explicit.client, &inner) {
+                    return Err(Error::invalid_argument(
+                        "the session was started by another client",
+                    ));
+                }
+                StreamSession::Explicit(explicit)
+            }
+            None => match inner.implicit_session() {
+                Some(guard) => StreamSession::Implicit(guard),
+                None => StreamSession::None,
+            },
+        };
+        let machine = ChangeStreamMachine::new(self.scope.target(), self.options);
+        let mut core = Core {
+            client: inner,
+            machine,
+            conn: None,
+            session,
+            in_flight: None,
+            last_error: None,
+            get_mores: 0,
+        };
+        // Run the initial aggregate (and nothing else) to completion here.
+        while let Some(out) = core.machine.poll_command() {
+            let aggregate = matches!(out, Outgoing::Aggregate { .. });
+            let done = core.run_now(out).await;
+            core.apply(done);
+            if aggregate {
+                break;
+            }
+        }
+        if core.machine.is_closed()
+            && let Some(Err(err)) = core.machine.poll_event()
+        {
+            return Err(core.take_error(err));
+        }
+        Ok(ChangeStream {
+            core,
+            _marker: PhantomData,
+        })
+    }
+}
+
+impl<E: ChangeStreamItem + 'static> IntoFuture for WatchBuilder<E> {
+    type Output = Result<ChangeStream<E>, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.open())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The stream
+// ---------------------------------------------------------------------------------------
+
+/// The session a stream's commands carry.
+#[derive(Debug)]
+enum StreamSession {
+    /// The server does not support sessions.
+    None,
+    /// An implicit session held for the stream's whole life.
+    Implicit(SessionGuard),
+    /// The user's session.
+    Explicit(Arc<ExplicitSession>),
+}
+
+impl StreamSession {
+    fn lsid(&mut self) -> Option<Document> {
+        match self {
+            StreamSession::None => None,
+            StreamSession::Implicit(g) => {
+                g.touch();
+                g.lsid().cloned()
+            }
+            StreamSession::Explicit(s) => {
+                s.touch();
+                Some(s.lsid().clone())
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self) {
+        match self {
+            StreamSession::None => {}
+            StreamSession::Implicit(g) => g.mark_dirty(),
+            StreamSession::Explicit(s) => s.mark_dirty(),
+        }
+    }
+}
+
+/// Which command a [`Done`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Aggregate,
+    GetMore,
+    KillCursors,
+}
+
+/// The outcome of one command, with the connection it ran on (when still usable).
+struct Done {
+    kind: Kind,
+    outcome: Result<Option<CursorReply>, Error>,
+    conn: Option<Connection>,
+    server: ServerAddress,
+    wire_version: Option<i32>,
+}
+
+type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// Runs one command of the machine on `server`: over `conn` if it is a healthy
+/// connection to that server, else over a new dedicated connection.
+async fn run_outgoing(
+    client: Arc<ClientInner>,
+    conn: Option<Connection>,
+    lsid: Option<Document>,
+    out: Outgoing<ServerAddress>,
+) -> Done {
+    let kind = match &out {
+        Outgoing::Aggregate { .. } => Kind::Aggregate,
+        Outgoing::GetMore { .. } => Kind::GetMore,
+        _ => Kind::KillCursors,
+    };
+    let server = out
+        .server()
+        .cloned()
+        .unwrap_or_else(|| client.pool.address().clone());
+    let fail = |outcome: Error, wire_version: Option<i32>, conn: Option<Connection>| Done {
+        kind,
+        wire_version: outcome.wire_version().or(wire_version),
+        outcome: Err(outcome),
+        conn,
+        server: server.clone(),
+    };
+    let healthy = conn.filter(|c| !c.is_broken() && c.address() == &server);
+    let mut conn = match healthy {
+        Some(c) => c,
+        None => match client.pool.dedicated(&server).await {
+            Ok(c) => c,
+            Err(e) => return fail(e, None, None),
+        },
+    };
+    let wire = conn.description().max_wire_version;
+    let mut body = match out.build() {
+        Ok(body) => body,
+        Err(e) => return fail(Error::from(e), Some(wire), Some(conn)),
+    };
+    if let Some(lsid) = lsid
+        && !body.body.contains_key("lsid")
+    {
+        body.body.insert("lsid", lsid);
+    }
+    let reply = conn.run_body(body).await;
+    let usable = (!conn.is_broken()).then_some(conn);
+    let parsed = reply.map_err(Error::from).and_then(|reply| {
+        match &out {
+            Outgoing::Aggregate { command, .. } => command.handle_reply(reply).map(Some),
+            Outgoing::GetMore { command, .. } => command.handle_reply(reply).map(Some),
+            Outgoing::KillCursors { command, .. } => command.handle_reply(reply).map(|_| None),
+            _ => Ok(None),
+        }
+        .map_err(Error::from)
+    });
+    match parsed {
+        Ok(reply) => Done {
+            kind,
+            outcome: Ok(reply),
+            conn: usable,
+            server,
+            wire_version: Some(wire),
+        },
+        Err(e) => fail(e.with_wire_version(Some(wire)), Some(wire), usable),
+    }
+}
+
+/// How far one call may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Until an event arrives or the stream ends.
+    Blocking,
+    /// At most one `getMore`; `true` once it was sent.
+    AtMostOneGetMore(bool),
+}
+
+/// Everything of a stream but its item type.
+struct Core {
+    client: Arc<ClientInner>,
+    machine: ChangeStreamMachine<ServerAddress>,
+    /// The stream's own connection, while no command runs on it.
+    conn: Option<Connection>,
+    session: StreamSession,
+    /// The command running now, holding the connection.
+    in_flight: Option<InFlight>,
+    /// The error of the last failed command, reported instead of the machine's summary
+    /// of it when the machine closes the stream because of it.
+    last_error: Option<Error>,
+    get_mores: u64,
+}
+
+impl Core {
+    fn future_for(&mut self, out: Outgoing<ServerAddress>) -> InFlight {
+        if matches!(out, Outgoing::GetMore { .. }) {
+            self.get_mores = self.get_mores.saturating_add(1);
+        }
+        let lsid = self.session.lsid();
+        Box::pin(run_outgoing(
+            Arc::clone(&self.client),
+            self.conn.take(),
+            lsid,
+            out,
+        ))
+    }
+
+    async fn run_now(&mut self, out: Outgoing<ServerAddress>) -> Done {
+        self.future_for(out).await
+    }
+
+    /// Feeds a finished command back to the machine.
+    fn apply(&mut self, done: Done) {
+        if let Some(conn) = done.conn
+            && self.conn.is_none()
+        {
+            self.conn = Some(conn);
+        }
+        let err = match done.outcome {
+            Ok(Some(reply)) => {
+                match done.kind {
+                    Kind::Aggregate => self.machine.handle_aggregate_reply(
+                        done.server,
+                        done.wire_version.unwrap_or(0),
+                        reply,
+                    ),
+                    Kind::GetMore => self.machine.handle_get_more_reply(reply),
+                    Kind::KillCursors => {}
+                }
+                return;
+            }
+            Ok(None) => return,
+            Err(err) => err,
+        };
+        if err.is_network() {
+            self.session.mark_dirty();
+        }
+        if done.kind == Kind::KillCursors {
+            // killCursors errors are swallowed.
+            return;
+        }
+        self.machine
+            .handle_failure(err.to_failure(), done.wire_version);
+        self.last_error = self.machine.is_closed().then_some(err);
+    }
+
+    /// Maps an error the machine hands out to the facade's error.
+    fn take_error(&mut self, err: brook_changestream::ChangeStreamError) -> Error {
+        if err.command().is_some()
+            && let Some(original) = self.last_error.take()
+        {
+            return original;
+        }
+        Error::new(ErrorKind::ChangeStream(err))
+    }
+
+    /// Whether the machine's next command is a `getMore`.
+    fn next_is_get_more(&self) -> bool {
+        self.machine.wants_command() && self.machine.cursor_id().is_some()
+    }
+
+    /// Drives the machine until it yields an event, an error, or nothing more (the stream
+    /// ended, or `mode` allows no further `getMore`).
+    fn poll_doc(
+        &mut self,
+        cx: &mut Context<'_>,
+        mode: &mut Mode,
+    ) -> Poll<Option<Result<SharedDoc, Error>>> {
+        loop {
+            if let Some(fut) = self.in_flight.as_mut() {
+                let done = match fut.as_mut().poll(cx) {
+                    Poll::Ready(done) => done,
+                    Poll::Pending => return Poll::Pending,
+                };
+                self.in_flight = None;
+                self.apply(done);
+            }
+            if let Some(event) = self.machine.poll_event() {
+                return Poll::Ready(Some(event.map_err(|e| self.take_error(e))));
+            }
+            if *mode == Mode::AtMostOneGetMore(true) && self.next_is_get_more() {
+                return Poll::Ready(None);
+            }
+            let Some(out) = self.machine.poll_command() else {
+                return Poll::Ready(None);
+            };
+            if matches!(out, Outgoing::GetMore { .. })
+                && let Mode::AtMostOneGetMore(sent) = mode
+            {
+                *sent = true;
+            }
+            self.in_flight = Some(self.future_for(out));
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // An unfinished command is abandoned with its connection.
+        self.in_flight = None;
+        self.machine.close();
+        let kills: Vec<_> = std::iter::from_fn(|| self.machine.poll_command()).collect();
+        if kills.is_empty() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = Arc::clone(&self.client);
+        let mut conn = self.conn.take();
+        let lsid = self.session.lsid();
+        let session = std::mem::replace(&mut self.session, StreamSession::None);
+        handle.spawn(async move {
+            for kill in kills {
+                let done = run_outgoing(Arc::clone(&client), conn.take(), lsid.clone(), kill).await;
+                conn = done.conn;
+            }
+            drop(session);
+        });
+    }
+}
+
+/// An open change stream: yields the events of the watched collection, database or
+/// deployment as `E` ([`ChangeStreamEvent<T>`] or [`RawChangeEvent`]), and resumes by
+/// itself after the errors the specification calls resumable.
+///
+/// * [`next`](Self::next) (and the [`Stream`] implementation) waits until an event
+///   arrives, sending `getMore`s as long as batches come back empty;
+///   [`next_if_any`](Self::next_if_any) sends at most one `getMore`.
+/// * [`resume_token`](Self::resume_token) is the token to persist: up to date after
+///   every event and every empty batch (its `postBatchResumeToken`).
+/// * [`close`](Self::close) kills the server cursor and reports the outcome; dropping an
+///   open stream kills it in the background.
+///
+/// # Cancellation
+///
+/// Every way of waiting — [`next`](Self::next), [`next_if_any`](Self::next_if_any) and
+/// the [`Stream`] implementation (`StreamExt::next`, `TryStreamExt::try_next`) — is
+/// cancellation safe: the command in flight belongs to the stream, not to the future
+/// that awaits it. Dropping that future (a timeout, a lost `select!` branch) leaves the
+/// `getMore` running on the stream's connection, and the next call picks up its reply:
+/// no event is lost or repeated, no resume is needed, and
+/// [`resume_token`](Self::resume_token) and [`is_alive`](Self::is_alive) are right in
+/// between. [`close`](Self::close) (or dropping the stream) abandons a command still in
+/// flight together with its connection.
+pub struct ChangeStream<E> {
+    core: Core,
+    _marker: PhantomData<fn() -> E>,
+}
+
+impl<E> fmt::Debug for ChangeStream<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangeStream")
+            .field("target", self.core.machine.target())
+            .field("cursor_id", &self.core.machine.cursor_id())
+            .field("alive", &self.core.machine.is_alive())
+            .field("resume_count", &self.core.machine.resume_count())
+            .field("get_more_count", &self.core.get_mores)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E> ChangeStream<E> {
+    /// The cached resume token: persist it and pass it to
+    /// [`WatchBuilder::resume_after`] (or [`WatchBuilder::start_after`] after an
+    /// `invalidate`) to continue later. It is the `startAfter`/`resumeAfter` token the
+    /// stream was opened with until something newer arrives; then the `_id` of the last
+    /// event returned, or the batch's `postBatchResumeToken` after its last event and
+    /// after every empty batch. `None` if the stream started from "now" and nothing came
+    /// back yet.
+    pub fn resume_token(&self) -> Option<ResumeToken> {
+        self.core
+            .machine
+            .resume_token()
+            .cloned()
+            .map(ResumeToken::from)
+    }
+
+    /// Whether the stream may still yield events: false once it ended — a fatal error
+    /// was returned, an `invalidate` event (or an exhausted cursor's last event) was
+    /// handed out. True while a resume is pending, also after a call was dropped
+    /// mid-command. Never panics.
+    pub fn is_alive(&self) -> bool {
+        self.core.machine.is_alive()
+    }
+
+    /// How many times the stream resumed (after resumable errors or abandoned
+    /// `getMore`s).
+    pub fn resume_count(&self) -> u64 {
+        self.core.machine.resume_count()
+    }
+
+    /// How many `getMore`s the stream sent.
+    pub fn get_more_count(&self) -> u64 {
+        self.core.get_mores
+    }
+
+    /// Kills the server cursor (`killCursors` on the server that owns it, in the stream's
+    /// session) and reports the outcome. A command in flight is abandoned. Closing a
+    /// stream that already ended (exhausted, invalidated, failed) sends nothing and
+    /// returns `Ok(())`.
+    pub async fn close(mut self) -> Result<(), Error> {
+        let core = &mut self.core;
+        core.in_flight = None;
+        core.machine.close();
+        let mut result = Ok(());
+        while let Some(out) = core.machine.poll_command() {
+            let done = core.run_now(out).await;
+            if let Some(conn) = done.conn {
+                core.conn = Some(conn);
+            }
+            if let Err(e) = done.outcome
+                && result.is_ok()
+            {
+                result = Err(e);
+            }
+        }
+        result
+    }
+}
+
+impl<E: ChangeStreamItem> ChangeStream<E> {
+    fn item(doc: Option<Result<SharedDoc, Error>>) -> Option<Result<E, Error>> {
+        doc.map(|r| r.and_then(|d| E::from_event(RawChangeEvent::from(d))))
+    }
+
+    /// The next event, waiting as long as it takes (`getMore` after `getMore`, resuming
+    /// after resumable errors). `None` once the stream ended: after an `invalidate`
+    /// event, after an error (returned once), after close. See
+    /// [Cancellation](Self#cancellation) for what dropping the future does.
+    pub async fn next(&mut self) -> Option<Result<E, Error>> {
+        let doc = std::future::poll_fn(|cx| self.core.poll_doc(cx, &mut Mode::Blocking)).await;
+        Self::item(doc)
+    }
+
+    /// The non-blocking call: a buffered event if there is one; else at most one
+    /// `getMore` (and, if it fails resumably, the resume's `aggregate`), returning its
+    /// first event, or `Ok(None)` if its batch was empty — the resume token then holds
+    /// the batch's `postBatchResumeToken`. `Ok(None)` also once the stream ended.
+    pub async fn next_if_any(&mut self) -> Result<Option<E>, Error> {
+        // A command left in flight by an earlier, dropped call counts as this call's one.
+        let mut mode = Mode::AtMostOneGetMore(self.core.in_flight.is_some());
+        let doc = std::future::poll_fn(|cx| self.core.poll_doc(cx, &mut mode)).await;
+        Self::item(doc).transpose()
+    }
+}
+
+impl<E: ChangeStreamItem> Stream for ChangeStream<E> {
+    type Item = Result<E, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.core.poll_doc(cx, &mut Mode::Blocking).map(Self::item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_values_round_trip() {
+        for v in [
+            "default",
+            "updateLookup",
+            "whenAvailable",
+            "required",
+            "later",
+        ] {
+            assert_eq!(FullDocument::from(v).as_str(), v);
+        }
+        assert_eq!(
+            FullDocument::from("later"),
+            FullDocument::Other("later".into())
+        );
+        assert_eq!(FullDocument::UpdateLookup.to_string(), "updateLookup");
+        for v in ["off", "whenAvailable", "required", "someday"] {
+            assert_eq!(FullDocumentBeforeChange::from(v).as_str(), v);
+        }
+        assert_eq!(
+            FullDocumentBeforeChange::from("off"),
+            FullDocumentBeforeChange::Off
+        );
+    }
+}
