@@ -5,5 +5,6 @@
 //! panics when `MONGODB_URI` is unset: these tests fail rather than skip. Tests run in
 //! parallel against the one deployment, so each uses its own database or collection names.
 
+mod change_stream;
 mod client;
 mod connect;

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod demo;
 mod fuzz;
 mod peer;
 mod test;
@@ -36,6 +37,9 @@ commands:
   peer start           start a peer in the background and print its MONGODB_URI
   peer stop            stop the peer `peer start` started
   peer status          say whether that peer is running, and its MONGODB_URI
+  demo [--count N] [--interval-ms M]
+                       the main job, live: start a peer, a writer inserting, updating and
+                       deleting through brook, and `brook tail` printing the events
   fuzz [--seconds N] [--target T]... [--sanitizer none|address] [--list] [-- <libFuzzer flags>]
                        install cargo-fuzz into target/tools, build every fuzz target and
                        run each for N seconds (default 60); fails on any crash
@@ -135,6 +139,7 @@ fn dispatch(args: &[String]) -> Result<()> {
     match command {
         "test" => test::main(rest),
         "peer" => peer::main(rest),
+        "demo" => demo::main(rest),
         "fuzz" => fuzz::run(rest).map_err(Error::new),
         "bench" => bench::run(rest).map_err(Error::new),
         "help" | "-h" | "--help" => {

@@ -1,0 +1,117 @@
+//! The one error type of the `brook` command-line tool, and how it is shown.
+
+use std::path::PathBuf;
+
+/// Everything that can make `brook` fail. [`CliError::exit_code`] maps it to the process's
+/// exit status: 2 for a command line that cannot be run, 1 for a failure while running.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    /// The command line is wrong (unknown flag, bad value, missing argument).
+    #[error("{0}")]
+    Usage(String),
+    /// A brook operation failed.
+    #[error("{what}: {source}")]
+    Brook {
+        /// What was being done.
+        what: String,
+        /// The driver's error.
+        source: brook::Error,
+    },
+    /// The resume file could not be read, parsed or written.
+    #[error("resume file {}: {message}", path.display())]
+    ResumeFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// An event could not be turned into JSON (malformed BSON from the server).
+    #[error("cannot print an event: {0}")]
+    Event(String),
+    /// Standard output could not be written (other than a closed pipe, which ends quietly).
+    #[error("cannot write to standard output: {0}")]
+    Stdout(std::io::Error),
+    /// The async runtime or the signal handlers could not be set up.
+    #[error("cannot start: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl CliError {
+    /// A usage error with `message`.
+    pub(crate) fn usage(message: impl Into<String>) -> CliError {
+        CliError::Usage(message.into())
+    }
+
+    /// A brook error, with what was being done.
+    pub(crate) fn brook(what: impl Into<String>, source: brook::Error) -> CliError {
+        CliError::Brook {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// A resume-file error.
+    pub(crate) fn resume_file(path: impl Into<PathBuf>, message: impl Into<String>) -> CliError {
+        CliError::ResumeFile {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The process exit status for this error: 2 for usage errors, 1 for the rest.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// The one line printed on stderr: `brook: error: …`, with any line breaks of the
+    /// underlying messages folded so that the output stays one line.
+    pub(crate) fn line(&self) -> String {
+        let mut text = self.to_string();
+        if let CliError::Usage(_) = self {
+            text.push_str(" (see `brook --help`)");
+        }
+        let folded: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        format!("brook: error: {}", folded.join("; "))
+    }
+}
+
+impl From<lexopt::Error> for CliError {
+    fn from(e: lexopt::Error) -> CliError {
+        CliError::Usage(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_errors_exit_2_and_the_rest_exit_1() {
+        assert_eq!(CliError::usage("x").exit_code(), 2);
+        assert_eq!(CliError::resume_file("/f", "bad").exit_code(), 1);
+        assert_eq!(
+            CliError::Stdout(std::io::Error::other("closed")).exit_code(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_error_line_is_one_line() {
+        let e = CliError::resume_file("/tmp/f", "first\nsecond\n\n  third");
+        let line = e.line();
+        assert_eq!(
+            line,
+            "brook: error: resume file /tmp/f: first; second; third"
+        );
+        assert!(!line.contains('\n'));
+        let u = CliError::usage("unknown option '--x'").line();
+        assert_eq!(u, "brook: error: unknown option '--x' (see `brook --help`)");
+    }
+}

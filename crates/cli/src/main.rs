@@ -1,0 +1,84 @@
+//! `brook`: the command-line tool of the brook MongoDB driver.
+//!
+//! - `brook tail <uri> <db>[.<coll>]` (or `--cluster`) prints a change stream as JSON
+//!   lines, with every watch option as a flag, a resume file for at-least-once
+//!   processing across restarts, `--count`, and live statistics on a terminal.
+//! - `brook demo-writer <uri> <db.coll>` writes a steady mix of inserts, updates and
+//!   deletes (what `cargo xtask demo` tails).
+//!
+//! Argument parsing uses lexopt (no proc macros, no dependencies); the usage texts are in
+//! [`args`]. Errors are one line on stderr, `brook: error: …`; the exit status is 2 for
+//! a bad command line, 1 for a failure while running, 0 otherwise (also after Ctrl-C or
+//! SIGTERM, which close the stream first).
+#![forbid(unsafe_code)]
+
+mod args;
+mod error;
+mod json;
+mod resume_file;
+mod stats;
+mod tail;
+mod writer;
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use args::Command;
+use error::CliError;
+
+/// A future that completes at the first SIGINT (Ctrl-C) or SIGTERM. The handlers are
+/// installed now, so a signal that arrives before the future is polled is not lost.
+pub(crate) fn shutdown_signal() -> Result<impl Future<Output = ()>, CliError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(CliError::Runtime)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(CliError::Runtime)?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
+
+/// Runs `fut` on a single-threaded runtime (one stream needs no more).
+fn block_on(fut: impl Future<Output = Result<(), CliError>>) -> Result<(), CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?
+        .block_on(fut)
+}
+
+fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Help(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Command::Version => {
+            println!("brook {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Tail(a) => block_on(tail::run(*a)),
+        Command::DemoWriter(a) => block_on(writer::run(a)),
+    }
+}
+
+fn main() -> ExitCode {
+    match args::parse(std::env::args_os().skip(1)).and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", e.line());
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
