@@ -22,6 +22,8 @@ commands:
   demo-writer <uri> <db.coll>
                              insert, update and delete documents, for the demo
                              (see `brook demo-writer --help`)
+  bench <uri> <db>.<coll>    measure insert-to-event latency, getMores and events/s
+                             of a change stream (see `brook bench --help`)
   help [<command>]           print this text, or a command's
 
 options:
@@ -83,6 +85,56 @@ every kind of event. Runs until N operations are done (default: until Ctrl-C or
 SIGTERM), then prints a one-line summary on stderr.
 ";
 
+/// `brook bench --help`.
+pub(crate) const BENCH_USAGE: &str = "\
+usage: brook bench <uri> <db>.<coll> [options]
+
+Measures a change stream against any deployment: one client inserts documents into
+<db>.<coll> at a controlled rate while another follows the collection's change stream
+(raw events, filtered on this run's id), and the time from each insert being sent to
+its event being read is recorded in an HDR histogram (microseconds, 3 significant
+digits). Writes of the warm-up are followed but not measured.
+
+options:
+  --rate N                 writes per second (default 200). The writer sends one insert
+                           at a time, so the achieved rate is also capped by the insert
+                           round trip; it is reported as writes/s
+  --duration SECS          how long to write after the warm-up (default 10)
+  --events N               instead of --duration: write N measured documents
+  --warmup SECS            write (and read) this long before measuring (default 1)
+  --batch-size N           batchSize of the change stream's aggregate and getMores
+  --max-await-time MS      maxAwaitTimeMS of the getMores (server default: 1000)
+  --doc-size BYTES         size of each inserted document, padded with a string
+                           (default 256; the smallest is the unpadded document, ~80)
+  --json                   print one JSON object instead of the table
+  --keep                   leave the inserted documents in the collection
+  -h, --help               print this text
+
+After the last write the bench waits up to 5 s for the events still missing. Every
+inserted document carries {brookBench: \"<run id>\"} (a new ObjectId's hex string,
+printed as run_id);
+at the end, also after an error and after Ctrl-C or SIGTERM (which stop the run and
+print the results so far), exactly those documents are deleted with one
+delete {q: {brookBench: <run id>}, limit: 0}. Nothing else is written or dropped.
+
+getMore round trip: the time of each getMore of the stream, from sending it to its
+reply, including the server's wait for events (up to maxAwaitTimeMS), so with a
+long-poll it measures how a getMore waits, not the network alone.
+
+JSON fields (`--json`; latencies in microseconds, rates per second):
+  run_id, namespace, interrupted (bool: Ctrl-C/SIGTERM), requested_rate,
+  warmup_s, measured_s (seconds from the first measured write to the last measured
+  event), writes (measured inserts acknowledged), warmup_writes, writes_per_s,
+  events (measured events read), events_per_s,
+  latency_us {count, min, p50, p90, p99, p999, max, mean},
+  getmores (measured), getmores_empty, getmores_per_s, events_per_getmore,
+  getmore_rtt_us {count, min, p50, p90, p99, p999, max, mean},
+  resumes, lost (acknowledged writes whose event never came), duplicated (events
+  read twice), foreign (events of the stream that were not this run's inserts),
+  doc_size (bytes of one inserted document), cleanup_deleted (documents deleted at
+  the end; null with --keep)
+";
+
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Command {
@@ -94,6 +146,8 @@ pub(crate) enum Command {
     Tail(Box<TailArgs>),
     /// `brook demo-writer`.
     DemoWriter(WriterArgs),
+    /// `brook bench`.
+    Bench(BenchArgs),
 }
 
 /// What a `brook tail` follows.
@@ -169,6 +223,53 @@ pub(crate) struct WriterArgs {
     pub(crate) interval: Duration,
 }
 
+/// When `brook bench` stops writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BenchLength {
+    /// Write for this long after the warm-up.
+    Duration(Duration),
+    /// Write this many measured documents.
+    Events(u64),
+}
+
+/// `brook bench`'s arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BenchArgs {
+    /// The connection string.
+    pub(crate) uri: String,
+    /// The database.
+    pub(crate) db: String,
+    /// The collection.
+    pub(crate) coll: String,
+    /// Writes per second.
+    pub(crate) rate: u32,
+    /// How long the measured part lasts.
+    pub(crate) length: BenchLength,
+    /// The unmeasured start.
+    pub(crate) warmup: Duration,
+    /// `batchSize` of the stream.
+    pub(crate) batch_size: Option<u32>,
+    /// `maxAwaitTimeMS` of the getMores.
+    pub(crate) max_await_time: Option<Duration>,
+    /// The size of each inserted document.
+    pub(crate) doc_size: usize,
+    /// Print JSON instead of the table.
+    pub(crate) json: bool,
+    /// Leave the inserted documents.
+    pub(crate) keep: bool,
+}
+
+/// The default write rate of `brook bench`.
+pub(crate) const DEFAULT_BENCH_RATE: u32 = 200;
+/// The default measured length of `brook bench`.
+pub(crate) const DEFAULT_BENCH_DURATION: Duration = Duration::from_secs(10);
+/// The default warm-up of `brook bench`.
+pub(crate) const DEFAULT_BENCH_WARMUP: Duration = Duration::from_secs(1);
+/// The default inserted document size of `brook bench`.
+pub(crate) const DEFAULT_BENCH_DOC_SIZE: usize = 256;
+/// The largest `--doc-size` (the server's 16 MiB document limit).
+pub(crate) const MAX_BENCH_DOC_SIZE: usize = 16 * 1024 * 1024;
+
 /// The default pause of `demo-writer`.
 pub(crate) const DEFAULT_WRITER_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -186,11 +287,13 @@ where
         Some(Value(command)) => match command.string()?.as_str() {
             "tail" => parse_tail(&mut parser),
             "demo-writer" => parse_writer(&mut parser),
+            "bench" => parse_bench(&mut parser),
             "help" => match parser.next()? {
                 None => Ok(Command::Help(MAIN_USAGE)),
                 Some(Value(topic)) => match topic.string()?.as_str() {
                     "tail" => Ok(Command::Help(TAIL_USAGE)),
                     "demo-writer" => Ok(Command::Help(WRITER_USAGE)),
+                    "bench" => Ok(Command::Help(BENCH_USAGE)),
                     other => Err(CliError::usage(format!(
                         "no help for unknown command `{other}`"
                     ))),
@@ -415,6 +518,131 @@ fn parse_writer(parser: &mut lexopt::Parser) -> Result<Command, CliError> {
         coll,
         count,
         interval,
+    }))
+}
+
+/// Seconds for `flag`: a non-negative decimal number (e.g. `2.5`), at most a day.
+fn seconds_value(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, CliError> {
+    let text = string_value(parser)?;
+    let bad = || {
+        CliError::usage(format!(
+            "{flag}: expected seconds (e.g. 10 or 2.5), got `{text}`"
+        ))
+    };
+    let secs: f64 = text.trim().parse().map_err(|_| bad())?;
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(CliError::usage(format!(
+            "{flag}: must be between 0 and 86400 seconds, got `{text}`"
+        )));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+fn parse_bench(parser: &mut lexopt::Parser) -> Result<Command, CliError> {
+    let mut positionals: Vec<String> = Vec::new();
+    let mut rate = DEFAULT_BENCH_RATE;
+    let mut duration = None;
+    let mut events = None;
+    let mut warmup = DEFAULT_BENCH_WARMUP;
+    let mut batch_size = None;
+    let mut max_await_time = None;
+    let mut doc_size = DEFAULT_BENCH_DOC_SIZE;
+    let mut json = false;
+    let mut keep = false;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(BENCH_USAGE)),
+            Long("rate") => {
+                let n: u32 = number_value(parser, "--rate", "writes per second, 1 to 1000000")?;
+                if !(1..=1_000_000).contains(&n) {
+                    return Err(CliError::usage(format!(
+                        "--rate: must be between 1 and 1000000, got {n}"
+                    )));
+                }
+                rate = n;
+            }
+            Long("duration") => {
+                let d = seconds_value(parser, "--duration")?;
+                if d.is_zero() {
+                    return Err(CliError::usage("--duration: must be more than 0"));
+                }
+                duration = Some(d);
+            }
+            Long("events") => {
+                let n = number_value(parser, "--events", "a whole number")?;
+                events = Some(at_least_one("--events", n)?);
+            }
+            Long("warmup") => warmup = seconds_value(parser, "--warmup")?,
+            Long("batch-size") => {
+                batch_size = Some(number_value(
+                    parser,
+                    "--batch-size",
+                    "a whole number up to 4294967295",
+                )?);
+            }
+            Long("max-await-time") => {
+                let ms: u64 = number_value(parser, "--max-await-time", "milliseconds")?;
+                max_await_time = Some(Duration::from_millis(ms));
+            }
+            Long("doc-size") => {
+                let n: usize = number_value(parser, "--doc-size", "a size in bytes")?;
+                if n > MAX_BENCH_DOC_SIZE {
+                    return Err(CliError::usage(format!(
+                        "--doc-size: at most {MAX_BENCH_DOC_SIZE} bytes, got {n}"
+                    )));
+                }
+                doc_size = n;
+            }
+            Long("json") => json = true,
+            Long("keep") => keep = true,
+            Value(v) => positionals.push(v.string()?),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let length = match (duration, events) {
+        (Some(_), Some(_)) => {
+            return Err(CliError::usage(
+                "bench: --duration and --events exclude each other",
+            ));
+        }
+        (Some(d), None) => BenchLength::Duration(d),
+        (None, Some(n)) => BenchLength::Events(n),
+        (None, None) => BenchLength::Duration(DEFAULT_BENCH_DURATION),
+    };
+    let mut positionals = positionals.into_iter();
+    let uri = positionals
+        .next()
+        .ok_or_else(|| CliError::usage("bench: missing <uri>"))?;
+    check_uri(&uri)?;
+    let ns = positionals
+        .next()
+        .ok_or_else(|| CliError::usage("bench: missing <db>.<coll>"))?;
+    let (db, coll) = match parse_namespace(&ns) {
+        Ok(Target::Collection { db, coll }) => (db, coll),
+        Ok(_) => {
+            return Err(CliError::usage(format!(
+                "bench: `{ns}` names no collection (expected <db>.<coll>)"
+            )));
+        }
+        Err(e) => return Err(CliError::usage(format!("bench: {e}"))),
+    };
+    if let Some(extra) = positionals.next() {
+        return Err(CliError::usage(format!(
+            "bench: unexpected argument `{extra}`"
+        )));
+    }
+    Ok(Command::Bench(BenchArgs {
+        uri,
+        db,
+        coll,
+        rate,
+        length,
+        warmup,
+        batch_size,
+        max_await_time,
+        doc_size,
+        json,
+        keep,
     }))
 }
 
@@ -644,6 +872,120 @@ mod tests {
             panic!("not a demo-writer");
         };
         assert_eq!((w.count, w.interval), (None, DEFAULT_WRITER_INTERVAL));
+    }
+
+    fn bench(args: &[&str]) -> BenchArgs {
+        match parse_strs(args) {
+            Ok(Command::Bench(b)) => b,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_defaults_and_every_flag() {
+        let b = bench(&["bench", URI, "benchdb.events"]);
+        assert_eq!(
+            b,
+            BenchArgs {
+                uri: URI.into(),
+                db: "benchdb".into(),
+                coll: "events".into(),
+                rate: DEFAULT_BENCH_RATE,
+                length: BenchLength::Duration(DEFAULT_BENCH_DURATION),
+                warmup: DEFAULT_BENCH_WARMUP,
+                batch_size: None,
+                max_await_time: None,
+                doc_size: DEFAULT_BENCH_DOC_SIZE,
+                json: false,
+                keep: false,
+            }
+        );
+        let b = bench(&[
+            "bench",
+            URI,
+            "b.c",
+            "--rate",
+            "500",
+            "--duration",
+            "2.5",
+            "--warmup=0",
+            "--batch-size",
+            "10",
+            "--max-await-time",
+            "50",
+            "--doc-size",
+            "1024",
+            "--json",
+            "--keep",
+        ]);
+        assert_eq!(b.rate, 500);
+        assert_eq!(b.length, BenchLength::Duration(Duration::from_millis(2500)));
+        assert_eq!(b.warmup, Duration::ZERO);
+        assert_eq!(b.batch_size, Some(10));
+        assert_eq!(b.max_await_time, Some(Duration::from_millis(50)));
+        assert_eq!(b.doc_size, 1024);
+        assert!(b.json && b.keep);
+        assert_eq!(
+            bench(&["bench", URI, "b.c", "--events", "50"]).length,
+            BenchLength::Events(50)
+        );
+        assert_eq!(
+            parse_strs(&["help", "bench"]).unwrap(),
+            Command::Help(BENCH_USAGE)
+        );
+        assert_eq!(
+            parse_strs(&["bench", "--help"]).unwrap(),
+            Command::Help(BENCH_USAGE)
+        );
+    }
+
+    #[test]
+    fn bench_usage_errors() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["bench"], "bench: missing <uri>"),
+            (&["bench", URI], "bench: missing <db>.<coll>"),
+            (&["bench", URI, "db"], "names no collection"),
+            (&["bench", URI, "a.b", "x"], "unexpected argument `x`"),
+            (
+                &["bench", URI, "a.b", "--rate", "0"],
+                "--rate: must be between",
+            ),
+            (&["bench", URI, "a.b", "--rate", "fast"], "--rate: expected"),
+            (
+                &["bench", URI, "a.b", "--duration", "0"],
+                "--duration: must be more than 0",
+            ),
+            (
+                &["bench", URI, "a.b", "--duration", "-1"],
+                "--duration: must be between",
+            ),
+            (&["bench", URI, "a.b", "--duration", "NaN"], "--duration"),
+            (
+                &["bench", URI, "a.b", "--warmup", "soon"],
+                "--warmup: expected seconds",
+            ),
+            (
+                &["bench", URI, "a.b", "--events", "0"],
+                "--events: must be at least 1",
+            ),
+            (
+                &["bench", URI, "a.b", "--events", "5", "--duration", "1"],
+                "exclude each other",
+            ),
+            (
+                &["bench", URI, "a.b", "--doc-size", "99999999"],
+                "--doc-size: at most",
+            ),
+            (&["bench", URI, "a.b", "--json=yes"], "json"),
+            (&["bench", URI, "a.b", "--frob"], "--frob"),
+        ];
+        for (args, needle) in cases {
+            let message = usage_error(args);
+            assert!(
+                message.contains(needle),
+                "{args:?}: `{message}` lacks `{needle}`"
+            );
+        }
     }
 
     #[test]

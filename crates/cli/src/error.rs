@@ -31,6 +31,10 @@ pub(crate) enum CliError {
     /// Standard output could not be written (other than a closed pipe, which ends quietly).
     #[error("cannot write to standard output: {0}")]
     Stdout(std::io::Error),
+    /// A run went wrong in a way that is not one brook error (e.g. `brook bench` saw the
+    /// stream end, or its writer task died).
+    #[error("{0}")]
+    Failed(String),
     /// The async runtime or the signal handlers could not be set up.
     #[error("cannot start: {0}")]
     Runtime(std::io::Error),

@@ -5,6 +5,9 @@
 //!   processing across restarts, `--count`, and live statistics on a terminal.
 //! - `brook demo-writer <uri> <db.coll>` writes a steady mix of inserts, updates and
 //!   deletes (what `cargo xtask demo` tails).
+//! - `brook bench <uri> <db.coll>` measures insert-to-event latency (HDR histogram
+//!   percentiles), getMore round trips and events/s at a controlled write rate, as a table
+//!   or JSON, and deletes what it wrote.
 //!
 //! Argument parsing uses lexopt (no proc macros, no dependencies); the usage texts are in
 //! [`args`]. Errors are one line on stderr, `brook: error: …`; the exit status is 2 for
@@ -13,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod bench;
 mod error;
 mod json;
 mod resume_file;
@@ -58,6 +62,17 @@ fn block_on(fut: impl Future<Output = Result<(), CliError>>) -> Result<(), CliEr
         .block_on(fut)
 }
 
+/// Runs `fut` on a runtime of two worker threads, so that the bench's writer and reader
+/// do not wait for each other.
+fn block_on_multi(fut: impl Future<Output = Result<(), CliError>>) -> Result<(), CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?
+        .block_on(fut)
+}
+
 fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Help(text) => {
@@ -70,6 +85,7 @@ fn run(command: Command) -> Result<(), CliError> {
         }
         Command::Tail(a) => block_on(tail::run(*a)),
         Command::DemoWriter(a) => block_on(writer::run(a)),
+        Command::Bench(a) => block_on_multi(bench::run(a)),
     }
 }
 

@@ -2,5 +2,6 @@
 //! fake server, with scripted change events, and its stdout, stderr, exit status and the
 //! commands the server received are checked.
 
+mod bench;
 mod harness;
 mod tail;
