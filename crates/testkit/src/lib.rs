@@ -81,6 +81,7 @@
 
 mod action;
 mod frame;
+mod listen;
 mod proxy;
 mod record;
 mod server;

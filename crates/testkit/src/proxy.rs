@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use brook_wire::{DecodeLimits, MsgHeader};
@@ -12,9 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
 
 use crate::TestkitError;
+use crate::listen::{Listening, lock};
 
 /// The size of the chunks the proxy reads and forwards (per direction, per connection).
 const CHUNK: usize = 16 * 1024;
@@ -28,10 +28,6 @@ const OP_MSG: i32 = 2013;
 const OP_QUERY: i32 = 2004;
 /// The environment variable that supplies a seed when the configuration has none.
 const SEED_ENV: &str = "BROOK_PROXY_SEED";
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 // ---------------------------------------------------------------------------------------
 // The PRNG
@@ -360,8 +356,7 @@ impl Shared {
 pub struct Proxy {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    listener: Mutex<Option<JoinHandle<()>>>,
-    connections: Arc<Mutex<JoinSet<()>>>,
+    tasks: Listening,
 }
 
 impl fmt::Debug for Proxy {
@@ -431,13 +426,21 @@ impl Proxy {
             messages_to_server: AtomicU64::new(0),
             messages_to_client: AtomicU64::new(0),
         });
-        let connections = Arc::new(Mutex::new(JoinSet::new()));
-        let task = tokio::spawn(accept_loop(listener, shared.clone(), connections.clone()));
+        let serving = Arc::clone(&shared);
+        let tasks = Listening::start(listener, move |client| {
+            let id = serving
+                .accepted
+                .fetch_add(1, Ordering::SeqCst)
+                .wrapping_add(1);
+            serving.open.fetch_add(1, Ordering::SeqCst);
+            // Subscribed before the task starts, so a cut_all from now on reaches it.
+            let cut_rx = serving.cut_signal.subscribe();
+            run_connection(client, id, Arc::clone(&serving), cut_rx)
+        });
         Ok(Proxy {
             shared,
             addr,
-            listener: Mutex::new(Some(task)),
-            connections,
+            tasks,
         })
     }
 
@@ -570,49 +573,7 @@ impl Proxy {
     /// Stop accepting, close every connection, and wait until they are closed. The counters
     /// and records stay readable. Calling it twice is harmless.
     pub async fn shutdown(&self) {
-        let listener = lock(&self.listener).take();
-        if let Some(task) = listener {
-            task.abort();
-            // The task was aborted: its result (a cancellation) carries nothing to report.
-            let _cancelled = task.await;
-        }
-        let mut set = std::mem::take(&mut *lock(&self.connections));
-        set.abort_all();
-        while set.join_next().await.is_some() {}
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(task) = lock(&self.listener).take() {
-            task.abort();
-        }
-        lock(&self.connections).abort_all();
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    connections: Arc<Mutex<JoinSet<()>>>,
-) {
-    loop {
-        let Ok((client, _peer)) = listener.accept().await else {
-            // Accept errors (e.g. too many open files) are transient: back off briefly.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        };
-        let id = shared
-            .accepted
-            .fetch_add(1, Ordering::SeqCst)
-            .wrapping_add(1);
-        shared.open.fetch_add(1, Ordering::SeqCst);
-        // Subscribed before the task starts, so a cut_all from now on reaches it.
-        let cut_rx = shared.cut_signal.subscribe();
-        let mut set = lock(&connections);
-        // Reap finished connections so the set does not grow without bound.
-        while set.try_join_next().is_some() {}
-        set.spawn(run_connection(client, id, shared.clone(), cut_rx));
+        self.tasks.shutdown().await;
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use brook_wire::{Compressor, DecodeLimits, Decoded, EncodeOptions, Message, MsgFlags, SharedDoc};
@@ -13,11 +13,11 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-use tokio::task::{JoinHandle, JoinSet};
 
 use crate::TestkitError;
 use crate::action::{Action, Fault, Handler};
 use crate::frame::{self, FaultPlan};
+use crate::listen::{Listening, lock};
 use crate::record::{DecodeFailure, ReceivedCommand, ReceivedSequence};
 use crate::shapes::{self, BatchKind, HelloOptions, Topology};
 
@@ -122,10 +122,6 @@ impl ServerConfig {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// State shared by the listener, the connections and the [`FakeServer`] handle.
 struct Shared {
     config: ServerConfig,
@@ -203,8 +199,7 @@ impl Shared {
 pub struct FakeServer {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    listener: Mutex<Option<JoinHandle<()>>>,
-    connections: Arc<Mutex<JoinSet<()>>>,
+    tasks: Listening,
 }
 
 impl fmt::Debug for FakeServer {
@@ -247,13 +242,19 @@ impl FakeServer {
             clock_base,
             clock_increment: AtomicU32::new(1),
         });
-        let connections = Arc::new(Mutex::new(JoinSet::new()));
-        let task = tokio::spawn(accept_loop(listener, shared.clone(), connections.clone()));
+        let serving = Arc::clone(&shared);
+        let tasks = Listening::start(listener, move |stream| {
+            let id = serving
+                .accepted
+                .fetch_add(1, Ordering::SeqCst)
+                .wrapping_add(1);
+            serving.open.fetch_add(1, Ordering::SeqCst);
+            serve_connection(stream, id, Arc::clone(&serving))
+        });
         Ok(FakeServer {
             shared,
             addr,
-            listener: Mutex::new(Some(task)),
-            connections,
+            tasks,
         })
     }
 
@@ -377,47 +378,7 @@ impl FakeServer {
     /// Stop accepting, close every connection, and wait until they are closed. The records
     /// stay readable. Calling it twice is harmless.
     pub async fn shutdown(&self) {
-        let listener = lock(&self.listener).take();
-        if let Some(task) = listener {
-            task.abort();
-            // The task was aborted: its result (a cancellation) carries nothing to report.
-            let _cancelled = task.await;
-        }
-        let mut set = std::mem::take(&mut *lock(&self.connections));
-        set.abort_all();
-        while set.join_next().await.is_some() {}
-    }
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        if let Some(task) = lock(&self.listener).take() {
-            task.abort();
-        }
-        lock(&self.connections).abort_all();
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    connections: Arc<Mutex<JoinSet<()>>>,
-) {
-    loop {
-        let Ok((stream, _peer)) = listener.accept().await else {
-            // Accept errors (e.g. too many open files) are transient: back off briefly.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        };
-        let id = shared
-            .accepted
-            .fetch_add(1, Ordering::SeqCst)
-            .wrapping_add(1);
-        shared.open.fetch_add(1, Ordering::SeqCst);
-        let mut set = lock(&connections);
-        // Reap finished connections so the set does not grow without bound.
-        while set.try_join_next().is_some() {}
-        set.spawn(serve_connection(stream, id, shared.clone()));
+        self.tasks.shutdown().await;
     }
 }
 
