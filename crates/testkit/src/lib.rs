@@ -101,4 +101,4 @@ pub enum TestkitError {
     /// The listener could not bind `127.0.0.1:0` (or read back its address).
     #[error("the fake server could not bind 127.0.0.1:0: {0}")]
     Bind(#[source] std::io::Error),
-}
+    #[error("could not listen on 127.0.0.1:0: {0}")]
