@@ -2,13 +2,15 @@
 //! that carry them, as documents and as wire frames, and the decode path a connection
 //! runs on each reply.
 //!
-//! The benches themselves live in `benches/` (criterion, `harness = false`); run them with
-//! `cargo xtask bench` (or `cargo bench -p brook-benches`).
+//! The criterion codec bench lives in `benches/`; the replay server (`replay-server`) and
+//! the bench driver (`brook-bench`) that `cargo xtask bench` runs side by side with the
+//! official driver's (`benches/compare`) live in `src/bin/`. See `docs/BENCHMARKS.md`.
 #![forbid(unsafe_code)]
 
 use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document, Timestamp, doc};
 use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
 
 use brook_command::{Command, CommandError, CursorReply, GetMore, Reply};
 use brook_wire::{DecodeLimits, EncodeOptions, Message, MsgFlags, SharedDoc, WireError, decode};
@@ -68,6 +70,72 @@ pub fn change_event(i: u64) -> Document {
     }
 }
 
+/// The size of a small change event (bytes of BSON).
+pub const SMALL_EVENT: usize = 300;
+/// The size of a large change event (bytes of BSON).
+pub const LARGE_EVENT: usize = 2048;
+
+/// An `insert` change event like [`change_event`] whose `fullDocument` carries as many
+/// order lines (`items: [{sku, qty, price}]`) as it takes to reach `size` bytes (never
+/// fewer lines than zero: a `size` under ~300 gives the plain event).
+pub fn change_event_sized(i: u64, size: usize) -> Document {
+    let mut event = change_event(i);
+    let len = |d: &Document| bson::serialize_to_vec(d).map_or(usize::MAX, |b| b.len());
+    let mut items: Vec<Bson> = Vec::new();
+    let mut line = 0u64;
+    while len(&event) < size {
+        items.push(Bson::Document(doc! {
+            "sku": format!("SKU-{:06}", (i * 31 + line) % 1_000_000),
+            "qty": i32::try_from(line % 7).unwrap_or(0) + 1,
+            "price": 4.5 + (line % 40) as f64,
+        }));
+        line += 1;
+        if let Ok(full) = event.get_document_mut("fullDocument") {
+            full.insert("items", items.clone());
+        } else {
+            break;
+        }
+    }
+    event
+}
+
+/// The order a change event's `fullDocument` holds, for typed consumers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Order {
+    /// The order's id.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// The customer's code.
+    pub customer: String,
+    /// The order's total.
+    pub total: f64,
+    /// The order lines (present in the large events only).
+    #[serde(default)]
+    pub items: Vec<OrderLine>,
+}
+
+/// One line of an [`Order`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OrderLine {
+    /// The product's code.
+    pub sku: String,
+    /// How many.
+    pub qty: i32,
+    /// The unit price.
+    pub price: f64,
+}
+
+/// The getMore request frame a floor client sends again and again: `{getMore: cursor_id,
+/// collection, batchSize?, maxTimeMS: 1000, $db}` as request 1.
+pub fn get_more_request_frame(cursor_id: i64) -> Result<Bytes, BenchError> {
+    let mut get_more = GetMore::new(cursor_id, COLL);
+    get_more.max_time_ms = Some(1000);
+    let message = get_more.build(DB)?.into_message(1)?;
+    let mut dst = BytesMut::new();
+    message.encode(&mut dst, &EncodeOptions::default())?;
+    Ok(dst.freeze())
+}
+
 fn object_id_bytes(i: u64) -> [u8; 12] {
     let mut b = [0u8; 12];
     b[..4].copy_from_slice(&0x6744_1a00u32.to_be_bytes());
@@ -78,8 +146,14 @@ fn object_id_bytes(i: u64) -> [u8; 12] {
 /// A getMore reply carrying `events` change events, field order as a server writes it:
 /// `{cursor: {nextBatch, postBatchResumeToken, id, ns}, ok, $clusterTime, operationTime}`.
 pub fn get_more_reply(events: usize) -> Document {
+    get_more_reply_sized(events, 0)
+}
+
+/// A getMore reply like [`get_more_reply`] whose events are [`change_event_sized`] events
+/// of `size` bytes.
+pub fn get_more_reply_sized(events: usize, size: usize) -> Document {
     let batch: Vec<Bson> = (0..events as u64)
-        .map(|i| Bson::Document(change_event(i)))
+        .map(|i| Bson::Document(change_event_sized(i, size)))
         .collect();
     let last = events.saturating_sub(1) as u64;
     let time = Timestamp {
@@ -140,6 +214,12 @@ pub fn get_more_reply_frame(events: usize) -> Result<Bytes, BenchError> {
     Ok(encode_reply(&get_more_reply_body(events)?)?.freeze())
 }
 
+/// The encoded getMore reply frame carrying `events` change events of `size` bytes.
+pub fn get_more_reply_frame_sized(events: usize, size: usize) -> Result<Bytes, BenchError> {
+    let body = SharedDoc::from_document(&get_more_reply_sized(events, size))?;
+    Ok(encode_reply(&body)?.freeze())
+}
+
 /// What a connection does with a getMore reply: decode the frame off the front of `buf`
 /// and parse the cursor reply, whose batch documents share the frame's buffer.
 pub fn decode_get_more(buf: &mut BytesMut) -> Result<CursorReply, BenchError> {
@@ -161,6 +241,32 @@ mod tests {
                 .len();
             assert!((290..=330).contains(&len), "event {i} is {len} bytes");
         }
+    }
+
+    #[test]
+    fn sized_events_reach_their_size_and_decode_as_orders() {
+        for (size, lines) in [(SMALL_EVENT, false), (LARGE_EVENT, true)] {
+            let event = change_event_sized(3, size);
+            let len = bson::serialize_to_vec(&event).expect("serialises").len();
+            assert!(len >= size.min(290) && len < size + 80, "{len} for {size}");
+            let full = event.get_document("fullDocument").expect("fullDocument");
+            let order: Order = bson::deserialize_from_document(full.clone()).expect("an order");
+            assert_eq!(order.customer, "c00003");
+            assert_eq!(!order.items.is_empty(), lines);
+        }
+    }
+
+    #[test]
+    fn the_floor_request_is_a_get_more() {
+        let frame = get_more_request_frame(CURSOR_ID).expect("frame");
+        let mut buf = BytesMut::from(&frame[..]);
+        let decoded = decode(&mut buf, &DecodeLimits::default())
+            .expect("decodes")
+            .expect("whole");
+        let body = decoded.message.body.as_raw();
+        assert_eq!(body.get_i64("getMore").expect("getMore"), CURSOR_ID);
+        assert_eq!(body.get_str("collection").expect("collection"), COLL);
+        assert_eq!(body.get_str("$db").expect("$db"), DB);
     }
 
     #[test]

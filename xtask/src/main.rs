@@ -43,9 +43,11 @@ commands:
   fuzz [--seconds N] [--target T]... [--sanitizer none|address] [--list] [-- <libFuzzer flags>]
                        install cargo-fuzz into target/tools, build every fuzz target and
                        run each for N seconds (default 60); fails on any crash
-  bench [cargo bench args] [-- criterion args]
-                       run the criterion benches (cargo bench -p brook-benches) and print
-                       where the report is
+  bench [--quick] [--rounds N] [--seconds S] [--only SCENARIO]... [--no-footprint] [--no-e2e]
+                       brook next to the socket floor and the official driver against one
+                       replay server; writes docs/BENCHMARKS.md (with --quick: target/bench/)
+  bench criterion [cargo bench args] [-- criterion args]
+                       the criterion codec benches (cargo bench -p brook-benches)
   help                 print this text
 ";
 

@@ -84,6 +84,7 @@ mod frame;
 mod listen;
 mod proxy;
 mod record;
+pub mod replay;
 mod server;
 pub mod shapes;
 
@@ -92,6 +93,7 @@ pub use proxy::{
     CutEvent, CutPoint, CutReason, CutStyle, Proxy, ProxyConfig, ProxyStats, SplitMix64,
 };
 pub use record::{DecodeFailure, ReceivedCommand, ReceivedSequence};
+pub use replay::{ReplayConfig, ReplayServer};
 pub use server::{FakeServer, ServerConfig};
 
 /// Errors of brook-testkit.
@@ -99,6 +101,6 @@ pub use server::{FakeServer, ServerConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
     /// The listener could not bind `127.0.0.1:0` (or read back its address).
-    #[error("the fake server could not bind 127.0.0.1:0: {0}")]
-    Bind(#[source] std::io::Error),
     #[error("could not listen on 127.0.0.1:0: {0}")]
+    Bind(#[source] std::io::Error),
+}
