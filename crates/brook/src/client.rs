@@ -100,6 +100,12 @@ fn to_connection_options(o: &ClientOptions) -> Result<ConnectionOptions, Error> 
                 )));
             }
         };
+        if !c.is_available() {
+            return Err(Error::unsupported(format!(
+                "the `{name}` compressor: build brook with its `{}` cargo feature",
+                c.name()
+            )));
+        }
         compressors.push(c);
     }
     let insecure = o.tls_insecure == Some(true);
