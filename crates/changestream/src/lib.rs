@@ -102,6 +102,7 @@
 mod error;
 mod machine;
 mod options;
+mod scan;
 
 pub use error::{
     CURSOR_NOT_FOUND, ChangeStreamError, FailedCommand, Failure, LABEL_MIN_WIRE_VERSION,

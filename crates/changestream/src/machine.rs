@@ -12,6 +12,7 @@ use bson::{Bson, Document, Timestamp};
 
 use crate::error::{ChangeStreamError, FailedCommand, Failure, is_resumable};
 use crate::options::{ChangeStreamOptions, Target};
+use crate::scan::{self, Field};
 
 /// The first wire version (server 4.0) whose `operationTime` a stream may save and
 /// resume from with `startAtOperationTime`.
@@ -303,26 +304,45 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
             return None;
         }
         let event = self.buffer.pop_front()?;
-        let token = match event.as_raw().get("_id") {
-            Ok(Some(RawBsonRef::Document(id))) => event.share(id),
-            Ok(Some(_) | None) => None,
-            Err(err) => {
-                self.close_with(ChangeStreamError::Malformed(format!(
-                    "an event could not be read: {err}"
-                )));
-                return self.error.take().map(Err);
-            }
+        let fields = scan::event_fields(event.as_bytes());
+        let token = match fields.id {
+            Field::Found(Some(range)) => match event.as_bytes().get(range.clone()) {
+                // In bounds (just checked), so the slice cannot panic.
+                Some(_) => SharedDoc::from_bytes(event.bytes().slice(range)).ok(),
+                None => None,
+            },
+            Field::Found(None) | Field::Absent => None,
+            Field::Unknown => match event.as_raw().get("_id") {
+                Ok(Some(RawBsonRef::Document(id))) => event.share(id),
+                Ok(Some(_) | None) => None,
+                Err(err) => {
+                    self.close_with(ChangeStreamError::Malformed(format!(
+                        "an event could not be read: {err}"
+                    )));
+                    return self.error.take().map(Err);
+                }
+            },
         };
         let Some(token) = token else {
             self.close_with(ChangeStreamError::MissingResumeToken);
             return self.error.take().map(Err);
         };
         self.resume_token = match (&self.batch_token, self.buffer.is_empty()) {
+            // The batch token is already a copy of its own (see `take_batch`).
             (Some(pbrt), true) => Some(pbrt.clone()),
-            _ => Some(token),
+            // The batch's last event: its token outlives the batch, so it is copied
+            // out of the reply's buffer, which can then be freed with the events.
+            (None, true) => Some(detach(&token)),
+            // Within a batch the token shares the event's buffer: no allocation.
+            (_, false) => Some(token),
         };
         self.returned_event = true;
-        if is_invalidate(&event) {
+        let invalidate = match fields.invalidate {
+            Field::Found(invalidate) => invalidate,
+            Field::Absent => false,
+            Field::Unknown => is_invalidate(&event),
+        };
+        if invalidate {
             // Nothing follows an invalidate: the server closes the cursor (id 0); kill
             // it anyway should it have stayed open.
             self.buffer.clear();
@@ -458,6 +478,8 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
         self.phase = Phase::Closed;
         self.buffer.clear();
         self.batch_token = None;
+        // A token taken mid-batch shares the dropped batch's buffer: copy it out.
+        self.resume_token = self.resume_token.as_ref().map(detach);
         self.error = None;
     }
 
@@ -488,6 +510,8 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
         self.cursor = None;
         self.buffer.clear();
         self.batch_token = None;
+        // A token taken mid-batch shares the dropped batch's buffer: copy it out.
+        self.resume_token = self.resume_token.as_ref().map(detach);
         self.resuming = true;
         self.resumes = self.resumes.saturating_add(1);
         self.phase = Phase::NeedAggregate;
@@ -495,13 +519,17 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
 
     /// Takes a successful reply's batch.
     fn take_batch(&mut self, reply: CursorReply) {
+        // The postBatchResumeToken outlives the batch (it becomes the cached token):
+        // one small copy per batch, so that it does not keep the whole reply's buffer
+        // alive once the events are dropped.
+        let batch_token = reply.post_batch_resume_token.as_ref().map(detach);
         if reply.batch.is_empty()
-            && let Some(pbrt) = &reply.post_batch_resume_token
+            && let Some(pbrt) = &batch_token
         {
             self.resume_token = Some(pbrt.clone());
         }
         self.buffer = reply.batch.into();
-        self.batch_token = reply.post_batch_resume_token;
+        self.batch_token = batch_token;
         self.phase = if reply.id == 0 {
             Phase::Ended
         } else {
@@ -585,9 +613,127 @@ fn token_document(token: &SharedDoc) -> Result<Document, ChangeStreamError> {
     })
 }
 
+/// A copy of `doc` in a buffer of its own, so that holding it does not keep the
+/// buffer it was sliced from (a whole reply) alive.
+fn detach(doc: &SharedDoc) -> SharedDoc {
+    SharedDoc::from_raw(doc.as_raw())
+}
+
 fn is_invalidate(event: &SharedDoc) -> bool {
     matches!(
         event.as_raw().get("operationType"),
         Ok(Some(RawBsonRef::String("invalidate")))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    type Machine = ChangeStreamMachine<&'static str>;
+
+    /// A reply body in a buffer of its own, and that buffer (to watch its references).
+    fn reply(first: bool, batch: usize, pbrt: bool) -> (CursorReply, Bytes) {
+        let array: Vec<Bson> = (0..batch)
+            .map(|i| {
+                Bson::Document(bson::doc! {
+                    "_id": { "_data": format!("{i:04}") },
+                    "operationType": "insert",
+                    "fullDocument": { "x": 1 },
+                })
+            })
+            .collect();
+        let key = if first { "firstBatch" } else { "nextBatch" };
+        let mut cursor = bson::doc! { "id": 7i64, "ns": "db.coll" };
+        cursor.insert(key, array);
+        if pbrt {
+            cursor.insert("postBatchResumeToken", bson::doc! { "_data": "ffff" });
+        }
+        let body = SharedDoc::from_document(&bson::doc! { "cursor": cursor, "ok": 1.0 })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let frame = body.bytes().clone();
+        let parsed = CursorReply::parse(if first { "aggregate" } else { "getMore" }, &body);
+        (parsed.unwrap_or_else(|e| panic!("{e}")), frame)
+    }
+
+    fn opened() -> Machine {
+        let mut m = Machine::new(
+            Target::collection("db", "coll"),
+            ChangeStreamOptions::default(),
+        );
+        assert!(matches!(m.poll_command(), Some(Outgoing::Aggregate { .. })));
+        let (first, _) = reply(true, 0, false);
+        m.handle_aggregate_reply("a", 17, first);
+        m
+    }
+
+    fn drain(m: &mut Machine) -> Vec<SharedDoc> {
+        std::iter::from_fn(|| m.poll_event())
+            .map(|e| e.unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
+    #[test]
+    fn the_reply_buffer_is_released_once_the_events_are_dropped() {
+        for pbrt in [true, false] {
+            let mut m = opened();
+            assert!(matches!(m.poll_command(), Some(Outgoing::GetMore { .. })));
+            let (batch, frame) = reply(false, 3, pbrt);
+            m.handle_get_more_reply(batch);
+            let first = m.poll_event().and_then(Result::ok);
+            // Mid-batch the token is a slice of the reply: no copy per event.
+            let token = m.resume_token().map(|t| t.as_bytes().as_ptr());
+            let range = frame.as_ptr_range();
+            assert!(token.is_some_and(|p| range.contains(&p)));
+            let mut rest = drain(&mut m);
+            assert_eq!(rest.len(), 2);
+            let expected = if pbrt { "ffff" } else { "0002" };
+            let cached = m.resume_token().map(|t| t.to_document());
+            assert_eq!(
+                cached.and_then(Result::ok),
+                Some(bson::doc! { "_data": expected })
+            );
+            assert!(!frame.is_unique(), "the events still hold the frame");
+            drop(first);
+            rest.clear();
+            assert!(
+                frame.is_unique(),
+                "the cached token must not hold the frame (pbrt: {pbrt})"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_batch_token_does_not_hold_the_reply() {
+        let mut m = opened();
+        assert!(matches!(m.poll_command(), Some(Outgoing::GetMore { .. })));
+        let (batch, frame) = reply(false, 0, true);
+        m.handle_get_more_reply(batch);
+        assert!(m.poll_event().is_none());
+        let cached = m.resume_token().map(|t| t.to_document());
+        assert_eq!(
+            cached.and_then(Result::ok),
+            Some(bson::doc! { "_data": "ffff" })
+        );
+        assert!(frame.is_unique());
+    }
+
+    #[test]
+    fn closing_mid_batch_copies_the_token_out() {
+        let mut m = opened();
+        assert!(matches!(m.poll_command(), Some(Outgoing::GetMore { .. })));
+        let (batch, frame) = reply(false, 3, true);
+        m.handle_get_more_reply(batch);
+        let first = m.poll_event().and_then(Result::ok);
+        assert!(first.is_some());
+        drop(first);
+        m.close();
+        let cached = m.resume_token().map(|t| t.to_document());
+        assert_eq!(
+            cached.and_then(Result::ok),
+            Some(bson::doc! { "_data": "0000" })
+        );
+        assert!(frame.is_unique());
+    }
 }

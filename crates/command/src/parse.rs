@@ -230,12 +230,18 @@ impl<'a> Fields<'a> {
     }
 
     /// The documents of an array field, each sharing `parent`'s buffer.
+    ///
+    /// A batch of well-formed documents is read by [`batch_docs`]; anything else goes
+    /// through bson's array iterator, which yields the same documents or the error.
     pub(crate) fn shared_docs(
         &self,
         key: &str,
         array: &'a RawArray,
         parent: &SharedDoc,
     ) -> Result<Vec<SharedDoc>, CommandError> {
+        if let Some(docs) = batch_docs(array, parent) {
+            return Ok(docs);
+        }
         let mut out = Vec::new();
         for item in array {
             match item.map_err(|err| self.malformed(format!("cannot read `{key}`: {err}")))? {
@@ -299,10 +305,164 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The BSON type byte of an embedded document.
+const EMBEDDED_DOCUMENT: u8 = 0x03;
+
+/// Walks the elements of an array's bytes, every one of which must be an embedded
+/// document under a decimal index key, yielding each document's byte range (in the
+/// array). Yields `None` (and stops) at the first thing it does not accept: the caller
+/// then gives up.
+struct DocRanges<'b> {
+    bytes: &'b [u8],
+    pos: usize,
+    done: bool,
+}
+
+impl<'b> DocRanges<'b> {
+    /// `bytes` is a whole array (length prefix, elements, terminator).
+    fn new(bytes: &'b [u8]) -> Self {
+        let framed = read_len(bytes, 0) == Some(bytes.len()) && bytes.last() == Some(&0);
+        DocRanges {
+            bytes,
+            pos: 4,
+            done: !framed,
+        }
+    }
+
+    fn step(&mut self) -> Option<Option<std::ops::Range<usize>>> {
+        let b = self.bytes;
+        let limit = b.len().checked_sub(1)?;
+        let kind = *b.get(self.pos)?;
+        if kind == 0 {
+            // Only the array's own terminator may end it.
+            return (self.pos == limit).then_some(None);
+        }
+        if kind != EMBEDDED_DOCUMENT {
+            return None;
+        }
+        let key_start = self.pos.checked_add(1)?;
+        let key_len = b.get(key_start..limit)?.iter().position(|&c| c == 0)?;
+        let key = b.get(key_start..key_start.checked_add(key_len)?)?;
+        if key.is_empty() || !key.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let start = key_start.checked_add(key_len)?.checked_add(1)?;
+        let len = read_len(b, start)?;
+        let end = start.checked_add(len)?;
+        if len < 5 || end > limit || b.get(end.checked_sub(1)?) != Some(&0) {
+            return None;
+        }
+        self.pos = end;
+        Some(Some(start..end))
+    }
+}
+
+impl Iterator for DocRanges<'_> {
+    /// `Some(range)` for a document, `None` when the walk gave up.
+    type Item = Option<std::ops::Range<usize>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Some(Some(range)) => Some(Some(range)),
+            Some(None) => {
+                self.done = true;
+                None
+            }
+            None => {
+                self.done = true;
+                Some(None)
+            }
+        }
+    }
+}
+
+/// A little-endian i32 at `at`, as a length (negative ones are `None`).
+fn read_len(b: &[u8], at: usize) -> Option<usize> {
+    let bytes: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    usize::try_from(i32::from_le_bytes(bytes)).ok()
+}
+
+/// The documents of `array` (which lies in `parent`'s buffer) as slices of that buffer,
+/// read by walking the element headers: no key validation beyond "decimal digits", no
+/// `RawBsonRef` per element, and the `Vec` sized by a first counting walk. `None` when
+/// anything is unusual (an element that is not a document, a bad length, the array
+/// outside `parent`): bson's iterator then decides.
+fn batch_docs(array: &RawArray, parent: &SharedDoc) -> Option<Vec<SharedDoc>> {
+    let bytes = array.as_bytes();
+    let base = parent.as_bytes().as_ptr() as usize;
+    let offset = (bytes.as_ptr() as usize).checked_sub(base)?;
+    if offset.checked_add(bytes.len())? > parent.len() {
+        return None;
+    }
+    let mut count = 0usize;
+    for range in DocRanges::new(bytes) {
+        range?;
+        count = count.checked_add(1)?;
+    }
+    let mut out = Vec::with_capacity(count);
+    for range in DocRanges::new(bytes) {
+        let range = range?;
+        let start = offset.checked_add(range.start)?;
+        let end = offset.checked_add(range.end)?;
+        // In bounds: the array lies within `parent` (checked above), so `slice` cannot
+        // panic.
+        parent.as_bytes().get(start..end)?;
+        out.push(SharedDoc::from_bytes(parent.bytes().slice(start..end)).ok()?);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bson::rawdoc;
+    use bson::{rawdoc, spec::ElementType};
+
+    fn batch_of(body: &SharedDoc) -> &RawArray {
+        body.as_raw().get_array("b").unwrap()
+    }
+
+    #[test]
+    fn batch_docs_slices_the_parent() {
+        let body = SharedDoc::from(rawdoc! { "x": 1, "b": [ { "a": 1 }, { "b": "two" }, {} ] });
+        let docs = batch_docs(batch_of(&body), &body).unwrap();
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs.capacity(), 3);
+        assert_eq!(docs[1].to_document().unwrap(), bson::doc! { "b": "two" });
+        assert!(docs[2].is_empty());
+        let range = body.as_bytes().as_ptr_range();
+        assert!(docs.iter().all(|d| range.contains(&d.as_bytes().as_ptr())));
+        let empty = SharedDoc::from(rawdoc! { "b": [] });
+        assert_eq!(batch_docs(batch_of(&empty), &empty).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn batch_docs_gives_up_on_anything_unusual() {
+        // Not all documents: bson's iterator reports the wrong type.
+        let body = SharedDoc::from(rawdoc! { "b": [ { "a": 1 }, 2 ] });
+        assert!(batch_docs(batch_of(&body), &body).is_none());
+        let f = Fields::new("getMore", body.as_raw());
+        let err = f.shared_docs("b", batch_of(&body), &body).unwrap_err();
+        assert!(err.to_string().contains("b[]"), "{err}");
+        // An array that does not lie in the parent.
+        let other = SharedDoc::from(rawdoc! { "b": [ { "a": 1 } ] });
+        assert!(batch_docs(batch_of(&other), &body).is_none());
+        // A non-numeric index key (written by hand) and a bad inner length.
+        let mut raw = rawdoc! { "b": [ { "a": 1 } ] }.into_bytes();
+        let key_at = 4 + 1 + 2 + 4 + 1;
+        assert_eq!(raw[key_at - 1], ElementType::EmbeddedDocument as u8);
+        raw[key_at] = b'x';
+        let body = SharedDoc::from_bytes(raw.clone().into()).unwrap();
+        assert!(batch_docs(batch_of(&body), &body).is_none());
+        raw[key_at] = b'0';
+        raw[key_at + 2] = 0x40;
+        let body = SharedDoc::from_bytes(raw.into()).unwrap();
+        assert!(batch_docs(batch_of(&body), &body).is_none());
+        let f = Fields::new("getMore", body.as_raw());
+        assert!(f.shared_docs("b", batch_of(&body), &body).is_err());
+    }
 
     #[test]
     fn lenient_integers() {

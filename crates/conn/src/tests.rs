@@ -1051,3 +1051,49 @@ mod tls {
         }
     }
 }
+
+/// The read buffer is reused from one reply to the next once nothing else holds the
+/// previous reply (a `BytesMut` reclaims its allocation when it is the only owner), and
+/// only then: a reply still held forces the next read into a new allocation.
+#[tokio::test]
+async fn the_read_buffer_is_reused_once_the_previous_reply_is_dropped() {
+    const ROUNDS: usize = 8;
+    let (address, server) = serve(|mut peer| async move {
+        peer.handshake().await;
+        let filler = "x".repeat(20_000);
+        for _ in 0..ROUNDS {
+            let cmd = peer.recv().await.unwrap();
+            peer.reply(&cmd, &doc! { "ok": 1, "filler": &filler }).await;
+        }
+    })
+    .await;
+    let mut conn = connect(&address).await;
+    let ping = || CommandBody::new(doc! { "ping": 1, "$db": "admin" });
+    // Held: every reply lands in a buffer of its own.
+    let mut held = Vec::new();
+    for _ in 0..ROUNDS / 2 {
+        held.push(conn.run_body(ping()).await.unwrap());
+    }
+    let held_at: Vec<usize> = held
+        .iter()
+        .map(|r| r.body.as_bytes().as_ptr() as usize)
+        .collect();
+    for (i, a) in held_at.iter().enumerate() {
+        assert!(
+            !held_at[i + 1..].contains(a),
+            "held replies overlap: {held_at:?}"
+        );
+    }
+    drop(held);
+    // Dropped: the buffer's allocation is reclaimed, so the replies land at the same place.
+    let mut dropped_at = Vec::new();
+    for _ in 0..ROUNDS / 2 {
+        let reply = conn.run_body(ping()).await.unwrap();
+        dropped_at.push(reply.body.as_bytes().as_ptr() as usize);
+    }
+    assert!(
+        dropped_at.iter().all(|&a| a == dropped_at[0]),
+        "the read buffer was not reused: {dropped_at:?}"
+    );
+    server.await.unwrap();
+}
