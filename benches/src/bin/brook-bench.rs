@@ -38,13 +38,11 @@ use std::alloc::System;
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::process::ExitCode;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use brook::{ChangeStream, ChangeStreamEvent, RawChangeEvent, ResumeToken};
@@ -56,10 +54,9 @@ use brook_benches::{
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-type BoxError = Box<dyn std::error::Error>;
+use bench_measure::BoxError;
 
 /// How long a single-stream run warms up before it measures.
-const WARM_UP: Duration = Duration::from_millis(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClientKind {
@@ -152,58 +149,6 @@ fn parse_args() -> Result<Args, BoxError> {
 // ---------------------------------------------------------------------------------------
 // Measures
 // ---------------------------------------------------------------------------------------
-
-fn histogram() -> Result<Histogram<u64>, BoxError> {
-    Ok(Histogram::new_with_bounds(1, 60_000_000_000, 3)?)
-}
-
-/// CPU time of every thread of this process, in nanoseconds.
-fn cpu_ns() -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// A `/proc/self/status` field in kB (`VmHWM`, `VmRSS`).
-fn status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn percentiles(h: &Histogram<u64>) -> Value {
-    let dist: Vec<String> = [
-        0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99, 100.0,
-    ]
-    .iter()
-    .map(|p| format!("{p}:{}", h.value_at_quantile(p / 100.0)))
-    .collect();
-    json!({
-        "p50_ns": h.value_at_quantile(0.50),
-        "p90_ns": h.value_at_quantile(0.90),
-        "p99_ns": h.value_at_quantile(0.99),
-        "p999_ns": h.value_at_quantile(0.999),
-        "max_ns": h.max(),
-        "mean_ns": h.mean(),
-        "dist": dist.join(";"),
-    })
-}
-
-fn merge(into: &mut Value, more: Value) {
-    if let (Value::Object(a), Value::Object(b)) = (into, more) {
-        a.extend(b);
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Clients
@@ -393,6 +338,16 @@ impl Source {
     }
 }
 
+impl bench_measure::Source for Source {
+    async fn step(&mut self) -> Result<u64, BoxError> {
+        Source::step(self).await
+    }
+
+    async fn step_idle(&mut self) -> Result<u64, BoxError> {
+        Source::step_idle(self).await
+    }
+}
+
 fn token(data: &str) -> Result<ResumeToken, BoxError> {
     Ok(ResumeToken::from_document(&bson::doc! { "_data": data })?)
 }
@@ -414,64 +369,7 @@ async fn brook_client(args: &Args) -> Result<Option<brook::Client>, BoxError> {
 async fn single(args: &Args, idle: bool) -> Result<Value, BoxError> {
     let client = brook_client(args).await?;
     let mut source = Source::open(args.client, client.as_ref(), args).await?;
-    let warm = Instant::now();
-    while warm.elapsed() < WARM_UP {
-        if idle {
-            source.step_idle().await?;
-        } else {
-            source.step().await?;
-        }
-    }
-    let mut hist = histogram()?;
-    let budget = Duration::from_secs_f64(args.seconds);
-    let (mut events, mut steps) = (0u64, 0u64);
-    let cpu0 = cpu_ns();
-    let region = Region::new(GLOBAL);
-    let start = Instant::now();
-    let mut last = start;
-    loop {
-        let got = if idle {
-            source.step_idle().await?
-        } else {
-            source.step().await?
-        };
-        let now = Instant::now();
-        hist.record(
-            u64::try_from((now - last).as_nanos())
-                .unwrap_or(u64::MAX)
-                .max(1),
-        )?;
-        last = now;
-        events += got;
-        steps += 1;
-        if now - start >= budget {
-            break;
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let allocs = region.change();
-    let cpu = cpu_ns().saturating_sub(cpu0);
-    let per_event = |n: u64| {
-        if events == 0 {
-            Value::Null
-        } else {
-            json!(n as f64 / events as f64)
-        }
-    };
-    let mut out = json!({
-        "events": events,
-        "steps": steps,
-        "seconds": elapsed,
-        "events_per_s": events as f64 / elapsed,
-        "steps_per_s": steps as f64 / elapsed,
-        "allocs_per_event": per_event((allocs.allocations + allocs.reallocations) as u64),
-        "alloc_bytes_per_event": per_event(allocs.bytes_allocated as u64),
-        "allocs_per_step": (allocs.allocations + allocs.reallocations) as f64 / steps as f64,
-        "cpu_ns_per_step": cpu as f64 / steps as f64,
-        "vm_hwm_kb": status_kb("VmHWM:"),
-    });
-    merge(&mut out, percentiles(&hist));
-    Ok(out)
+    bench_measure::single(&mut source, args.seconds, idle, GLOBAL).await
 }
 
 /// `--streams` streams on one client, one task each, for `--seconds`.
@@ -481,68 +379,12 @@ async fn concurrent(args: &Args) -> Result<Value, BoxError> {
     for _ in 0..args.streams {
         sources.push(Source::open(args.client, client.as_ref(), args).await?);
     }
-    let budget = Duration::from_secs_f64(args.seconds);
-    let local = tokio::task::LocalSet::new();
-    let warm_until = Instant::now() + WARM_UP;
-    let start = Rc::new(std::cell::Cell::new(warm_until));
-    let mut tasks = Vec::new();
-    for mut source in sources {
-        let start = Rc::clone(&start);
-        tasks.push(local.spawn_local(async move {
-            let mut hist = histogram()?;
-            let mut events = 0u64;
-            while Instant::now() < start.get() {
-                source.step().await?;
-            }
-            let begin = start.get();
-            let mut last = Instant::now();
-            loop {
-                let got = source.step().await?;
-                let now = Instant::now();
-                hist.record(
-                    u64::try_from((now - last).as_nanos())
-                        .unwrap_or(u64::MAX)
-                        .max(1),
-                )?;
-                last = now;
-                events += got;
-                if now - begin >= budget {
-                    break;
-                }
-            }
-            Ok::<_, BoxError>((hist, events, source))
-        }));
-    }
-    let results = local
-        .run_until(async move {
-            let mut out = Vec::new();
-            for t in tasks {
-                out.push(t.await);
-            }
-            out
-        })
-        .await;
-    let elapsed = (Instant::now() - warm_until).as_secs_f64();
-    let mut hist = histogram()?;
-    let mut events = 0u64;
-    for r in results {
-        let (h, n, _source) = r.map_err(|e| format!("a stream task failed: {e}"))??;
-        hist.add(h)?;
-        events += n;
-    }
-    let mut out = json!({
-        "streams": args.streams,
-        "events": events,
-        "seconds": elapsed,
-        "events_per_s": events as f64 / elapsed,
-    });
-    merge(&mut out, percentiles(&hist));
-    Ok(out)
+    bench_measure::concurrent(sources, args.seconds).await
 }
 
 /// `--streams` open streams, idle: resident memory once all wait on a getMore.
 async fn idle_rss(args: &Args) -> Result<Value, BoxError> {
-    let rss_before = status_kb("VmRSS:");
+    let rss_before = bench_measure::status_kb("VmRSS:");
     let client = brook_client(args).await?;
     let local = tokio::task::LocalSet::new();
     let opened = local
@@ -562,14 +404,7 @@ async fn idle_rss(args: &Args) -> Result<Value, BoxError> {
             Ok::<_, BoxError>(handles.len())
         })
         .await?;
-    let rss = status_kb("VmRSS:");
-    Ok(json!({
-        "streams": opened,
-        "vm_rss_kb": rss,
-        "vm_hwm_kb": status_kb("VmHWM:"),
-        "rss_before_kb": rss_before,
-        "kb_per_stream": rss.saturating_sub(rss_before) as f64 / opened.max(1) as f64,
-    }))
+    Ok(bench_measure::idle_rss_report(rss_before, opened))
 }
 
 /// `--count` events from a real server, resuming after `--resume-after`.
@@ -622,7 +457,7 @@ fn decode(args: &Args) -> Result<Value, BoxError> {
             n += copies as u64;
         }
         let decoded = n as f64 * frame.len() as f64 / spent.as_secs_f64();
-        merge(
+        bench_measure::merge(
             &mut out,
             json!({
                 format!("{name}_frame_len"): frame.len(),
@@ -673,7 +508,7 @@ fn main() -> ExitCode {
             } else {
                 args.client.name()
             };
-            merge(
+            bench_measure::merge(
                 &mut value,
                 json!({ "client": client, "scenario": args.scenario }),
             );
