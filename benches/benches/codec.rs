@@ -7,7 +7,12 @@
 //! * `encode`: writing the reply frame with brook-wire from an already serialised body,
 //!   and `serialize+encode` from a `bson::Document`, next to the same `memcpy`.
 //!
-//! Each is reported twice: in bytes/s (`*_bytes` groups) and in events/s (`*_events`).
+//! * `event_decode`: one change event (~300 B and ~2 KB, `fullDocument` as the bench's
+//!   `Order`) into a typed `ChangeStreamEvent<Order>`: `from_slice` (brook's direct
+//!   decoder) next to `serde` (the derived serde decoder over the same bytes, which
+//!   `from_slice` falls back to), and into a `bson::Document` as a third reference.
+//!
+//! Each of `decode` and `encode` is reported twice: in bytes/s (`*_bytes` groups) and in events/s (`*_events`).
 //! Measurement time is kept short (3 s) so that the whole file runs in a few minutes.
 
 use std::hint::black_box;
@@ -16,9 +21,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
+use brook::ChangeStreamEvent;
 use brook_benches::{
-    decode_get_more, encode_reply, get_more_reply, get_more_reply_body, get_more_reply_frame,
-    serialize_and_encode_reply,
+    LARGE_EVENT, Order, SMALL_EVENT, change_event_sized, decode_get_more, encode_reply,
+    get_more_reply, get_more_reply_body, get_more_reply_frame, serialize_and_encode_reply,
 };
 
 const SIZES: [usize; 3] = [1, 100, 10_000];
@@ -108,9 +114,32 @@ fn encode(c: &mut Criterion) {
     }
 }
 
+fn event_decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("event_decode");
+    group.throughput(Throughput::Elements(1));
+    for (name, size) in [("300B", SMALL_EVENT), ("2KB", LARGE_EVENT)] {
+        let bytes = match bson::serialize_to_vec(&change_event_sized(7, size)) {
+            Ok(b) => b,
+            Err(e) => panic!("cannot serialise the {name} event: {e}"),
+        };
+        group.bench_with_input(BenchmarkId::new("from_slice", name), &bytes, |b, bytes| {
+            b.iter(|| black_box(ChangeStreamEvent::<Order>::from_slice(bytes).is_ok()));
+        });
+        group.bench_with_input(BenchmarkId::new("serde", name), &bytes, |b, bytes| {
+            b.iter(|| {
+                black_box(bson::deserialize_from_slice::<ChangeStreamEvent<Order>>(bytes).is_ok())
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("document", name), &bytes, |b, bytes| {
+            b.iter(|| black_box(bson::deserialize_from_slice::<bson::Document>(bytes).is_ok()));
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = codec;
     config = config();
-    targets = decode, encode
+    targets = decode, encode, event_decode
 }
 criterion_main!(codec);

@@ -17,6 +17,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Error;
 
+#[cfg(test)]
+mod equivalence;
+mod fast;
+
 /// The message of the error for an event without `_id`.
 const MISSING_RESUME_TOKEN: &str = "change event has no `_id`: cannot provide resume \
      functionality when the resume token is missing";
@@ -401,7 +405,11 @@ pub struct SplitEvent {
 ///
 /// Events are decoded in one pass straight from their BSON bytes
 /// ([`ChangeStreamEvent::from_slice`], [`ChangeStreamEvent::from_raw`]); no intermediate
-/// [`Document`] is built for the event itself.
+/// [`Document`] is built for the event itself. The envelope's fields are read by their
+/// BSON type and only the images go through serde (as `T`); `documentKey` stays raw
+/// bytes. Anything unusual (a field of an unexpected type, a repeated field, an image `T`
+/// rejects) is decoded again by the type's serde [`Deserialize`] implementation, which
+/// has the final word and words the errors — so both ways of decoding always agree.
 ///
 /// * `_id` and `operationType` are required (every server event has both). An event
 ///   without `_id` is an error whose message says the resume token is missing: the change
@@ -466,8 +474,12 @@ pub struct ChangeStreamEvent<T = Document> {
     pub to: Option<ChangeNamespace>,
     /// `documentKey`: the `_id` of the changed document, and the shard key fields on a
     /// sharded collection. Present for `insert`, `update`, `replace`, `delete`.
+    ///
+    /// Kept as the server's bytes (one copy, no per-field decoding): read a field with
+    /// e.g. `key.get_object_id("_id")`, or decode it with
+    /// [`bson::deserialize_from_slice`] / `Document::try_from(key.as_ref())`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub document_key: Option<Document>,
+    pub document_key: Option<RawDocumentBuf>,
     /// `updateDescription`: what an `update` changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_description: Option<UpdateDescription>,
@@ -522,7 +534,7 @@ struct EventRepr<T> {
     #[serde(default)]
     to: Option<ChangeNamespace>,
     #[serde(default)]
-    document_key: Option<Document>,
+    document_key: Option<RawDocumentBuf>,
     #[serde(default)]
     update_description: Option<UpdateDescription>,
     #[serde(default)]
@@ -659,6 +671,11 @@ impl<T: DeserializeOwned> ChangeStreamEvent<T> {
     /// says the resume token is missing) or if a field has a type it cannot have, including
     /// images that do not fit `T`.
     pub fn from_slice(bytes: &[u8]) -> Result<ChangeStreamEvent<T>, Error> {
+        if let Some(event) = RawDocument::from_bytes(bytes).ok().and_then(fast::decode) {
+            return Ok(event);
+        }
+        // The reference decoder: it has the final word on anything unusual, and words
+        // every error.
         bson::deserialize_from_slice(bytes).map_err(Error::bson)
     }
 
@@ -858,7 +875,7 @@ mod tests {
             })
         );
         assert_eq!(ev.ns, Some(ChangeNamespace::collection("shop", "orders")));
-        assert_eq!(ev.document_key, Some(doc! { "_id": 7 }));
+        assert_eq!(ev.document_key, Some(rawdoc! { "_id": 7 }));
         assert_eq!(ev.full_document_before_change, None);
         assert_eq!(ev.update_description, None);
         assert_eq!(ev.to, None);
