@@ -26,12 +26,31 @@ enum Ev {
 enum Step {
     Command,
     Event,
-    AggOk { server: u8, wire: u8, exhausted: bool, batch: Vec<Ev>, pbrt: bool, optime: bool },
-    GmOk { exhausted: bool, batch: Vec<Ev>, pbrt: bool },
+    AggOk {
+        server: u8,
+        wire: u8,
+        exhausted: bool,
+        batch: Vec<Ev>,
+        pbrt: bool,
+        optime: bool,
+    },
+    GmOk {
+        exhausted: bool,
+        batch: Vec<Ev>,
+        pbrt: bool,
+    },
     /// A reply body made of fuzzed bytes: parsed like a driver would, and fed only if
     /// it parses.
-    RawReply { aggregate: bool, bytes: Vec<u8> },
-    Fail { kind: u8, code: i32, label: bool, wire: Option<u8> },
+    RawReply {
+        aggregate: bool,
+        bytes: Vec<u8>,
+    },
+    Fail {
+        kind: u8,
+        code: i32,
+        label: bool,
+        wire: Option<u8>,
+    },
     Abandon,
     Close,
 }
@@ -42,16 +61,31 @@ struct Script {
     steps: Vec<Step>,
 }
 
-fn reply(first: bool, id: i64, batch: Vec<Document>, pbrt: Option<Document>, optime: bool) -> Option<CursorReply> {
+fn reply(
+    first: bool,
+    id: i64,
+    batch: Vec<Document>,
+    pbrt: Option<Document>,
+    optime: bool,
+) -> Option<CursorReply> {
     let key = if first { "firstBatch" } else { "nextBatch" };
     let mut cursor = doc! { "id": id, "ns": "db.coll" };
-    cursor.insert(key, batch.into_iter().map(Bson::Document).collect::<Vec<_>>());
+    cursor.insert(
+        key,
+        batch.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+    );
     if let Some(t) = pbrt {
         cursor.insert("postBatchResumeToken", t);
     }
     let mut body = doc! { "cursor": cursor, "ok": 1 };
     if optime {
-        body.insert("operationTime", Timestamp { time: 5, increment: 1 });
+        body.insert(
+            "operationTime",
+            Timestamp {
+                time: 5,
+                increment: 1,
+            },
+        );
     }
     let shared = SharedDoc::from_document(&body).ok()?;
     CursorReply::parse("getMore", &shared).ok()
@@ -69,10 +103,16 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
             options.start_after = SharedDoc::from_document(&doc! { "_data": "sa" }).ok();
             allowed.push(doc! { "_data": "sa" });
         }
-        3 => options.start_at_operation_time = Some(Timestamp { time: 1, increment: 1 }),
+        3 => {
+            options.start_at_operation_time = Some(Timestamp {
+                time: 1,
+                increment: 1,
+            })
+        }
         _ => {}
     }
-    let mut m: ChangeStreamMachine<u8> = ChangeStreamMachine::new(Target::collection("db", "coll"), options);
+    let mut m: ChangeStreamMachine<u8> =
+        ChangeStreamMachine::new(Target::collection("db", "coll"), options);
     let mut servers: HashMap<i64, u8> = HashMap::new();
     let mut next_id = 100i64;
     let mut serial = 0u64;
@@ -107,12 +147,16 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
                 if let Some(out) = m.poll_command() {
                     let _ = out.build();
                     match &out {
-                        Outgoing::KillCursors { server, command, .. } => {
+                        Outgoing::KillCursors {
+                            server, command, ..
+                        } => {
                             for id in &command.ids {
                                 assert_eq!(servers.get(id), Some(server));
                             }
                         }
-                        Outgoing::GetMore { server, command, .. } => {
+                        Outgoing::GetMore {
+                            server, command, ..
+                        } => {
                             assert!(!was_closed);
                             assert_eq!(servers.get(&command.id), Some(server));
                         }
@@ -131,7 +175,14 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
                     }
                 }
             }
-            Step::AggOk { server, wire, exhausted, batch, pbrt, optime } => {
+            Step::AggOk {
+                server,
+                wire,
+                exhausted,
+                batch,
+                pbrt,
+                optime,
+            } => {
                 let id = if exhausted { 0 } else { next_id };
                 next_id += 1;
                 let batch = docs(batch);
@@ -152,8 +203,16 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
                     }
                 }
             }
-            Step::GmOk { exhausted, batch, pbrt } => {
-                let id = if exhausted { 0 } else { m.cursor_id().unwrap_or(1) };
+            Step::GmOk {
+                exhausted,
+                batch,
+                pbrt,
+            } => {
+                let id = if exhausted {
+                    0
+                } else {
+                    m.cursor_id().unwrap_or(1)
+                };
                 let batch = docs(batch);
                 let empty = batch.is_empty();
                 let token = pbrt.then(|| doc! { "_data": format!("q{serial}") });
@@ -169,8 +228,12 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
             }
             Step::RawReply { aggregate, bytes } => {
                 // Fuzzed bytes reach the machine only through the real parser.
-                let Ok(doc) = SharedDoc::from_bytes(bytes::Bytes::from(bytes)) else { continue };
-                let Ok(r) = CursorReply::parse("getMore", &doc) else { continue };
+                let Ok(doc) = SharedDoc::from_bytes(bytes::Bytes::from(bytes)) else {
+                    continue;
+                };
+                let Ok(r) = CursorReply::parse("getMore", &doc) else {
+                    continue;
+                };
                 track_tokens = false;
                 if aggregate {
                     servers.entry(r.id).or_insert(0);
@@ -182,8 +245,17 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
                     m.handle_get_more_reply(r);
                 }
             }
-            Step::Fail { kind, code, label, wire } => {
-                let labels: &[&str] = if label { &["ResumableChangeStreamError"] } else { &[] };
+            Step::Fail {
+                kind,
+                code,
+                label,
+                wire,
+            } => {
+                let labels: &[&str] = if label {
+                    &["ResumableChangeStreamError"]
+                } else {
+                    &[]
+                };
                 let failure = match kind % 4 {
                     0 => Failure::Network("n".into()),
                     1 => Failure::Timeout("t".into()),

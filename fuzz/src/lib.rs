@@ -12,6 +12,7 @@
 //! | `message_roundtrip` | [`roundtrip::check_roundtrip`]        | a frame, or structured   |
 //! | `compressed_frame`  | [`compressed::check_compressed`]      | a frame, or structured   |
 //! | `reply_parse`       | [`reply::check_reply`]                | a frame, or structured   |
+//! | `event_decode`      | [`event::check_event_decode`]         | one event document       |
 //!
 //! "A frame, or structured": when the input starts with a frame that decodes, the target
 //! works from that real frame (so the committed seeds, captured from pymongo talking to a
@@ -26,6 +27,7 @@
 pub mod alloc_track;
 pub mod arb;
 pub mod compressed;
+pub mod event;
 pub mod frame;
 pub mod reply;
 pub mod roundtrip;

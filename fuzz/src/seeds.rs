@@ -14,17 +14,18 @@ use std::path::{Path, PathBuf};
 
 use bson::{Bson, Document, Timestamp, doc};
 
-use crate::{compressed, frame, reply, roundtrip};
+use crate::{compressed, event, frame, reply, roundtrip};
 
 fn seeds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds")
 }
 
-const TARGETS: [&str; 4] = [
+const TARGETS: [&str; 5] = [
     "frame_decode",
     "message_roundtrip",
     "compressed_frame",
     "reply_parse",
+    "event_decode",
 ];
 
 fn check(target: &str, data: &[u8]) {
@@ -33,6 +34,7 @@ fn check(target: &str, data: &[u8]) {
         "message_roundtrip" => roundtrip::check_roundtrip(data),
         "compressed_frame" => compressed::check_compressed(data),
         "reply_parse" => reply::check_reply(data),
+        "event_decode" => event::check_event_decode(data),
         other => panic!("unknown target {other}"),
     }
 }
