@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use brook_changestream::{ChangeStreamMachine, ChangeStreamOptions, Outgoing, Target};
-use brook_command::{Command, CursorReply, SharedDoc};
+use brook_command::{Command, CommandBody, CursorReply, GetMore, SharedDoc};
 use brook_conn::{Connection, ServerAddress};
 use bson::{Bson, Document, Timestamp};
 use futures_core::Stream;
@@ -338,6 +338,7 @@ impl<E> WatchBuilder<E> {
             in_flight: None,
             last_error: None,
             get_mores: 0,
+            get_more_body: None,
         };
         // Run the initial aggregate (and nothing else) to completion here.
         while let Some(out) = core.machine.poll_command() {
@@ -385,18 +386,27 @@ enum StreamSession {
 }
 
 impl StreamSession {
-    fn lsid(&mut self) -> Option<Document> {
+    /// The lsid, for a command about to be sent (see [`touch`](Self::touch)).
+    fn lsid_doc(&self) -> Option<&Document> {
         match self {
             StreamSession::None => None,
-            StreamSession::Implicit(g) => {
-                g.touch();
-                g.lsid().cloned()
-            }
-            StreamSession::Explicit(s) => {
-                s.touch();
-                Some(s.lsid().clone())
-            }
+            StreamSession::Implicit(g) => g.lsid(),
+            StreamSession::Explicit(s) => Some(s.lsid()),
         }
+    }
+
+    /// A command carrying the lsid is being sent.
+    fn touch(&mut self) {
+        match self {
+            StreamSession::None => {}
+            StreamSession::Implicit(g) => g.touch(),
+            StreamSession::Explicit(s) => s.touch(),
+        }
+    }
+
+    fn lsid(&mut self) -> Option<Document> {
+        self.touch();
+        self.lsid_doc().cloned()
     }
 
     fn mark_dirty(&mut self) {
@@ -429,10 +439,14 @@ type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// Runs one command of the machine on `server`: over `conn` if it is a healthy
 /// connection to that server, else over a new dedicated connection.
+///
+/// `serialized`, when given, is `out`'s body already serialised with the lsid in it (see
+/// [`Core::get_more_body`]); `lsid` is then not used.
 async fn run_outgoing(
     client: Arc<ClientInner>,
     conn: Option<Connection>,
     lsid: Option<Document>,
+    serialized: Option<SharedDoc>,
     out: Outgoing<ServerAddress>,
 ) -> Done {
     let kind = match &out {
@@ -460,16 +474,13 @@ async fn run_outgoing(
         },
     };
     let wire = conn.description().max_wire_version;
-    let mut body = match out.build() {
-        Ok(body) => body,
-        Err(e) => return fail(Error::from(e), Some(wire), Some(conn)),
+    let reply = match serialized {
+        Some(body) => conn.run_serialized(body).await,
+        None => match with_lsid(&out, lsid) {
+            Ok(body) => conn.run_body(body).await,
+            Err(e) => return fail(e, Some(wire), Some(conn)),
+        },
     };
-    if let Some(lsid) = lsid
-        && !body.body.contains_key("lsid")
-    {
-        body.body.insert("lsid", lsid);
-    }
-    let reply = conn.run_body(body).await;
     let usable = (!conn.is_broken()).then_some(conn);
     let parsed = reply.map_err(Error::from).and_then(|reply| {
         match &out {
@@ -490,6 +501,17 @@ async fn run_outgoing(
         },
         Err(e) => fail(e.with_wire_version(Some(wire)), Some(wire), usable),
     }
+}
+
+/// `out`'s body, with `lsid` added unless the command carries one already.
+fn with_lsid(out: &Outgoing<ServerAddress>, lsid: Option<Document>) -> Result<CommandBody, Error> {
+    let mut body = out.build()?;
+    if let Some(lsid) = lsid
+        && !body.body.contains_key("lsid")
+    {
+        body.body.insert("lsid", lsid);
+    }
+    Ok(body)
 }
 
 /// How far one call may go.
@@ -514,6 +536,11 @@ struct Core {
     /// of it when the machine closes the stream because of it.
     last_error: Option<Error>,
     get_mores: u64,
+    /// The last `getMore` sent (its database and command) and its body serialised with
+    /// the stream's lsid: a cursor's `getMore` is the same command every time, so it is
+    /// built and serialised once per cursor rather than once per round trip. (The lsid
+    /// does not change during a stream's life.)
+    get_more_body: Option<(String, GetMore, SharedDoc)>,
 }
 
 impl Core {
@@ -521,13 +548,39 @@ impl Core {
         if matches!(out, Outgoing::GetMore { .. }) {
             self.get_mores = self.get_mores.saturating_add(1);
         }
-        let lsid = self.session.lsid();
+        self.session.touch();
+        let serialized = self.get_more_body(&out);
+        let lsid = match serialized {
+            Some(_) => None,
+            None => self.session.lsid_doc().cloned(),
+        };
         Box::pin(run_outgoing(
             Arc::clone(&self.client),
             self.conn.take(),
             lsid,
+            serialized,
             out,
         ))
+    }
+
+    /// The serialised body of `out` (with the lsid) if it is a `getMore`: the cached one
+    /// when the command is the same as last time, else built and cached. `None` for other
+    /// commands, and if it cannot be built (the error is then reported by building it
+    /// again when it runs).
+    fn get_more_body(&mut self, out: &Outgoing<ServerAddress>) -> Option<SharedDoc> {
+        let Outgoing::GetMore { db, command, .. } = out else {
+            return None;
+        };
+        if let Some((cached_db, cached, body)) = &self.get_more_body
+            && cached_db == db
+            && cached == command
+        {
+            return Some(body.clone());
+        }
+        let body = with_lsid(out, self.session.lsid_doc().cloned()).ok()?;
+        let body = SharedDoc::from_document(&body.body).ok()?;
+        self.get_more_body = Some((db.to_owned(), command.clone(), body.clone()));
+        Some(body)
     }
 
     async fn run_now(&mut self, out: Outgoing<ServerAddress>) -> Done {
@@ -637,7 +690,8 @@ impl Drop for Core {
         let session = std::mem::replace(&mut self.session, StreamSession::None);
         handle.spawn(async move {
             for kill in kills {
-                let done = run_outgoing(Arc::clone(&client), conn.take(), lsid.clone(), kill).await;
+                let done =
+                    run_outgoing(Arc::clone(&client), conn.take(), lsid.clone(), None, kill).await;
                 conn = done.conn;
             }
             drop(session);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use brook_command::{ClientMetadata, Command, CommandBody, CommandError, Hello, HelloReply, Reply};
-use brook_wire::{Compressor, DecodeLimits, EncodeOptions, Message, MsgFlags};
+use brook_wire::{Compressor, DecodeLimits, EncodeOptions, Message, MsgFlags, SharedDoc};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, trace};
@@ -407,6 +407,16 @@ impl Connection {
         let body = cmd.build(db).map_err(|e| self.command_error(e))?;
         let reply = self.run_body(body).await?;
         cmd.handle_reply(reply).map_err(|e| self.command_error(e))
+    }
+
+    /// Sends a command body already serialised (command name first, `$db` included) and
+    /// returns its raw reply, like [`run_body`](Connection::run_body). For a command sent
+    /// again and again unchanged (a cursor's `getMore`): the body is built once and only
+    /// the frame is written per call.
+    pub async fn run_serialized(&mut self, body: SharedDoc) -> Result<Reply, ConnError> {
+        self.transport.check_usable()?;
+        let message = Message::command(next_request_id(), body);
+        self.transport.round_trip(&message).await.map(Reply::from)
     }
 
     /// Sends a command body and returns its raw reply. `ok: 0` is **not** an error here:

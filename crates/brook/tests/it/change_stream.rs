@@ -295,6 +295,17 @@ async fn resumes_after(config: ServerConfig, failure: Action) -> FakeServer {
         &vec![Bson::Int64(42)]
     );
     assert_eq!(kills[0].body.get_document("lsid").unwrap(), lsid);
+    // The getMore after the resume names the new cursor (the serialised getMore is cached
+    // per command, so this catches a stale cache), and every getMore carries the lsid.
+    let get_mores = fake.commands_named("getMore");
+    let ids: Vec<i64> = get_mores
+        .iter()
+        .map(|c| c.body.get_i64("getMore").unwrap())
+        .collect();
+    assert_eq!(ids, [42, 43]);
+    for g in &get_mores {
+        assert_eq!(g.body.get_document("lsid").unwrap(), lsid);
+    }
     // The kill goes before the new aggregate.
     let names: Vec<String> = fake
         .commands()
@@ -883,4 +894,62 @@ async fn a_proxy_cut_mid_get_more_resumes_from_the_post_batch_token() {
     assert_eq!(stage(&agg[1]), doc! { "resumeAfter": pbrt(4) });
     assert_eq!(stream.resume_count(), 1);
     stream.close().await.unwrap();
+}
+
+/// A cursor's getMore is serialised once and sent again unchanged: every round trip
+/// carries the same command (cursor id, collection, maxTimeMS, lsid, `$db`) under a new
+/// requestID, and a resume to a new cursor switches to that cursor's getMore.
+#[tokio::test]
+async fn repeated_get_mores_are_the_same_command_until_the_cursor_changes() {
+    let fake = server(ServerConfig::replica_set("rs0")).await;
+    fake.push_actions(
+        "aggregate",
+        [first(42, vec![ev(1)], None), first(43, vec![], None)],
+    );
+    fake.push_actions(
+        "getMore",
+        [
+            next_batch(42, vec![], Some(pbrt(1))),
+            next_batch(42, vec![], Some(pbrt(1))),
+            Action::error(43, "CursorNotFound", &[]),
+            next_batch(43, vec![], Some(pbrt(1))),
+            next_batch(43, vec![ev(2)], None),
+        ],
+    );
+    let client = client_for(&fake, "").await;
+    let coll = client.database("app").collection::<Document>("items");
+    let mut stream = coll
+        .watch()
+        .max_await_time(Duration::from_millis(250))
+        .await
+        .unwrap();
+    assert_eq!(n_of(&stream.next().await.unwrap().unwrap()), 1);
+    assert_eq!(n_of(&stream.next().await.unwrap().unwrap()), 2);
+    stream.close().await.unwrap();
+    let get_mores = fake.commands_named("getMore");
+    let ids: Vec<i64> = get_mores
+        .iter()
+        .map(|c| c.body.get_i64("getMore").unwrap())
+        .collect();
+    assert_eq!(ids, [42, 42, 42, 43, 43]);
+    let lsid = fake.commands_named("aggregate")[0]
+        .body
+        .get_document("lsid")
+        .unwrap()
+        .clone();
+    for g in &get_mores {
+        let id = g.body.get_i64("getMore").unwrap();
+        let want = doc! {
+            "getMore": id, "collection": "items", "maxTimeMS": 250,
+            "lsid": lsid.clone(), "$db": "app",
+        };
+        assert_eq!(g.body, want);
+    }
+    let request_ids: std::collections::HashSet<i32> =
+        get_mores.iter().map(|c| c.request_id).collect();
+    assert_eq!(
+        request_ids.len(),
+        get_mores.len(),
+        "a new requestID each time"
+    );
 }
