@@ -565,32 +565,69 @@ fn timestamp_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp
     })
 }
 
+impl<T> Default for EventRepr<T> {
+    fn default() -> Self {
+        EventRepr {
+            id: None,
+            operation_type: None,
+            ns: None,
+            ns_type: None,
+            to: None,
+            document_key: None,
+            update_description: None,
+            full_document: None,
+            full_document_before_change: None,
+            cluster_time: None,
+            wall_time: None,
+            collection_uuid: None,
+            operation_description: None,
+            split_event: None,
+            lsid: None,
+            txn_number: None,
+        }
+    }
+}
+
+/// A required field an event lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    Id,
+    OperationType,
+}
+
+impl<T> EventRepr<T> {
+    /// The event, once both required fields are there.
+    fn into_event(self) -> Result<ChangeStreamEvent<T>, Missing> {
+        Ok(ChangeStreamEvent {
+            id: self.id.ok_or(Missing::Id)?,
+            operation_type: self.operation_type.ok_or(Missing::OperationType)?,
+            ns: self.ns,
+            ns_type: self.ns_type,
+            to: self.to,
+            document_key: self.document_key,
+            update_description: self.update_description,
+            full_document: self.full_document,
+            full_document_before_change: self.full_document_before_change,
+            cluster_time: self.cluster_time,
+            wall_time: self.wall_time,
+            collection_uuid: self.collection_uuid,
+            operation_description: self.operation_description,
+            split_event: self.split_event,
+            lsid: self.lsid,
+            txn_number: self.txn_number,
+        })
+    }
+}
+
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for ChangeStreamEvent<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let r = EventRepr::<T>::deserialize(deserializer)?;
-        let id =
-            r.id.ok_or_else(|| de::Error::custom(MISSING_RESUME_TOKEN))?;
-        let operation_type = r
-            .operation_type
-            .ok_or_else(|| de::Error::missing_field("operationType"))?;
-        Ok(ChangeStreamEvent {
-            id,
-            operation_type,
-            ns: r.ns,
-            ns_type: r.ns_type,
-            to: r.to,
-            document_key: r.document_key,
-            update_description: r.update_description,
-            full_document: r.full_document,
-            full_document_before_change: r.full_document_before_change,
-            cluster_time: r.cluster_time,
-            wall_time: r.wall_time,
-            collection_uuid: r.collection_uuid,
-            operation_description: r.operation_description,
-            split_event: r.split_event,
-            lsid: r.lsid,
-            txn_number: r.txn_number,
-        })
+        // The missing token is checked first, so an event lacking both reports it.
+        EventRepr::<T>::deserialize(deserializer)?
+            .into_event()
+            .map_err(|missing| match missing {
+                Missing::Id => de::Error::custom(MISSING_RESUME_TOKEN),
+                Missing::OperationType => de::Error::missing_field("operationType"),
+            })
     }
 }
 

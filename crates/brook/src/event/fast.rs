@@ -13,12 +13,10 @@
 //! `event.rs` (fixed cases and a proptest over generated and mutated events) check that.
 
 use bson::spec::BinarySubtype;
-use bson::{Binary, DateTime, Document, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp};
+use bson::{Binary, Document, RawBsonRef, RawDocument};
 use serde::de::DeserializeOwned;
 
-use super::{
-    ChangeNamespace, ChangeStreamEvent, OperationType, ResumeToken, SplitEvent, UpdateDescription,
-};
+use super::{ChangeNamespace, ChangeStreamEvent, EventRepr, OperationType, ResumeToken};
 
 /// Marks field `bit` as seen; `None` if it was already (serde's derive rejects duplicates).
 fn once(seen: &mut u32, bit: u32) -> Option<()> {
@@ -119,24 +117,21 @@ const TXN_NUMBER: u32 = 1 << 15;
 /// Decodes `event`, or `None` when the serde decoder must decide (see the module docs).
 pub(super) fn decode<T: DeserializeOwned>(event: &RawDocument) -> Option<ChangeStreamEvent<T>> {
     let mut seen = 0u32;
-    let mut id = None;
-    let mut operation_type = None;
-    // Every other field, with the two required ones filled in at the end.
-    let mut e = Fields::<T>::default();
+    let mut e = EventRepr::<T>::default();
     for item in event {
         let (key, value) = item.ok()?;
         match key.as_str() {
             "_id" => {
                 once(&mut seen, ID)?;
                 match value {
-                    RawBsonRef::Document(d) => id = Some(ResumeToken::from(d)),
+                    RawBsonRef::Document(d) => e.id = Some(ResumeToken::from(d)),
                     _ => return None,
                 }
             }
             "operationType" => {
                 once(&mut seen, OPERATION_TYPE)?;
                 match value {
-                    RawBsonRef::String(s) => operation_type = Some(OperationType::from(s)),
+                    RawBsonRef::String(s) => e.operation_type = Some(OperationType::from(s)),
                     _ => return None,
                 }
             }
@@ -229,61 +224,5 @@ pub(super) fn decode<T: DeserializeOwned>(event: &RawDocument) -> Option<ChangeS
         }
     }
     // Both are required; their absence is the reference decoder's error to word.
-    Some(ChangeStreamEvent {
-        id: id?,
-        operation_type: operation_type?,
-        ns: e.ns,
-        ns_type: e.ns_type,
-        to: e.to,
-        document_key: e.document_key,
-        update_description: e.update_description,
-        full_document: e.full_document,
-        full_document_before_change: e.full_document_before_change,
-        cluster_time: e.cluster_time,
-        wall_time: e.wall_time,
-        collection_uuid: e.collection_uuid,
-        operation_description: e.operation_description,
-        split_event: e.split_event,
-        lsid: e.lsid,
-        txn_number: e.txn_number,
-    })
-}
-
-/// The optional fields of an event, as they are read.
-struct Fields<T> {
-    ns: Option<ChangeNamespace>,
-    ns_type: Option<String>,
-    to: Option<ChangeNamespace>,
-    document_key: Option<RawDocumentBuf>,
-    update_description: Option<UpdateDescription>,
-    full_document: Option<T>,
-    full_document_before_change: Option<T>,
-    cluster_time: Option<Timestamp>,
-    wall_time: Option<DateTime>,
-    collection_uuid: Option<Binary>,
-    operation_description: Option<Document>,
-    split_event: Option<SplitEvent>,
-    lsid: Option<Document>,
-    txn_number: Option<i64>,
-}
-
-impl<T> Default for Fields<T> {
-    fn default() -> Self {
-        Fields {
-            ns: None,
-            ns_type: None,
-            to: None,
-            document_key: None,
-            update_description: None,
-            full_document: None,
-            full_document_before_change: None,
-            cluster_time: None,
-            wall_time: None,
-            collection_uuid: None,
-            operation_description: None,
-            split_event: None,
-            lsid: None,
-            txn_number: None,
-        }
-    }
+    e.into_event().ok()
 }
