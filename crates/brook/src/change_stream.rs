@@ -439,14 +439,10 @@ type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// Runs one command of the machine on `server`: over `conn` if it is a healthy
 /// connection to that server, else over a new dedicated connection.
-///
-/// `serialized`, when given, is `out`'s body already serialised with the lsid in it (see
-/// [`Core::get_more_body`]); `lsid` is then not used.
 async fn run_outgoing(
     client: Arc<ClientInner>,
     conn: Option<Connection>,
-    lsid: Option<Document>,
-    serialized: Option<SharedDoc>,
+    body: Body,
     out: Outgoing<ServerAddress>,
 ) -> Done {
     let kind = match &out {
@@ -474,9 +470,9 @@ async fn run_outgoing(
         },
     };
     let wire = conn.description().max_wire_version;
-    let reply = match serialized {
-        Some(body) => conn.run_serialized(body).await,
-        None => match with_lsid(&out, lsid) {
+    let reply = match body {
+        Body::Serialized(body) => conn.run_serialized(body).await,
+        Body::Build { lsid } => match with_lsid(&out, lsid) {
             Ok(body) => conn.run_body(body).await,
             Err(e) => return fail(e, Some(wire), Some(conn)),
         },
@@ -501,6 +497,14 @@ async fn run_outgoing(
         },
         Err(e) => fail(e.with_wire_version(Some(wire)), Some(wire), usable),
     }
+}
+
+/// How [`run_outgoing`] gets the body of its command.
+enum Body {
+    /// Already serialised, with the lsid in it (see [`Core::get_more_body`]).
+    Serialized(SharedDoc),
+    /// Built from the command, with this lsid added.
+    Build { lsid: Option<Document> },
 }
 
 /// `out`'s body, with `lsid` added unless the command carries one already.
@@ -549,16 +553,16 @@ impl Core {
             self.get_mores = self.get_mores.saturating_add(1);
         }
         self.session.touch();
-        let serialized = self.get_more_body(&out);
-        let lsid = match serialized {
-            Some(_) => None,
-            None => self.session.lsid_doc().cloned(),
+        let body = match self.get_more_body(&out) {
+            Some(body) => Body::Serialized(body),
+            None => Body::Build {
+                lsid: self.session.lsid_doc().cloned(),
+            },
         };
         Box::pin(run_outgoing(
             Arc::clone(&self.client),
             self.conn.take(),
-            lsid,
-            serialized,
+            body,
             out,
         ))
     }
@@ -690,8 +694,8 @@ impl Drop for Core {
         let session = std::mem::replace(&mut self.session, StreamSession::None);
         handle.spawn(async move {
             for kill in kills {
-                let done =
-                    run_outgoing(Arc::clone(&client), conn.take(), lsid.clone(), None, kill).await;
+                let body = Body::Build { lsid: lsid.clone() };
+                let done = run_outgoing(Arc::clone(&client), conn.take(), body, kill).await;
                 conn = done.conn;
             }
             drop(session);
