@@ -1,17 +1,18 @@
 //! Fuzz target `changestream_machine`: brook-changestream's state machine driven by
-//! arbitrary sequences of replies (with arbitrary batches, some with raw fuzzed bytes),
-//! failures, cancellations and closes. Checks that nothing panics and that the
+//! arbitrary sequences of replies (with arbitrary batches, `ok: 0` and malformed ones,
+//! some made of raw fuzzed bytes, all parsed by the machine itself), failures of every
+//! kind, cancellations and closes. Checks that nothing panics and that the
 //! machine's invariants hold: closed is final, never two resumes without a successful
 //! aggregate between them, the cached token is the last handed-out event's `_id` or a
 //! postBatchResumeToken that came after it, and `killCursors`/`getMore` go to the
 //! cursor's own server.
 #![no_main]
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use arbitrary::Arbitrary;
 use brook_changestream::{ChangeStreamMachine, ChangeStreamOptions, Failure, Outgoing, Target};
-use brook_command::{CursorReply, SharedDoc};
+use brook_command::{CursorReply, Reply, SharedDoc};
 use bson::{Bson, Document, Timestamp, doc};
 
 #[derive(Debug, Arbitrary)]
@@ -39,11 +40,19 @@ enum Step {
         batch: Vec<Ev>,
         pbrt: bool,
     },
-    /// A reply body made of fuzzed bytes: parsed like a driver would, and fed only if
-    /// it parses.
+    /// A reply body made of fuzzed bytes, fed as it is (the machine parses it) once it
+    /// passes framing, on the connection of wire version `wire`.
     RawReply {
-        aggregate: bool,
+        wire: u8,
         bytes: Vec<u8>,
+    },
+    /// A reply that is a failure: `ok: 0` with `code` (and the resumable label when
+    /// `label`), or, when `malformed`, a body without a cursor.
+    ErrReply {
+        malformed: bool,
+        code: i32,
+        label: bool,
+        wire: u8,
     },
     Fail {
         kind: u8,
@@ -67,7 +76,7 @@ fn reply(
     batch: Vec<Document>,
     pbrt: Option<Document>,
     optime: bool,
-) -> Option<CursorReply> {
+) -> Option<Reply> {
     let key = if first { "firstBatch" } else { "nextBatch" };
     let mut cursor = doc! { "id": id, "ns": "db.coll" };
     cursor.insert(
@@ -87,8 +96,7 @@ fn reply(
             },
         );
     }
-    let shared = SharedDoc::from_document(&body).ok()?;
-    CursorReply::parse("getMore", &shared).ok()
+    Reply::from_document(&body).ok()
 }
 
 libfuzzer_sys::fuzz_target!(|script: Script| {
@@ -113,7 +121,9 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
     }
     let mut m: ChangeStreamMachine<u8> =
         ChangeStreamMachine::new(Target::collection("db", "coll"), options);
-    let mut servers: HashMap<i64, u8> = HashMap::new();
+    // Every (cursor id, server) a reply was fed with: the only cursors the machine can
+    // know of (fuzzed ids may repeat an earlier id on another server).
+    let mut servers: HashSet<(i64, u8)> = HashSet::new();
     let mut next_id = 100i64;
     let mut serial = 0u64;
     let mut batch_pbrt: Option<Document> = None;
@@ -123,9 +133,21 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
     // Replies made of fuzzed bytes are beyond the token bookkeeping: after one, the
     // token invariant is no longer checked.
     let mut track_tokens = true;
+    // Whether the last aggregate-or-getMore handed out was the aggregate: a reply
+    // answers whichever is in flight.
+    let mut aggregate_handed_out = false;
 
     for step in script.steps.into_iter().take(256) {
         let in_flight = m.command_in_flight() && !m.is_closed();
+        let resumes_before = m.resume_count();
+        // Whether this step's reply was taken: it answered the command in flight
+        // without closing the stream or making it resume.
+        let taken = |m: &ChangeStreamMachine<u8>| {
+            in_flight
+                && !m.command_in_flight()
+                && !m.is_closed()
+                && m.resume_count() == resumes_before
+        };
         let mut docs = |batch: Vec<Ev>| -> Vec<Document> {
             batch
                 .into_iter()
@@ -151,16 +173,20 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
                             server, command, ..
                         } => {
                             for id in &command.ids {
-                                assert_eq!(servers.get(id), Some(server));
+                                assert!(servers.contains(&(*id, *server)), "kill {id} on {server}");
                             }
                         }
                         Outgoing::GetMore {
                             server, command, ..
                         } => {
                             assert!(!was_closed);
-                            assert_eq!(servers.get(&command.id), Some(server));
+                            assert!(servers.contains(&(command.id, *server)));
+                            aggregate_handed_out = false;
                         }
-                        _ => assert!(!was_closed),
+                        Outgoing::Aggregate { .. } => {
+                            assert!(!was_closed);
+                            aggregate_handed_out = true;
+                        }
                     }
                 }
             }
@@ -192,10 +218,12 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
                     let server = server % 4;
                     // Ids are unique per reply: a cursor opened by an aggregate that was
                     // in flight when the stream closed is killed on this server too.
-                    servers.insert(id, server);
-                    m.handle_aggregate_reply(server, i32::from(wire % 30), r);
-                    if in_flight && !m.command_in_flight() {
-                        aggregate_ok = true;
+                    servers.insert((id, server));
+                    m.handle_reply(server, i32::from(wire % 30), r);
+                    if taken(&m) {
+                        if aggregate_handed_out {
+                            aggregate_ok = true;
+                        }
                         batch_pbrt = token.clone();
                         if empty && let Some(t) = token {
                             allowed.push(t);
@@ -217,8 +245,17 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
                 let empty = batch.is_empty();
                 let token = pbrt.then(|| doc! { "_data": format!("q{serial}") });
                 if let Some(r) = reply(false, id, batch, token.clone(), false) {
-                    m.handle_get_more_reply(r);
-                    if in_flight && !m.command_in_flight() {
+                    // On the cursor's server; should the aggregate be in flight, this
+                    // reply answers it, and its cursor lives there.
+                    let server = m.cursor_server().copied().unwrap_or(0);
+                    if id != 0 {
+                        servers.insert((id, server));
+                    }
+                    m.handle_reply(server, 9, r);
+                    if taken(&m) {
+                        if aggregate_handed_out {
+                            aggregate_ok = true;
+                        }
                         batch_pbrt = token.clone();
                         if empty && let Some(t) = token {
                             allowed.push(t);
@@ -226,23 +263,39 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
                     }
                 }
             }
-            Step::RawReply { aggregate, bytes } => {
-                // Fuzzed bytes reach the machine only through the real parser.
+            Step::RawReply { wire, bytes } => {
+                // Fuzzed bytes reach the machine as a driver hands them over: framed,
+                // not parsed.
                 let Ok(doc) = SharedDoc::from_bytes(bytes::Bytes::from(bytes)) else {
                     continue;
                 };
-                let Ok(r) = CursorReply::parse("getMore", &doc) else {
-                    continue;
-                };
+                let server = m.cursor_server().copied().unwrap_or(0);
+                // The bookkeeping reads the id the machine may adopt.
+                if let Ok(r) = CursorReply::parse("getMore", &doc) {
+                    servers.insert((r.id, server));
+                }
                 track_tokens = false;
-                if aggregate {
-                    servers.entry(r.id).or_insert(0);
-                    m.handle_aggregate_reply(0, 9, r);
-                    if in_flight && !m.command_in_flight() {
-                        aggregate_ok = true;
-                    }
+                m.handle_reply(server, i32::from(wire % 30), Reply::new(doc));
+                if taken(&m) && aggregate_handed_out {
+                    aggregate_ok = true;
+                }
+            }
+            Step::ErrReply {
+                malformed,
+                code,
+                label,
+                wire,
+            } => {
+                let body = if malformed {
+                    doc! { "ok": 1 }
+                } else if label {
+                    doc! { "ok": 0, "code": code, "errorLabels": ["ResumableChangeStreamError"] }
                 } else {
-                    m.handle_get_more_reply(r);
+                    doc! { "ok": 0, "code": code }
+                };
+                let server = m.cursor_server().copied().unwrap_or(0);
+                if let Ok(r) = Reply::from_document(&body) {
+                    m.handle_reply(server, i32::from(wire % 30), r);
                 }
             }
             Step::Fail {
@@ -256,11 +309,12 @@ libfuzzer_sys::fuzz_target!(|script: Script| {
                 } else {
                     &[]
                 };
-                let failure = match kind % 4 {
-                    0 => Failure::Network("n".into()),
-                    1 => Failure::Timeout("t".into()),
-                    2 => Failure::Client("c".into()),
-                    _ => Failure::server(code, labels),
+                let failure = match kind % 5 {
+                    0 => Failure::Network,
+                    1 => Failure::Timeout,
+                    2 => Failure::Client,
+                    3 => Failure::server(code, labels),
+                    _ => Failure::Protocol,
                 };
                 m.handle_failure(failure, wire.map(|w| i32::from(w % 30)));
             }

@@ -44,19 +44,28 @@ impl fmt::Display for FailedCommand {
     }
 }
 
-/// How a command of the stream failed, as the driver saw it.
+/// How a command of the stream failed, as the driver saw it: a kind, not a message.
+///
+/// The driver keeps its own error (with its message, its source, the address) and
+/// reports it when the failure closes the stream; the machine only needs the kind to
+/// decide between resuming and closing (see [`is_resumable`]).
 #[non_exhaustive]
 #[derive(Debug, Clone)]
 pub enum Failure {
-    /// The connection failed (reset, closed, unreachable) before a reply was read.
-    Network(String),
+    /// The connection failed before the reply was read: an IO error, a reset, the
+    /// peer closed it.
+    Network,
     /// A client-side timeout expired before the reply arrived.
-    Timeout(String),
+    Timeout,
+    /// The peer's reply could not be read or did not answer the request: a malformed
+    /// frame, a checksum mismatch, a wrong `responseTo`, a decompression failure, an
+    /// unexpected `moreToCome`, a malformed reply body.
+    Protocol,
     /// The server answered with an error (`ok: 0`).
     Server(ServerError),
-    /// Any other client-side failure (a malformed reply, a command that could not be
-    /// encoded, ...): never resumable.
-    Client(String),
+    /// A local failure before anything was sent: the command could not be built or
+    /// encoded.
+    Client,
 }
 
 impl Failure {
@@ -76,10 +85,11 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Network(m) => write!(f, "network error: {m}"),
-            Failure::Timeout(m) => write!(f, "timed out: {m}"),
+            Failure::Network => f.write_str("network error"),
+            Failure::Timeout => f.write_str("timed out"),
+            Failure::Protocol => f.write_str("protocol error"),
             Failure::Server(e) => write!(f, "{e}"),
-            Failure::Client(m) => write!(f, "client error: {m}"),
+            Failure::Client => f.write_str("client error"),
         }
     }
 }
@@ -88,19 +98,26 @@ impl fmt::Display for Failure {
 /// lets the change stream resume (the Change Streams specification's "Resumable Error"):
 ///
 /// 1. an error of an `aggregate` never is;
-/// 2. a network error or client-side timeout of a `getMore` is;
+/// 2. a `getMore` error that is not a server error is: [`Failure::Network`],
+///    [`Failure::Timeout`] and [`Failure::Protocol`] (the specification: "any error
+///    encountered which is not a server error, e.g. a timeout or network error" — a
+///    reply the client cannot accept is one);
 /// 3. `CursorNotFound` (43) always is;
 /// 4. from wire version 9, a server error is iff it carries `ResumableChangeStreamError`;
 /// 5. below wire version 9, a server error is iff its code is in [`RESUMABLE_CODES`];
-/// 6. nothing else is (other client errors, ElectionInProgress 216,
-///    ChangeStreamFatalError 280, ChangeStreamHistoryLost 286, ...).
+/// 6. nothing else is (ElectionInProgress 216, ChangeStreamFatalError 280,
+///    ChangeStreamHistoryLost 286, ...).
+///
+/// [`Failure::Client`] is never resumable: the getMore could not even be built or
+/// encoded, nothing reached the server, and a resume cannot cure that — it would loop
+/// (resume → aggregate → the same getMore fails again → resume ...).
 pub fn is_resumable(failure: &Failure, wire_version: i32, command: FailedCommand) -> bool {
     if command == FailedCommand::Aggregate {
         return false;
     }
     match failure {
-        Failure::Network(_) | Failure::Timeout(_) => true,
-        Failure::Client(_) => false,
+        Failure::Network | Failure::Timeout | Failure::Protocol => true,
+        Failure::Client => false,
         Failure::Server(err) => {
             if err.code == Some(CURSOR_NOT_FOUND) {
                 true
@@ -114,6 +131,11 @@ pub fn is_resumable(failure: &Failure, wire_version: i32, command: FailedCommand
 }
 
 /// Why a change stream stopped.
+///
+/// For the failures a driver reports ([`Failure::Network`], [`Failure::Timeout`],
+/// [`Failure::Protocol`], [`Failure::Client`]) the error names the kind and the
+/// command only: the driver holds the original error and is expected to report that
+/// one instead (see [`command`](Self::command)).
 #[non_exhaustive]
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ChangeStreamError {
@@ -130,26 +152,30 @@ pub enum ChangeStreamError {
     },
     /// The network failed during the `aggregate` (a `getMore`'s network errors are
     /// resumed, not reported).
-    #[error("change stream {command} failed: network error: {message}")]
+    #[error("change stream {command} failed: network error")]
     Network {
-        /// The driver's description of the failure.
-        message: String,
         /// The command that failed.
         command: FailedCommand,
     },
     /// A client-side timeout expired during the `aggregate`.
-    #[error("change stream {command} timed out: {message}")]
+    #[error("change stream {command} timed out")]
     Timeout {
-        /// The driver's description of the failure.
-        message: String,
         /// The command that failed.
         command: FailedCommand,
     },
-    /// Another client-side failure (e.g. a malformed reply).
-    #[error("change stream {command} failed: {message}")]
+    /// The reply to the `aggregate` could not be read or did not answer it.
+    #[error("change stream {command} failed: protocol error{}", detail(.reason))]
+    Protocol {
+        /// The command that failed.
+        command: FailedCommand,
+        /// What was wrong with the reply, when the machine found it itself (parsing
+        /// a reply handed to [`handle_reply`](crate::ChangeStreamMachine::handle_reply));
+        /// `None` when the driver reported [`Failure::Protocol`].
+        reason: Option<String>,
+    },
+    /// A command could not be built or encoded, so nothing was sent.
+    #[error("change stream {command} failed: client error")]
     Client {
-        /// The driver's description of the failure.
-        message: String,
         /// The command that failed.
         command: FailedCommand,
     },
@@ -167,6 +193,13 @@ pub enum ChangeStreamError {
     Closed,
 }
 
+/// `": reason"`, or nothing.
+fn detail(reason: &Option<String>) -> String {
+    reason
+        .as_deref()
+        .map_or_else(String::new, |reason| format!(": {reason}"))
+}
+
 impl ChangeStreamError {
     /// Builds the error reported for a fatal `failure` of `command`.
     pub fn from_failure(
@@ -175,9 +208,13 @@ impl ChangeStreamError {
         wire_version: Option<i32>,
     ) -> ChangeStreamError {
         match failure {
-            Failure::Network(message) => ChangeStreamError::Network { message, command },
-            Failure::Timeout(message) => ChangeStreamError::Timeout { message, command },
-            Failure::Client(message) => ChangeStreamError::Client { message, command },
+            Failure::Network => ChangeStreamError::Network { command },
+            Failure::Timeout => ChangeStreamError::Timeout { command },
+            Failure::Protocol => ChangeStreamError::Protocol {
+                command,
+                reason: None,
+            },
+            Failure::Client => ChangeStreamError::Client { command },
             Failure::Server(error) => ChangeStreamError::Server {
                 error: Box::new(error),
                 command,
@@ -209,32 +246,54 @@ impl ChangeStreamError {
         matches!(self, ChangeStreamError::Timeout { .. })
     }
 
-    /// The command that failed, for command failures.
+    /// Whether a reply that could not be read or did not answer its command caused
+    /// this.
+    pub fn is_protocol(&self) -> bool {
+        matches!(self, ChangeStreamError::Protocol { .. })
+    }
+
+    /// The command that failed, for command failures ([`Server`](Self::Server),
+    /// [`Network`](Self::Network), [`Timeout`](Self::Timeout),
+    /// [`Protocol`](Self::Protocol), [`Client`](Self::Client)).
     pub fn command(&self) -> Option<FailedCommand> {
         match self {
             ChangeStreamError::Server { command, .. }
-            | ChangeStreamError::Network { command, .. }
-            | ChangeStreamError::Timeout { command, .. }
-            | ChangeStreamError::Client { command, .. } => Some(*command),
-            _ => None,
+            | ChangeStreamError::Network { command }
+            | ChangeStreamError::Timeout { command }
+            | ChangeStreamError::Protocol { command, .. }
+            | ChangeStreamError::Client { command } => Some(*command),
+            ChangeStreamError::MissingResumeToken
+            | ChangeStreamError::Malformed(_)
+            | ChangeStreamError::Closed => None,
         }
     }
 
-    /// Whether the error, as the machine saw it, would have allowed a resume. It is
-    /// false for every error the machine reports, since resumable errors are resumed
-    /// rather than reported — except when the resume itself failed, where the
-    /// resumable error is surfaced as the spec allows only one attempt.
-    pub fn is_resumable(&self) -> bool {
+    /// The failure this error reports, for command failures.
+    fn failure(&self) -> Option<Failure> {
         match self {
-            ChangeStreamError::Server {
-                error,
-                command,
-                wire_version,
-            } => is_resumable(
-                &Failure::Server((**error).clone()),
-                wire_version.unwrap_or(0),
-                *command,
-            ),
+            ChangeStreamError::Server { error, .. } => Some(Failure::Server((**error).clone())),
+            ChangeStreamError::Network { .. } => Some(Failure::Network),
+            ChangeStreamError::Timeout { .. } => Some(Failure::Timeout),
+            ChangeStreamError::Protocol { .. } => Some(Failure::Protocol),
+            ChangeStreamError::Client { .. } => Some(Failure::Client),
+            ChangeStreamError::MissingResumeToken
+            | ChangeStreamError::Malformed(_)
+            | ChangeStreamError::Closed => None,
+        }
+    }
+
+    /// Whether the error, as the machine saw it, would have allowed a resume (see
+    /// [`is_resumable`]). It is false for every error the machine reports, since
+    /// resumable errors are resumed rather than reported and an `aggregate`'s errors
+    /// never are — the one exception being a resume whose own `aggregate` failed: that
+    /// error is surfaced (one attempt per error) and is reported as it is.
+    pub fn is_resumable(&self) -> bool {
+        let wire_version = match self {
+            ChangeStreamError::Server { wire_version, .. } => wire_version.unwrap_or(0),
+            _ => 0,
+        };
+        match (self.failure(), self.command()) {
+            (Some(failure), Some(command)) => is_resumable(&failure, wire_version, command),
             _ => false,
         }
     }
@@ -264,10 +323,13 @@ mod tests {
             for code in [216, 280, 286, 11601, 136, 237, 50] {
                 assert!(!is_resumable(&Failure::server(code, &[]), wire, gm));
             }
-            assert!(is_resumable(&Failure::Network("x".into()), wire, gm));
-            assert!(is_resumable(&Failure::Timeout("x".into()), wire, gm));
-            assert!(!is_resumable(&Failure::Network("x".into()), wire, agg));
-            assert!(!is_resumable(&Failure::Client("x".into()), wire, gm));
+            // Every getMore error that is not a server error, but a local one.
+            for kind in [Failure::Network, Failure::Timeout, Failure::Protocol] {
+                assert!(is_resumable(&kind, wire, gm), "{kind}");
+                assert!(!is_resumable(&kind, wire, agg), "{kind}");
+            }
+            assert!(!is_resumable(&Failure::Client, wire, gm));
+            assert!(!is_resumable(&Failure::Client, wire, agg));
         }
         // A label is ignored below wire version 9.
         assert!(!is_resumable(
@@ -300,16 +362,37 @@ mod tests {
         assert!(e.is_resumable());
         assert_eq!(e.command(), Some(FailedCommand::GetMore));
         assert!(!e.is_network());
-        let n = ChangeStreamError::from_failure(
-            Failure::Network("reset".into()),
-            FailedCommand::Aggregate,
-            None,
-        );
-        assert!(n.is_network() && !n.is_timeout() && !n.is_resumable());
+        let n = ChangeStreamError::from_failure(Failure::Network, FailedCommand::Aggregate, None);
+        assert!(n.is_network() && !n.is_timeout() && !n.is_protocol() && !n.is_resumable());
         assert_eq!(
             n.to_string(),
-            "change stream aggregate failed: network error: reset"
+            "change stream aggregate failed: network error"
         );
+        assert_eq!(n.command(), Some(FailedCommand::Aggregate));
+        let t = ChangeStreamError::from_failure(Failure::Timeout, FailedCommand::Aggregate, None);
+        assert!(t.is_timeout() && !t.is_resumable());
+        assert_eq!(t.to_string(), "change stream aggregate timed out");
+        let p = ChangeStreamError::from_failure(Failure::Protocol, FailedCommand::Aggregate, None);
+        assert!(p.is_protocol() && !p.is_resumable() && p.code().is_none());
+        assert_eq!(
+            p.to_string(),
+            "change stream aggregate failed: protocol error"
+        );
+        let p = ChangeStreamError::Protocol {
+            command: FailedCommand::Aggregate,
+            reason: Some("no cursor".into()),
+        };
+        assert_eq!(
+            p.to_string(),
+            "change stream aggregate failed: protocol error: no cursor"
+        );
+        // Were a getMore's protocol error reported, it would be the resumable kind.
+        let p = ChangeStreamError::from_failure(Failure::Protocol, FailedCommand::GetMore, None);
+        assert!(p.is_resumable());
+        let c = ChangeStreamError::from_failure(Failure::Client, FailedCommand::GetMore, None);
+        assert!(!c.is_resumable() && !c.is_network());
+        assert_eq!(c.to_string(), "change stream getMore failed: client error");
+        assert_eq!(c.command(), Some(FailedCommand::GetMore));
         assert_eq!(
             ChangeStreamError::MissingResumeToken.to_string(),
             "cannot provide resume functionality when the resume token is missing"

@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 use std::fmt::Debug;
 
 use brook_command::{
-    Aggregate, Command, CommandBody, CommandError, CursorReply, GetMore, KillCursors, Namespace,
-    SharedDoc,
+    Aggregate, AggregateTarget, Command, CommandBody, CommandError, CursorReply, GetMore,
+    GetMoreOptions, KillCursors, Namespace, Reply, SharedDoc,
 };
 use bson::raw::RawBsonRef;
 use bson::{Bson, Document, Timestamp};
@@ -19,13 +19,16 @@ use crate::scan::{self, Field};
 pub const OPERATION_TIME_MIN_WIRE_VERSION: i32 = 7;
 
 /// A command the machine wants the driver to run.
-#[non_exhaustive]
+///
+/// Deliberately exhaustive (the one public enum that is not `#[non_exhaustive]`): a
+/// driver must run every command the machine hands out, so a new kind of command is a
+/// breaking change that every driver has to handle, never a `_ =>` arm that guesses.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing<S> {
     /// Open the stream's cursor: run `command` on `db`, on a server the driver selects
     /// with the stream's original read preference (and in the stream's session). Then
-    /// call [`ChangeStreamMachine::handle_aggregate_reply`] or
-    /// [`ChangeStreamMachine::handle_failure`].
+    /// call [`ChangeStreamMachine::handle_reply`] with the server and wire version of
+    /// the connection it ran on, or [`ChangeStreamMachine::handle_failure`].
     Aggregate {
         /// The database to run it on.
         db: String,
@@ -35,8 +38,13 @@ pub enum Outgoing<S> {
         resume: bool,
     },
     /// Fetch the next batch: run `command` on `db`, on `server` (the cursor's own).
-    /// Then call [`ChangeStreamMachine::handle_get_more_reply`] or
+    /// Then call [`ChangeStreamMachine::handle_reply`] or
     /// [`ChangeStreamMachine::handle_failure`].
+    ///
+    /// A cursor's `getMore` is the same command for the cursor's whole life (built once
+    /// when the cursor opens, with [`ChangeStreamOptions::get_more_options`]): a driver
+    /// may serialise it once per cursor, keyed by `server` and
+    /// [`ChangeStreamMachine::cursor_id`].
     GetMore {
         /// The server that owns the cursor.
         server: S,
@@ -92,8 +100,12 @@ impl<S> Outgoing<S> {
 struct Cursor<S> {
     server: S,
     wire_version: i32,
+    /// The cursor id: 0 once exhausted, or once its `killCursors` was queued.
     id: i64,
     ns: Namespace,
+    /// The cursor's `getMore`, built once when the cursor opened; it also parses the
+    /// `getMore`'s replies.
+    get_more: GetMore,
 }
 
 /// Where the machine is.
@@ -123,6 +135,8 @@ enum Phase {
 pub struct ChangeStreamMachine<S> {
     target: Target,
     options: ChangeStreamOptions,
+    /// How the cursors' `getMore`s are built (derived from `options` once).
+    get_more_options: GetMoreOptions,
     phase: Phase,
     /// Whether the aggregate needed or in flight is a resume.
     resuming: bool,
@@ -150,6 +164,7 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
             .or_else(|| options.resume_after.clone());
         ChangeStreamMachine {
             target,
+            get_more_options: options.get_more_options(),
             options,
             phase: Phase::NeedAggregate,
             resuming: false,
@@ -246,8 +261,10 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
     }
 
     /// The next command to run. `killCursors` commands come first (run them and ignore
-    /// their outcome); then, when the stream needs one, the `aggregate` or the
-    /// `getMore`, which is then in flight until its `handle_*` call. Returns `None`
+    /// their outcome, never feed it back); then, when the stream needs one, the
+    /// `aggregate` or the `getMore`, which is then in flight until its
+    /// [`handle_reply`](Self::handle_reply) or [`handle_failure`](Self::handle_failure)
+    /// (or [`handle_abandoned`](Self::handle_abandoned)). Returns `None`
     /// while events are buffered, while a command is in flight, and once the stream
     /// ended or was closed.
     pub fn poll_command(&mut self) -> Option<Outgoing<S>> {
@@ -271,18 +288,10 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
             },
             Phase::Ready if self.buffer.is_empty() && self.error.is_none() => {
                 let cursor = self.cursor.as_ref()?;
-                let mut command = GetMore::new(cursor.id, cursor.ns.coll.clone());
-                command.batch_size = self.options.batch_size;
-                command.max_time_ms = self
-                    .options
-                    .max_await_time
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                command.comment = self.options.comment.clone();
-                command.max_wire_version = cursor.wire_version;
                 let out = Outgoing::GetMore {
                     server: cursor.server.clone(),
                     db: cursor.ns.db.clone(),
-                    command,
+                    command: cursor.get_more.clone(),
                 };
                 self.phase = Phase::GetMoreInFlight;
                 Some(out)
@@ -353,22 +362,47 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
         Some(Ok(event))
     }
 
-    /// The `aggregate` succeeded on `server`, over a connection of wire version
-    /// `wire_version`. Ignored unless an `aggregate` is in flight.
-    pub fn handle_aggregate_reply(&mut self, server: S, wire_version: i32, reply: CursorReply) {
-        if self.phase == Phase::Closed && self.orphan_aggregate {
-            // The stream was closed while this aggregate was in flight: close the
-            // cursor it opened.
-            self.orphan_aggregate = false;
-            if reply.id != 0 {
-                self.kills
-                    .push_back(kill_command(server, &reply.ns, reply.id));
+    /// The reply to the `aggregate` or `getMore` in flight (the machine knows which),
+    /// as it came off the wire: body and sequences, `ok` not checked. `server` and
+    /// `wire_version` are those of the connection the command ran on (for a `getMore`,
+    /// the cursor's server).
+    ///
+    /// The machine parses the reply with the command's own
+    /// [`handle_reply`](brook_command::Command::handle_reply): `ok: 0` is handled as
+    /// [`Failure::Server`] and a reply that cannot be read (or a `getMore` reply that
+    /// speaks of another cursor) as [`Failure::Protocol`], exactly as
+    /// [`handle_failure`](Self::handle_failure) would handle them (a `getMore`'s
+    /// resumable failure resumes; anything else closes the stream). A `getMore` reply is
+    /// parsed in place: its events are slices of the reply's buffer.
+    ///
+    /// Ignored when nothing is in flight — except the reply of an `aggregate` that was
+    /// in flight when the stream was [closed](Self::close): the cursor it opened is
+    /// killed (a `killCursors` on `server` comes out of
+    /// [`poll_command`](Self::poll_command)). `killCursors` replies are never fed back.
+    pub fn handle_reply(&mut self, server: S, wire_version: i32, reply: Reply) {
+        match self.phase {
+            Phase::AggregateInFlight => match parse_aggregate_reply(reply) {
+                Ok(reply) => self.take_aggregate_reply(server, wire_version, reply),
+                Err(err) => self.reply_failed(err, wire_version),
+            },
+            Phase::GetMoreInFlight => self.take_get_more_reply(wire_version, reply),
+            Phase::Closed if self.orphan_aggregate => {
+                // The stream was closed while this aggregate was in flight: close the
+                // cursor it opened.
+                self.orphan_aggregate = false;
+                if let Ok(reply) = parse_aggregate_reply(reply)
+                    && reply.id != 0
+                {
+                    self.kills
+                        .push_back(kill_command(server, &reply.ns, reply.id));
+                }
             }
-            return;
+            _ => {}
         }
-        if self.phase != Phase::AggregateInFlight {
-            return;
-        }
+    }
+
+    /// The `aggregate` in flight succeeded.
+    fn take_aggregate_reply(&mut self, server: S, wire_version: i32, reply: CursorReply) {
         let initial = !self.resuming;
         self.resuming = false;
         if initial
@@ -381,36 +415,61 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
         {
             self.saved_operation_time = reply.operation_time;
         }
+        let get_more = self
+            .get_more_options
+            .build(reply.id, &reply.ns, wire_version);
         self.cursor = Some(Cursor {
             server,
             wire_version,
             id: reply.id,
             ns: reply.ns.clone(),
+            get_more,
         });
         self.take_batch(reply);
     }
 
-    /// The `getMore` succeeded. Ignored unless a `getMore` is in flight.
-    pub fn handle_get_more_reply(&mut self, reply: CursorReply) {
-        if self.phase != Phase::GetMoreInFlight {
+    /// Parses and takes the reply of the `getMore` in flight.
+    fn take_get_more_reply(&mut self, wire_version: i32, reply: Reply) {
+        let Some(cursor) = self.cursor.as_mut() else {
+            // A getMore is in flight only while a cursor is open.
             return;
-        }
-        if let Some(cursor) = self.cursor.as_mut() {
-            // A getMore answers for the cursor it was sent for: the same id while it
-            // lives, 0 once it is exhausted. Any other id is a malformed reply; taking
-            // it would send the next getMore (and the killCursors) for a cursor this
-            // stream never opened.
-            if reply.id != 0 && reply.id != cursor.id {
-                let message = format!(
-                    "getMore for cursor {} answered with cursor id {}",
-                    cursor.id, reply.id
-                );
-                self.close_with(ChangeStreamError::Malformed(message));
+        };
+        let reply = match cursor.get_more.handle_reply(reply) {
+            Ok(reply) => reply,
+            Err(err) => {
+                self.reply_failed(err, wire_version);
                 return;
             }
-            cursor.id = reply.id;
+        };
+        // A getMore answers for the cursor it was sent for: the same id while it lives,
+        // 0 once it is exhausted. Any other id means the reply did not answer the
+        // request; taking it would send the next getMore (and the killCursors) for a
+        // cursor this stream never opened.
+        if reply.id != 0 && reply.id != cursor.id {
+            let reason = format!(
+                "getMore for cursor {} answered with cursor id {}",
+                cursor.id, reply.id
+            );
+            self.fail(Failure::Protocol, Some(wire_version), Some(reason));
+            return;
         }
+        cursor.id = reply.id;
         self.take_batch(reply);
+    }
+
+    /// The reply of the command in flight could not be taken: `ok: 0`, or unreadable.
+    fn reply_failed(&mut self, err: CommandError, wire_version: i32) {
+        match err {
+            CommandError::Server(error) => {
+                self.fail(Failure::Server(error), Some(wire_version), None)
+            }
+            // Whatever else stops a reply from being parsed is about the reply.
+            other => self.fail(
+                Failure::Protocol,
+                Some(wire_version),
+                Some(other.to_string()),
+            ),
+        }
     }
 
     /// The command in flight failed. `wire_version` is that of the connection it
@@ -419,16 +478,33 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
     /// `aggregate` come out of [`poll_command`](Self::poll_command)); any other failure
     /// closes the stream and is handed out by [`poll_event`](Self::poll_event).
     /// Ignored when no command is in flight.
+    ///
+    /// Which [`Failure`] to report: [`Failure::Network`] when the connection failed
+    /// before the reply was read, [`Failure::Timeout`] when a client-side timeout
+    /// expired first, [`Failure::Protocol`] when the reply's frame could not be
+    /// accepted, [`Failure::Client`] when the command could not be built or encoded
+    /// (nothing was sent). A reply that was read is handed to
+    /// [`handle_reply`](Self::handle_reply) instead, even an `ok: 0` one.
     pub fn handle_failure(&mut self, failure: Failure, wire_version: Option<i32>) {
+        self.fail(failure, wire_version, None);
+    }
+
+    /// [`handle_failure`](Self::handle_failure), with what was wrong with the reply
+    /// when the machine found a protocol failure itself.
+    fn fail(&mut self, failure: Failure, wire_version: Option<i32>, reason: Option<String>) {
+        let error = |failure: Failure, command: FailedCommand, wire_version: Option<i32>| match (
+            failure, reason,
+        ) {
+            (Failure::Protocol, reason @ Some(_)) => {
+                ChangeStreamError::Protocol { command, reason }
+            }
+            (failure, _) => ChangeStreamError::from_failure(failure, command, wire_version),
+        };
         match self.phase {
             Phase::AggregateInFlight => {
                 // Errors of an aggregate (the initial one or a resume's) are final: a
                 // stream resumes at most once per error.
-                self.close_with(ChangeStreamError::from_failure(
-                    failure,
-                    FailedCommand::Aggregate,
-                    wire_version,
-                ));
+                self.close_with(error(failure, FailedCommand::Aggregate, wire_version));
             }
             Phase::GetMoreInFlight => {
                 let wire = wire_version
@@ -437,11 +513,7 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
                 if is_resumable(&failure, wire, FailedCommand::GetMore) {
                     self.start_resume();
                 } else {
-                    self.close_with(ChangeStreamError::from_failure(
-                        failure,
-                        FailedCommand::GetMore,
-                        Some(wire),
-                    ));
+                    self.close_with(error(failure, FailedCommand::GetMore, Some(wire)));
                 }
             }
             _ => {}
@@ -456,12 +528,7 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
     pub fn handle_abandoned(&mut self) {
         match self.phase {
             Phase::AggregateInFlight => self.phase = Phase::NeedAggregate,
-            Phase::GetMoreInFlight => {
-                self.handle_failure(
-                    Failure::Network("the getMore was abandoned".to_owned()),
-                    None,
-                );
-            }
+            Phase::GetMoreInFlight => self.handle_failure(Failure::Network, None),
             _ => {}
         }
     }
@@ -599,6 +666,12 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
     }
 }
 
+/// Parses an `aggregate`'s reply with [`Aggregate::handle_reply`]. The reply's shape does
+/// not depend on the aggregate's arguments, so an empty one (no allocation) parses it.
+fn parse_aggregate_reply(reply: Reply) -> Result<CursorReply, CommandError> {
+    Aggregate::new(AggregateTarget::Database, Vec::new()).handle_reply(reply)
+}
+
 fn kill_command<S>(server: S, ns: &Namespace, id: i64) -> Outgoing<S> {
     Outgoing::KillCursors {
         server,
@@ -634,7 +707,7 @@ mod tests {
     type Machine = ChangeStreamMachine<&'static str>;
 
     /// A reply body in a buffer of its own, and that buffer (to watch its references).
-    fn reply(first: bool, batch: usize, pbrt: bool) -> (CursorReply, Bytes) {
+    fn reply(first: bool, batch: usize, pbrt: bool) -> (Reply, Bytes) {
         let array: Vec<Bson> = (0..batch)
             .map(|i| {
                 Bson::Document(bson::doc! {
@@ -653,8 +726,7 @@ mod tests {
         let body = SharedDoc::from_document(&bson::doc! { "cursor": cursor, "ok": 1.0 })
             .unwrap_or_else(|e| panic!("{e}"));
         let frame = body.bytes().clone();
-        let parsed = CursorReply::parse(if first { "aggregate" } else { "getMore" }, &body);
-        (parsed.unwrap_or_else(|e| panic!("{e}")), frame)
+        (Reply::new(body), frame)
     }
 
     fn opened() -> Machine {
@@ -664,7 +736,7 @@ mod tests {
         );
         assert!(matches!(m.poll_command(), Some(Outgoing::Aggregate { .. })));
         let (first, _) = reply(true, 0, false);
-        m.handle_aggregate_reply("a", 17, first);
+        m.handle_reply("a", 17, first);
         m
     }
 
@@ -680,7 +752,7 @@ mod tests {
             let mut m = opened();
             assert!(matches!(m.poll_command(), Some(Outgoing::GetMore { .. })));
             let (batch, frame) = reply(false, 3, pbrt);
-            m.handle_get_more_reply(batch);
+            m.handle_reply("a", 17, batch);
             let first = m.poll_event().and_then(Result::ok);
             // Mid-batch the token is a slice of the reply: no copy per event.
             let token = m.resume_token().map(|t| t.as_bytes().as_ptr());
@@ -709,7 +781,7 @@ mod tests {
         let mut m = opened();
         assert!(matches!(m.poll_command(), Some(Outgoing::GetMore { .. })));
         let (batch, frame) = reply(false, 0, true);
-        m.handle_get_more_reply(batch);
+        m.handle_reply("a", 17, batch);
         assert!(m.poll_event().is_none());
         let cached = m.resume_token().map(|t| t.to_document());
         assert_eq!(
@@ -724,7 +796,7 @@ mod tests {
         let mut m = opened();
         assert!(matches!(m.poll_command(), Some(Outgoing::GetMore { .. })));
         let (batch, frame) = reply(false, 3, true);
-        m.handle_get_more_reply(batch);
+        m.handle_reply("a", 17, batch);
         let first = m.poll_event().and_then(Result::ok);
         assert!(first.is_some());
         drop(first);

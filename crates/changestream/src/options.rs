@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use brook_command::{AggregateTarget, SharedDoc};
+use brook_command::{AggregateTarget, GetMoreOptions, SharedDoc};
 use bson::{Bson, Document, Timestamp};
 
 /// What a change stream watches.
@@ -84,7 +84,9 @@ pub struct ChangeStreamOptions {
     /// How long each `getMore` waits for new events on the server: its `maxTimeMS`.
     /// Never sent on the `aggregate`.
     pub max_await_time: Option<Duration>,
-    /// `cursor.batchSize` of the `aggregate` and `batchSize` of every `getMore`.
+    /// `cursor.batchSize` of the `aggregate`, and `batchSize` of every `getMore`
+    /// unless it is 0: `Some(0)` opens the cursor without a first batch, and the
+    /// `getMore`s then carry no `batchSize` (see [`GetMoreOptions`]).
     pub batch_size: Option<u32>,
     /// `collation` of the `aggregate`.
     pub collation: Option<Document>,
@@ -95,4 +97,16 @@ pub struct ChangeStreamOptions {
     pub show_expanded_events: Option<bool>,
     /// `readConcern` of the `aggregate`.
     pub read_concern: Option<Document>,
+}
+
+impl ChangeStreamOptions {
+    /// How the stream's `getMore`s are built: `batch_size` (never 0 on a `getMore`),
+    /// `max_await_time` as `maxTimeMS`, and `comment` (wire version 9 or more).
+    pub fn get_more_options(&self) -> GetMoreOptions {
+        GetMoreOptions {
+            batch_size: self.batch_size,
+            max_await_time: self.max_await_time,
+            comment: self.comment.clone(),
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! cursor reply they share.
 
 use std::fmt;
+use std::time::Duration;
 
 use brook_wire::SharedDoc;
 use bson::{Bson, Document, Timestamp};
@@ -361,6 +362,68 @@ impl Command for GetMore {
     }
 }
 
+/// How a cursor's getMores are built: the same for find/aggregate cursors and change streams.
+///
+/// The cursor-opening command (`find`, `aggregate`) takes its own `batchSize`; these
+/// options shape every [`GetMore`] that follows, built by [`build`](Self::build):
+///
+/// * `batchSize` only when `batch_size` is non-zero. A batch size of 0 means "open the
+///   cursor without returning documents", which belongs on the `find`/`aggregate`
+///   only: on a getMore servers reject it or treat it as "no limit" depending on the
+///   version, so it is never sent there.
+/// * `maxTimeMS` = `max_await_time` in whole milliseconds, saturating at `i64::MAX`
+///   (the largest value the command can carry; the server bounds it further).
+/// * `comment` only for servers of wire version 9 (4.4) or more (see
+///   [`GetMore::COMMENT_MIN_WIRE_VERSION`]): older servers reject it on a getMore.
+///
+/// ```
+/// use std::time::Duration;
+/// use brook_command::{Command, GetMoreOptions, Namespace};
+/// use bson::doc;
+///
+/// let options = GetMoreOptions {
+///     batch_size: Some(0),
+///     max_await_time: Some(Duration::from_millis(1500)),
+///     comment: Some("tail".into()),
+/// };
+/// let ns = Namespace::parse("app.events").unwrap();
+/// // Wire version 8: no comment; batch size 0: no batchSize.
+/// assert_eq!(
+///     options.build(42, &ns, 8).build(&ns.db)?.body,
+///     doc! { "getMore": 42i64, "collection": "events", "maxTimeMS": 1500, "$db": "app" },
+/// );
+/// # Ok::<(), brook_command::CommandError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GetMoreOptions {
+    /// `batchSize` of each getMore; `Some(0)` sends none (see above).
+    pub batch_size: Option<u32>,
+    /// How long each getMore of a tailable-await cursor (a change stream) waits for
+    /// new documents on the server: its `maxTimeMS`.
+    pub max_await_time: Option<Duration>,
+    /// `comment` of each getMore, on servers of wire version 9 or more.
+    pub comment: Option<Bson>,
+}
+
+impl GetMoreOptions {
+    /// The getMore for cursor `id` on `ns`, for a server of `max_wire_version`.
+    ///
+    /// Run it on `ns.db`, on the server that owns the cursor.
+    pub fn build(&self, id: i64, ns: &Namespace, max_wire_version: i32) -> GetMore {
+        GetMore {
+            id,
+            coll: ns.coll.clone(),
+            batch_size: self.batch_size.filter(|&size| size != 0),
+            max_time_ms: self.max_await_time.map(|wait| {
+                let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                ms.min(i64::MAX.unsigned_abs())
+            }),
+            comment: self.comment.clone(),
+            max_wire_version,
+        }
+    }
+}
+
 /// `{killCursors: coll, cursors: [Int64 id, ...], $db}`: closes cursors on the server
 /// that owns them. Run it on the cursors' `ns.db`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -581,6 +644,51 @@ mod tests {
             GetMore::new(0, "c").build("app"),
             Err(CommandError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn get_more_options_build_the_get_more() {
+        let ns = Namespace::parse("app.events").unwrap();
+        let body = |options: &GetMoreOptions, wire: i32| {
+            let cmd = options.build(42, &ns, wire);
+            assert_eq!((cmd.id, cmd.coll.as_str()), (42, "events"));
+            cmd.build(&ns.db).unwrap().body
+        };
+        assert_eq!(
+            body(&GetMoreOptions::default(), 21),
+            doc! { "getMore": 42i64, "collection": "events", "$db": "app" }
+        );
+        let mut options = GetMoreOptions {
+            batch_size: Some(5),
+            max_await_time: Some(Duration::from_micros(2_500_900)),
+            comment: Some(Bson::String("c".into())),
+        };
+        assert_eq!(
+            body(&options, 9),
+            doc! {
+                "getMore": 42i64, "collection": "events", "batchSize": 5, "maxTimeMS": 2500,
+                "comment": "c", "$db": "app",
+            }
+        );
+        // No comment below wire version 9.
+        assert_eq!(
+            body(&options, 8),
+            doc! { "getMore": 42i64, "collection": "events", "batchSize": 5, "maxTimeMS": 2500, "$db": "app" }
+        );
+        // A batch size of 0 belongs on the find/aggregate only: never on a getMore.
+        options.batch_size = Some(0);
+        options.comment = None;
+        assert_eq!(options.build(42, &ns, 9).batch_size, None);
+        assert_eq!(
+            body(&options, 9),
+            doc! { "getMore": 42i64, "collection": "events", "maxTimeMS": 2500, "$db": "app" }
+        );
+        // An await time beyond what maxTimeMS can carry saturates: the getMore builds.
+        options.max_await_time = Some(Duration::MAX);
+        assert_eq!(
+            body(&options, 9).get("maxTimeMS"),
+            Some(&Bson::Int64(i64::MAX))
+        );
     }
 
     #[test]

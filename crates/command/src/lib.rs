@@ -47,7 +47,10 @@
 //! Two decisions worth knowing:
 //!
 //! * [`GetMore`] sends its `comment` only when its `max_wire_version` field (the
-//!   connection's) is 9 or more, as older servers reject it there.
+//!   connection's) is 9 or more, as older servers reject it there. Cursors build their
+//!   getMores with [`GetMoreOptions::build`], the one place that decides what a getMore
+//!   carries (no `batchSize: 0`, `maxTimeMS` from the await time), for `find` and
+//!   `aggregate` cursors and change streams alike.
 //! * [`RunCommand`] never mutates the user's document: `$db` goes onto a copy, and a
 //!   `$db` already in the user's document is replaced by the database the command runs
 //!   on (the Run Command specification requires `$db` to be that database).
@@ -86,8 +89,8 @@ pub use brook_wire::{DocumentSequence, Message, SharedDoc};
 use bson::{Bson, Document, Timestamp};
 
 pub use cursor::{
-    Aggregate, AggregateTarget, CursorReply, Find, GetMore, KillCursors, KillCursorsReply,
-    Namespace,
+    Aggregate, AggregateTarget, CursorReply, Find, GetMore, GetMoreOptions, KillCursors,
+    KillCursorsReply, Namespace,
 };
 pub use error::{CommandError, ServerError, WriteConcernError, WriteError, check_ok};
 pub use hello::{ClientMetadata, Hello, HelloReply};

@@ -4,13 +4,14 @@
 use brook_changestream::{
     ChangeStreamError, ChangeStreamMachine, ChangeStreamOptions, Failure, Outgoing, Target,
 };
-use brook_command::{CursorReply, SharedDoc};
+use brook_command::{Reply, SharedDoc};
 use bson::{Bson, Document, Timestamp, doc};
 
 /// Servers are named by a static string.
 pub(crate) type Srv = &'static str;
 
-/// A cursor reply: `firstBatch` when `first`, else `nextBatch`.
+/// A cursor reply, as it comes off the wire: `firstBatch` when `first`, else
+/// `nextBatch`.
 pub(crate) fn cursor_reply(
     first: bool,
     id: i64,
@@ -18,7 +19,7 @@ pub(crate) fn cursor_reply(
     batch: Vec<Document>,
     pbrt: Option<Document>,
     operation_time: Option<Timestamp>,
-) -> CursorReply {
+) -> Reply {
     let key = if first { "firstBatch" } else { "nextBatch" };
     let mut cursor = doc! { "id": id, "ns": ns };
     cursor.insert(
@@ -32,8 +33,12 @@ pub(crate) fn cursor_reply(
     if let Some(ts) = operation_time {
         body.insert("operationTime", ts);
     }
-    let shared = SharedDoc::from_document(&body).unwrap();
-    CursorReply::parse(if first { "aggregate" } else { "getMore" }, &shared).unwrap()
+    reply(&body)
+}
+
+/// A reply made of `body`.
+pub(crate) fn reply(body: &Document) -> Reply {
+    Reply::from_document(body).unwrap()
 }
 
 /// A change event with `_id: {_data: n}`.
@@ -55,6 +60,9 @@ pub(crate) fn shared(d: Document) -> SharedDoc {
 pub(crate) struct H {
     pub(crate) m: ChangeStreamMachine<Srv>,
     pub(crate) ns: String,
+    /// The wire version of the connection of the latest aggregate answered, which the
+    /// getMores then run on.
+    pub(crate) wire: i32,
 }
 
 impl H {
@@ -67,6 +75,7 @@ impl H {
         H {
             m: ChangeStreamMachine::new(target, options),
             ns,
+            wire: 0,
         }
     }
 
@@ -112,12 +121,7 @@ impl H {
         let (s, body, out) = self.next();
         assert!(matches!(out, Outgoing::Aggregate { .. }), "{body}");
         assert_eq!(s, None);
-        let ns = self.ns.clone();
-        self.m.handle_aggregate_reply(
-            server,
-            wire,
-            cursor_reply(true, id, &ns, batch, pbrt, optime),
-        );
+        self.reply_agg(server, wire, id, batch, pbrt, optime);
         body
     }
 
@@ -131,22 +135,25 @@ impl H {
         pbrt: Option<Document>,
         optime: Option<Timestamp>,
     ) {
-        let ns = self.ns.clone();
-        self.m.handle_aggregate_reply(
-            server,
-            wire,
-            cursor_reply(true, id, &ns, batch, pbrt, optime),
-        );
+        self.wire = wire;
+        let reply = cursor_reply(true, id, &self.ns, batch, pbrt, optime);
+        self.m.handle_reply(server, wire, reply);
     }
 
     /// Takes the next command, which must be a getMore, and answers it.
     pub(crate) fn gm(&mut self, id: i64, batch: Vec<Document>, pbrt: Option<Document>) -> Document {
-        let (_, body, out) = self.next();
+        let reply = cursor_reply(false, id, &self.ns, batch, pbrt, None);
+        self.gm_reply(reply).1
+    }
+
+    /// Takes the next command, which must be a getMore, and answers it with `reply`
+    /// (on the cursor's server, at the wire version of the aggregate's connection).
+    pub(crate) fn gm_reply(&mut self, reply: Reply) -> (Option<Srv>, Document) {
+        let (s, body, out) = self.next();
         assert!(matches!(out, Outgoing::GetMore { .. }), "{body}");
-        let ns = self.ns.clone();
-        self.m
-            .handle_get_more_reply(cursor_reply(false, id, &ns, batch, pbrt, None));
-        body
+        let server = s.expect("a getMore names its server");
+        self.m.handle_reply(server, self.wire, reply);
+        (s, body)
     }
 
     /// Takes the next command, which must be a getMore, and fails it.

@@ -7,7 +7,7 @@ use brook_changestream::{ChangeStreamMachine, ChangeStreamOptions, Failure, Outg
 use bson::{Document, Timestamp, doc};
 use proptest::prelude::*;
 
-use crate::harness::{cursor_reply, shared};
+use crate::harness::{cursor_reply, reply, shared};
 
 #[derive(Debug, Clone)]
 enum Ev {
@@ -39,6 +39,14 @@ enum Step {
         label: bool,
         wire: Option<i32>,
     },
+    /// A reply that is a failure: `ok: 0` (with `code`, and the resumable label when
+    /// `label`), or, when `malformed`, a body without a cursor.
+    ReplyErr {
+        malformed: bool,
+        code: i32,
+        label: bool,
+        wire: i32,
+    },
     Abandon,
     Close,
 }
@@ -57,8 +65,10 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(server, wire, exhausted, batch, pbrt, optime)| Step::AggOk { server, wire, exhausted, batch, pbrt, optime }),
         4 => (prop::bool::weighted(0.1), prop::collection::vec(ev(), 0..4), any::<bool>())
             .prop_map(|(exhausted, batch, pbrt)| Step::GmOk { exhausted, batch, pbrt }),
-        3 => (0u8..4, code, any::<bool>(), prop::option::of(wire))
+        3 => (0u8..5, code.clone(), any::<bool>(), prop::option::of(wire.clone()))
             .prop_map(|(kind, code, label, wire)| Step::Fail { kind, code, label, wire }),
+        2 => (any::<bool>(), code, any::<bool>(), wire)
+            .prop_map(|(malformed, code, label, wire)| Step::ReplyErr { malformed, code, label, wire }),
         1 => Just(Step::Abandon),
         1 => Just(Step::Close),
     ]
@@ -101,6 +111,9 @@ fn run(options: ChangeStreamOptions, steps: Vec<Step>) {
     let mut was_closed = false;
     let mut error_seen = false;
     let mut pending_batch_pbrt: Option<Document> = None;
+    // Whether the last aggregate-or-getMore handed out was the aggregate: a reply
+    // answers whichever is in flight.
+    let mut aggregate_handed_out = false;
 
     let batch_docs = |batch: &[Ev], serial: &mut u32| -> Vec<Document> {
         batch
@@ -119,6 +132,15 @@ fn run(options: ChangeStreamOptions, steps: Vec<Step>) {
 
     for step in steps {
         let in_flight_before = m.command_in_flight();
+        let resumes_before = m.resume_count();
+        // Whether the reply of this step was taken: it answered the command in flight
+        // without closing the stream or making it resume.
+        let taken = |m: &ChangeStreamMachine<u8>| {
+            in_flight_before
+                && !m.command_in_flight()
+                && !m.is_closed()
+                && m.resume_count() == resumes_before
+        };
         match step {
             Step::Command => {
                 if let Some(out) = m.poll_command() {
@@ -140,9 +162,12 @@ fn run(options: ChangeStreamOptions, steps: Vec<Step>) {
                         } => {
                             assert!(!was_closed, "no getMore once closed");
                             assert_eq!(cursor_servers.get(&command.id), Some(server));
+                            aggregate_handed_out = false;
                         }
-                        Outgoing::Aggregate { .. } => assert!(!was_closed),
-                        _ => unreachable!(),
+                        Outgoing::Aggregate { .. } => {
+                            assert!(!was_closed);
+                            aggregate_handed_out = true;
+                        }
                     }
                 }
             }
@@ -192,17 +217,19 @@ fn run(options: ChangeStreamOptions, steps: Vec<Step>) {
                         increment: 1,
                     }),
                 );
-                m.handle_aggregate_reply(server, wire, reply);
-                let accepted = in_flight_before && !m.command_in_flight() && !m.is_closed();
-                if accepted {
-                    aggregate_ok_since_resume = true;
-                    cursor_servers.insert(id, server);
+                // Ids are unique per reply: whichever command this answers (the
+                // aggregate, an orphan aggregate after close, or a getMore, which then
+                // refuses a foreign id), the cursor lives on `server`.
+                cursor_servers.insert(id, server);
+                m.handle_reply(server, wire, reply);
+                if taken(&m) {
+                    if aggregate_handed_out {
+                        aggregate_ok_since_resume = true;
+                    }
                     pending_batch_pbrt = token.clone();
                     if empty && let Some(t) = token {
                         allowed.push(t);
                     }
-                } else if was_closed {
-                    cursor_servers.insert(id, server);
                 }
             }
             Step::GmOk {
@@ -218,16 +245,22 @@ fn run(options: ChangeStreamOptions, steps: Vec<Step>) {
                 let docs = batch_docs(&batch, &mut serial);
                 let empty = docs.is_empty();
                 let token = pbrt.then(|| doc! { "_data": format!("q{serial}") });
-                m.handle_get_more_reply(cursor_reply(
-                    false,
-                    id,
-                    "db.coll",
-                    docs,
-                    token.clone(),
-                    None,
-                ));
-                let accepted = in_flight_before && !m.command_in_flight() && !m.is_closed();
-                if accepted {
+                // A driver answers on the cursor's server. Should an aggregate be in
+                // flight instead, this reply is taken as its reply (the machine knows
+                // what it asked for): the cursor it names then lives on that server.
+                let server = m.cursor_server().copied().unwrap_or(0);
+                if id != 0 {
+                    cursor_servers.entry(id).or_insert(server);
+                }
+                m.handle_reply(
+                    server,
+                    9,
+                    cursor_reply(false, id, "db.coll", docs, token.clone(), None),
+                );
+                if taken(&m) {
+                    if aggregate_handed_out {
+                        aggregate_ok_since_resume = true;
+                    }
                     pending_batch_pbrt = token.clone();
                     if empty && let Some(t) = token {
                         allowed.push(t);
@@ -246,12 +279,29 @@ fn run(options: ChangeStreamOptions, steps: Vec<Step>) {
                     &[]
                 };
                 let failure = match kind {
-                    0 => Failure::Network("n".into()),
-                    1 => Failure::Timeout("t".into()),
-                    2 => Failure::Client("c".into()),
+                    0 => Failure::Network,
+                    1 => Failure::Timeout,
+                    2 => Failure::Client,
+                    3 => Failure::Protocol,
                     _ => Failure::server(code, labels),
                 };
                 m.handle_failure(failure, wire);
+            }
+            Step::ReplyErr {
+                malformed,
+                code,
+                label,
+                wire,
+            } => {
+                let body = if malformed {
+                    doc! { "ok": 1 }
+                } else if label {
+                    doc! { "ok": 0, "code": code, "errorLabels": ["ResumableChangeStreamError"] }
+                } else {
+                    doc! { "ok": 0, "code": code }
+                };
+                let server = m.cursor_server().copied().unwrap_or(0);
+                m.handle_reply(server, wire, reply(&body));
             }
             Step::Abandon => m.handle_abandoned(),
             Step::Close => m.close(),
@@ -311,13 +361,20 @@ fn a_driver_loop_against_a_flaky_server() {
                 pbrt: i % 2 == 0,
                 optime: true,
             },
-            1 | 2 | 4 => Step::GmOk {
+            1 | 2 => Step::GmOk {
                 exhausted: false,
                 batch: vec![Ev::Good, Ev::Good],
                 pbrt: true,
             },
+            // A malformed reply or a CursorNotFound reply: both resume from a getMore.
+            4 => Step::ReplyErr {
+                malformed: i % 2 == 0,
+                code: 43,
+                label: false,
+                wire: 9,
+            },
             3 => Step::Fail {
-                kind: 3,
+                kind: 4,
                 code: 43,
                 label: false,
                 wire: None,

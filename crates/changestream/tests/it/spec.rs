@@ -8,7 +8,9 @@
 //! answers `getMore` from the log, obeys `failCommand` / `failGetMoreAfterCursorCheckout`
 //! fail points (`errorCode`, `errorLabels`, `closeConnection`, `times`), and records
 //! every command the machine sends, so that `expectEvents` can be checked with the
-//! unified format's matching rules. The simulated server version is the highest of a
+//! unified format's matching rules. Its replies, error replies (`ok: 0`) included, go
+//! to the machine as they would come off the wire (`handle_reply`); a closed connection
+//! is a [`Failure::Network`]. The simulated server version is the highest of a
 //! fixed list of released versions that satisfies the file's and the test's
 //! `runOnRequirements` on a replica set; its wire version drives the machine.
 //!
@@ -29,7 +31,7 @@ use brook_changestream::{
     ChangeStreamError, ChangeStreamMachine, ChangeStreamOptions, Failure, Outgoing,
     RESUMABLE_CODES, RESUMABLE_LABEL, Target,
 };
-use brook_command::{CursorReply, SharedDoc};
+use brook_command::{Reply, SharedDoc};
 use bson::{Bson, Document, Timestamp, doc, oid::ObjectId};
 use serde_json::Value;
 
@@ -458,7 +460,19 @@ struct SimServer {
     recorded: Vec<Recorded>,
 }
 
+/// What the simulated server did with a command: a reply body (`ok: 1` or `ok: 0`, fed
+/// to the machine as it is), or a failure without a reply (a closed connection); `Err`
+/// when the simulation cannot run the command.
 type SimResult = Result<Result<Document, Failure>, String>;
+
+/// A server error reply: `{ok: 0, errmsg, code, errorLabels?}`.
+fn error_reply(code: i32, labels: &[String]) -> Document {
+    let mut body = doc! { "ok": 0.0, "errmsg": format!("simulated error {code}"), "code": code };
+    if !labels.is_empty() {
+        body.insert("errorLabels", labels.to_vec());
+    }
+    body
+}
 
 impl SimServer {
     fn new(wire: i32) -> Self {
@@ -503,8 +517,9 @@ impl SimServer {
         document
     }
 
-    /// The fail point's failure for `command`, consuming one of its `times`.
-    fn fail(&mut self, command: &str) -> Option<Failure> {
+    /// The fail point's outcome for `command` (an error reply, or a closed connection),
+    /// consuming one of its `times`.
+    fn fail(&mut self, command: &str) -> Option<Result<Document, Failure>> {
         let fp = self.fail_point.as_mut()?;
         let applies = match &fp.commands {
             Some(list) => list.iter().any(|c| c == command),
@@ -517,9 +532,7 @@ impl SimServer {
             *r -= 1;
         }
         if fp.close {
-            return Some(Failure::Network(
-                "connection closed by the fail point".into(),
-            ));
+            return Some(Err(Failure::Network));
         }
         let code = fp.code?;
         let labels: Vec<String> = match &fp.labels {
@@ -532,8 +545,7 @@ impl SimServer {
             }
             None => vec![],
         };
-        let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-        Some(Failure::server(code, &refs))
+        Some(Ok(error_reply(code, &labels)))
     }
 
     /// Up to `batch_size` matching events from the cursor's position, and the
@@ -582,14 +594,14 @@ impl SimServer {
     }
 
     fn aggregate(&mut self, body: &Document) -> SimResult {
-        if let Some(f) = self.fail("aggregate") {
-            return Ok(Err(f));
+        if let Some(outcome) = self.fail("aggregate") {
+            return Ok(outcome);
         }
         if let Some(comment) = body.get("comment")
             && self.wire < 9
             && !matches!(comment, Bson::String(_))
         {
-            return Ok(Err(Failure::server(14, &[])));
+            return Ok(Ok(error_reply(14, &[])));
         }
         let db = body.get_str("$db").map_err(|e| e.to_string())?.to_owned();
         let pipeline = body.get_array("pipeline").map_err(|e| e.to_string())?;
@@ -642,12 +654,12 @@ impl SimServer {
     }
 
     fn get_more(&mut self, body: &Document) -> SimResult {
-        if let Some(f) = self.fail("getMore") {
-            return Ok(Err(f));
+        if let Some(outcome) = self.fail("getMore") {
+            return Ok(outcome);
         }
         let id = body.get_i64("getMore").map_err(|e| e.to_string())?;
         let Some(cursor) = self.cursors.get(&id) else {
-            return Ok(Err(Failure::server(43, &[])));
+            return Ok(Ok(error_reply(43, &[])));
         };
         let ns = cursor.ns.clone();
         let (batch, pbrt) = self.batch(id);
@@ -742,32 +754,27 @@ impl Runner {
             command: built.body.clone(),
         });
         let wire = self.sim.wire;
-        let (result, parse_as) = match &out {
+        let result = match &out {
             Outgoing::KillCursors { command, .. } => {
                 for id in &command.ids {
                     self.sim.cursors.remove(id);
                 }
                 return Ok(());
             }
-            Outgoing::Aggregate { .. } => (self.sim.aggregate(&built.body)?, "aggregate"),
+            Outgoing::Aggregate { .. } => self.sim.aggregate(&built.body)?,
             Outgoing::GetMore { server, .. } => {
                 if *server != 0 {
                     return Err("getMore sent to an unknown server".into());
                 }
-                (self.sim.get_more(&built.body)?, "getMore")
+                self.sim.get_more(&built.body)?
             }
-            _ => return Err("unknown outgoing command".into()),
         };
         match result {
             Err(failure) => s.machine.handle_failure(failure, Some(wire)),
-            Ok(reply) => {
-                let shared = SharedDoc::from_document(&reply).map_err(|e| e.to_string())?;
-                let reply = CursorReply::parse(parse_as, &shared).map_err(|e| e.to_string())?;
-                if parse_as == "aggregate" {
-                    s.machine.handle_aggregate_reply(0, wire, reply);
-                } else {
-                    s.machine.handle_get_more_reply(reply);
-                }
+            // The reply as it came off the wire: the machine parses it (`ok: 0` too).
+            Ok(body) => {
+                let reply = Reply::from_document(&body).map_err(|e| e.to_string())?;
+                s.machine.handle_reply(0, wire, reply);
             }
         }
         Ok(())

@@ -254,13 +254,16 @@ fn the_failing_connection_wire_version_decides() {
 
 #[test]
 fn network_errors_and_timeouts_resume_on_get_more_only() {
-    assert!(resumes_after(9, Failure::Network("reset".into())));
-    assert!(resumes_after(9, Failure::Timeout("socket timeout".into())));
-    assert!(!resumes_after(9, Failure::Client("malformed reply".into())));
+    assert!(resumes_after(9, Failure::Network));
+    assert!(resumes_after(9, Failure::Timeout));
+    assert!(resumes_after(9, Failure::Protocol));
+    assert!(!resumes_after(9, Failure::Client));
 
     for failure in [
-        Failure::Network("reset".into()),
-        Failure::Timeout("t".into()),
+        Failure::Network,
+        Failure::Timeout,
+        Failure::Protocol,
+        Failure::Client,
         Failure::server(43, &[]),
         Failure::server(6, &[RESUMABLE_LABEL]),
     ] {
@@ -285,7 +288,7 @@ fn empty_first_batch_with_a_post_batch_resume_token() {
     assert_eq!(h.token(), Some(tok("p0")));
     // With a pbrt, the operationTime is not saved.
     assert_eq!(h.m.saved_operation_time(), None);
-    h.gm_fail(Failure::Network("x".into()), None);
+    h.gm_fail(Failure::Network, None);
     h.expect(Some("a"), kill_doc(7));
     h.expect(None, agg_doc(doc! { "resumeAfter": tok("p0") }));
 }
@@ -296,7 +299,7 @@ fn empty_first_batch_without_a_token_saves_the_operation_time() {
     h.agg("a", 7, 7, vec![], None, Some(ts(3)));
     assert_eq!(h.token(), None);
     assert_eq!(h.m.saved_operation_time(), Some(ts(3)));
-    h.gm_fail(Failure::Network("x".into()), None);
+    h.gm_fail(Failure::Network, None);
     h.expect(Some("a"), kill_doc(7));
     h.expect(None, agg_doc(doc! { "startAtOperationTime": ts(3) }));
     // The resume's own reply does not replace the saved time.
@@ -310,7 +313,7 @@ fn operation_time_is_not_saved_below_wire_seven_or_after_events_or_with_start_op
     let mut h = H::coll(ChangeStreamOptions::default());
     h.agg("a", 6, 7, vec![], None, Some(ts(3)));
     assert_eq!(h.m.saved_operation_time(), None);
-    h.gm_fail(Failure::Network("x".into()), None);
+    h.gm_fail(Failure::Network, None);
     h.expect(Some("a"), kill_doc(7));
     h.expect(None, agg_doc(doc! {}));
 
@@ -374,7 +377,7 @@ fn start_after_buffered_but_not_returned_is_still_start_after() {
     });
     h.agg("a", 9, 7, vec![], None, None);
     h.gm(7, vec![], Some(tok("p2")));
-    h.gm_fail(Failure::Network("x".into()), None);
+    h.gm_fail(Failure::Network, None);
     h.expect(Some("a"), kill_doc(7));
     h.expect(None, agg_doc(doc! { "startAfter": tok("p2") }));
 }
@@ -456,7 +459,7 @@ fn token_after_each_event_and_the_pbrt_after_the_last() {
     h.gm(7, vec![], None);
     assert_eq!(h.token(), Some(tok("p2")));
     // A resume after all this uses the latest token.
-    h.gm_fail(Failure::Network("x".into()), None);
+    h.gm_fail(Failure::Network, None);
     h.expect(Some("a"), kill_doc(7));
     h.expect(None, agg_doc(doc! { "resumeAfter": tok("p2") }));
 }
@@ -546,7 +549,7 @@ fn resume_once_per_error() {
     for second in [
         Failure::server(6, &[]),
         Failure::server(43, &[]),
-        Failure::Network("still down".into()),
+        Failure::Network,
     ] {
         let mut h = opened(8);
         h.gm_fail(Failure::server(6, &[]), None);
@@ -571,7 +574,7 @@ fn a_chain_of_resumes_each_succeeding() {
     let mut id = 7;
     for (round, server) in servers.iter().enumerate() {
         let old_server = *h.m.cursor_server().unwrap();
-        h.gm_fail(Failure::Network("reset".into()), None);
+        h.gm_fail(Failure::Network, None);
         h.expect(Some(old_server), kill_doc(id));
         // Consecutive resumes without any change in between keep the token.
         let body = h.agg(server, 9, id + 1, vec![], None, None);
@@ -598,8 +601,12 @@ fn close_queues_kill_cursors_once_and_is_final() {
     h.m.close();
     h.expect_none();
     // Later input is ignored.
-    h.m.handle_get_more_reply(cursor_reply(false, 7, "db.coll", vec![ev("2")], None, None));
-    h.m.handle_aggregate_reply(
+    h.m.handle_reply(
+        "a",
+        9,
+        cursor_reply(false, 7, "db.coll", vec![ev("2")], None, None),
+    );
+    h.m.handle_reply(
         "a",
         9,
         cursor_reply(true, 9, "db.coll", vec![ev("3")], None, None),
@@ -618,7 +625,11 @@ fn close_with_a_get_more_in_flight_kills_and_ignores_the_reply() {
     h.expect(Some("a"), gm_doc(7));
     h.m.close();
     h.expect(Some("a"), kill_doc(7));
-    h.m.handle_get_more_reply(cursor_reply(false, 7, "db.coll", vec![ev("1")], None, None));
+    h.m.handle_reply(
+        "a",
+        9,
+        cursor_reply(false, 7, "db.coll", vec![ev("1")], None, None),
+    );
     assert!(h.m.poll_event().is_none());
     h.expect_none();
 }
@@ -629,7 +640,7 @@ fn close_with_the_aggregate_in_flight_kills_the_cursor_it_opens() {
     h.expect(None, agg_doc(doc! {}));
     h.m.close();
     h.expect_none();
-    h.m.handle_aggregate_reply(
+    h.m.handle_reply(
         "b",
         9,
         cursor_reply(true, 11, "db.coll", vec![ev("1")], None, None),
@@ -673,23 +684,31 @@ fn an_abandoned_get_more_resumes_and_an_abandoned_aggregate_is_resent() {
 }
 
 #[test]
-fn out_of_order_input_is_ignored() {
+fn input_with_nothing_in_flight_is_ignored() {
     let mut h = H::coll(ChangeStreamOptions::default());
     // Nothing in flight yet.
-    h.m.handle_get_more_reply(cursor_reply(false, 3, "db.coll", vec![ev("x")], None, None));
-    h.m.handle_aggregate_reply(
+    h.m.handle_reply(
         "z",
         9,
         cursor_reply(true, 3, "db.coll", vec![ev("x")], None, None),
     );
+    h.m.handle_reply("z", 9, reply(&doc! { "ok": 0, "code": 280 }));
     h.m.handle_failure(Failure::server(43, &[]), None);
+    h.m.handle_failure(Failure::Client, None);
     assert!(h.m.poll_event().is_none());
     assert!(!h.m.is_closed());
-    h.expect(None, agg_doc(doc! {}));
-    // A getMore reply while the aggregate is in flight.
-    h.m.handle_get_more_reply(cursor_reply(false, 3, "db.coll", vec![ev("x")], None, None));
-    assert!(h.m.command_in_flight());
-    assert!(h.m.poll_event().is_none());
+    assert!(h.m.wants_command());
+    // Once a reply was taken, a duplicate of it is ignored too.
+    h.agg("a", 9, 7, vec![ev("1")], None, None);
+    h.m.handle_reply(
+        "a",
+        9,
+        cursor_reply(false, 7, "db.coll", vec![ev("2")], None, None),
+    );
+    h.m.handle_reply("a", 9, reply(&doc! { "ok": 1 }));
+    assert_eq!(h.events().len(), 1);
+    assert!(h.m.is_alive() && !h.m.is_closed());
+    h.expect(Some("a"), gm_doc(7));
 }
 
 #[test]
@@ -721,19 +740,19 @@ fn outgoing_helpers() {
 }
 
 #[test]
-fn a_get_more_answering_for_another_cursor_is_malformed_and_closes() {
+fn a_get_more_answering_for_another_cursor_is_a_protocol_failure_and_resumes() {
     let mut h = opened(21);
-    // Cursor 7 asked for; the reply speaks of cursor 8.
+    // Cursor 7 asked for; the reply speaks of cursor 8. It did not answer the request:
+    // a protocol failure, which a getMore resumes from. Its batch is not taken.
     h.gm(8, vec![ev("e1")], None);
-    let events = h.events();
-    assert!(
-        matches!(events.as_slice(), [Err(ChangeStreamError::Malformed(_))]),
-        "{events:?}"
-    );
-    assert!(h.m.is_closed() && !h.m.is_alive());
+    assert!(h.events().is_empty());
+    assert!(!h.m.is_closed() && h.m.is_alive());
     // The cursor this stream opened is killed; cursor 8 is never touched.
     h.expect(Some("a"), kill_doc(7));
-    h.expect_none();
+    h.expect(None, agg_doc(doc! { "resumeAfter": tok("p0") }));
+    assert_eq!(h.m.resume_count(), 1);
+    h.reply_agg("b", 21, 9, vec![], None, None);
+    h.expect(Some("b"), gm_doc(9));
 }
 
 #[test]
@@ -741,11 +760,264 @@ fn a_reply_after_the_aggregate_failed_opens_nothing_and_kills_nothing() {
     let mut h = H::coll(ChangeStreamOptions::default());
     let (_, body, _) = h.next();
     assert!(body.contains_key("aggregate"));
-    h.m.handle_failure(Failure::Network("reset".into()), Some(21));
+    h.m.handle_failure(Failure::Network, Some(21));
     assert!(h.m.is_closed());
     // A late (or duplicated) reply to the failed aggregate is not an orphan of close().
     let ns = h.ns.clone();
-    h.m.handle_aggregate_reply("a", 21, cursor_reply(true, 9, &ns, vec![], None, None));
+    h.m.handle_reply("a", 21, cursor_reply(true, 9, &ns, vec![], None, None));
     h.m.close();
     h.expect_none();
+}
+
+// ---------------------------------------------------------------------------------
+// Failures as kinds, and replies the machine parses itself.
+
+/// Opens a db.coll stream whose cursor 7 lives on server "b" (wire `wire`), and hands
+/// out one event, so that the cached token is that event's `_id`, `{_data: "e1"}`.
+fn opened_on_b_after_an_event(wire: i32) -> H {
+    let mut h = H::coll(ChangeStreamOptions::default());
+    h.agg("b", wire, 7, vec![ev("e1")], None, None);
+    assert_eq!(h.events().len(), 1);
+    assert_eq!(h.token(), Some(tok("e1")));
+    h
+}
+
+#[test]
+fn a_get_more_error_that_is_not_a_server_error_resumes_unless_it_is_local() {
+    // Spec rule 2: a network error, a timeout, and a reply the client cannot accept.
+    for wire in [6, 8, 9, 21] {
+        for failure in [Failure::Network, Failure::Timeout, Failure::Protocol] {
+            let mut h = opened_on_b_after_an_event(wire);
+            let (server, body) = h.gm_fail(failure.clone(), None);
+            assert_eq!((server, body), (Some("b"), gm_doc(7)));
+            // The old cursor is killed on its own server, then the resume's aggregate
+            // (on a server the driver selects) resumes after the cached token.
+            h.expect(Some("b"), kill_doc(7));
+            h.expect(None, agg_doc(doc! { "resumeAfter": tok("e1") }));
+            h.expect_none();
+            assert!(h.events().is_empty(), "{failure}: nothing reported");
+            assert_eq!(h.m.resume_count(), 1);
+            assert!(h.m.is_alive());
+        }
+    }
+    // A getMore that could not even be built or encoded: nothing was sent, a resume
+    // would fail the same way. The stream closes, killing its cursor.
+    let mut h = opened_on_b_after_an_event(9);
+    h.gm_fail(Failure::Client, None);
+    h.expect(Some("b"), kill_doc(7));
+    h.expect_none();
+    let events = h.events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Err(ChangeStreamError::Client {
+                command: FailedCommand::GetMore
+            })]
+        ),
+        "{events:?}"
+    );
+    assert!(h.m.is_closed() && !h.m.is_alive());
+    assert_eq!(h.m.resume_count(), 0);
+    assert_eq!(h.token(), Some(tok("e1")));
+}
+
+#[test]
+fn a_malformed_get_more_reply_is_a_protocol_failure_and_resumes() {
+    for bad in [
+        // `ok` is the machine's to check, not the driver's: a reply without it.
+        doc! { "cursor": { "id": 7i64, "ns": "db.coll", "nextBatch": [] } },
+        doc! { "ok": 1 },
+        doc! { "ok": 1, "cursor": { "id": 7i64, "ns": "db.coll" } },
+        doc! { "ok": 1, "cursor": { "id": "7", "ns": "db.coll", "nextBatch": [] } },
+        doc! { "ok": 1, "cursor": { "id": 7i64, "ns": "db.coll", "nextBatch": [1] } },
+    ] {
+        let mut h = opened_on_b_after_an_event(9);
+        h.gm_reply(reply(&bad));
+        assert!(h.events().is_empty(), "{bad}");
+        h.expect(Some("b"), kill_doc(7));
+        h.expect(None, agg_doc(doc! { "resumeAfter": tok("e1") }));
+        assert_eq!(h.m.resume_count(), 1, "{bad}");
+    }
+}
+
+#[test]
+fn a_get_more_reply_with_ok_0_is_a_server_failure() {
+    // Resumable: CursorNotFound at any wire version; from wire version 9 the label; below
+    // it the code. The wire version handed to handle_reply decides.
+    for (wire, reply_body) in [
+        (
+            9,
+            doc! { "ok": 0, "code": 43, "codeName": "CursorNotFound", "errmsg": "gone" },
+        ),
+        (
+            9,
+            doc! { "ok": 0.0, "code": 91, "errorLabels": [RESUMABLE_LABEL], "errmsg": "shutdown" },
+        ),
+        (8, doc! { "ok": 0, "code": 6, "errmsg": "host unreachable" }),
+    ] {
+        let mut h = opened_on_b_after_an_event(wire);
+        h.gm_reply(reply(&reply_body));
+        assert!(h.events().is_empty(), "{reply_body}");
+        h.expect(Some("b"), kill_doc(7));
+        h.expect(None, agg_doc(doc! { "resumeAfter": tok("e1") }));
+    }
+
+    // Fatal: closed with the server's error, which keeps its code, name and message.
+    let mut h = opened_on_b_after_an_event(21);
+    h.gm_reply(reply(&doc! {
+        "ok": 0,
+        "code": 280,
+        "codeName": "ChangeStreamFatalError",
+        "errmsg": "the pipeline changed _id",
+    }));
+    h.expect(Some("b"), kill_doc(7));
+    h.expect_none();
+    let err = h.m.poll_event().unwrap().unwrap_err();
+    assert_eq!(err.code(), Some(280));
+    assert_eq!(err.command(), Some(FailedCommand::GetMore));
+    assert!(!err.is_resumable());
+    let server_error = err.server_error().unwrap();
+    assert_eq!(
+        server_error.code_name.as_deref(),
+        Some("ChangeStreamFatalError")
+    );
+    assert_eq!(server_error.message, "the pipeline changed _id");
+    assert!(matches!(
+        err,
+        ChangeStreamError::Server {
+            wire_version: Some(21),
+            ..
+        }
+    ));
+    assert!(h.m.is_closed() && h.m.poll_event().is_none());
+
+    // A code that is resumable below wire version 9 is fatal when the connection the
+    // getMore ran on reports 9 or more, whatever the cursor's wire version.
+    let mut h = opened_on_b_after_an_event(8);
+    let (server, _, _) = h.next();
+    h.m.handle_reply(server.unwrap(), 9, reply(&doc! { "ok": 0, "code": 6 }));
+    assert!(h.m.is_closed());
+    assert_eq!(h.events()[0].as_ref().unwrap_err().code(), Some(6));
+}
+
+#[test]
+fn batch_size_zero_goes_on_the_aggregate_only() {
+    let mut h = H::coll(ChangeStreamOptions {
+        batch_size: Some(0),
+        max_await_time: Some(Duration::from_millis(250)),
+        ..Default::default()
+    });
+    let body = h.agg("a", 21, 7, vec![], Some(tok("p0")), None);
+    assert_eq!(
+        body,
+        doc! {
+            "aggregate": "coll",
+            "pipeline": [{ "$changeStream": {} }],
+            "cursor": { "batchSize": 0 },
+            "$db": "db",
+        }
+    );
+    let get_more = doc! { "getMore": 7i64, "collection": "coll", "maxTimeMS": 250, "$db": "db" };
+    assert_eq!(h.gm(7, vec![], Some(tok("p1"))), get_more);
+    // The same getMore every time, and the same rules after a resume.
+    assert_eq!(h.gm(7, vec![], None), get_more);
+    h.gm_fail(Failure::Network, None);
+    h.expect(Some("a"), kill_doc(7));
+    let body = h.agg("b", 21, 8, vec![], None, None);
+    assert_eq!(
+        body.get_document("cursor").unwrap(),
+        &doc! { "batchSize": 0 }
+    );
+    h.expect(
+        Some("b"),
+        doc! { "getMore": 8i64, "collection": "coll", "maxTimeMS": 250, "$db": "db" },
+    );
+}
+
+#[test]
+fn an_aggregate_reply_with_ok_0_closes_with_the_server_error() {
+    for wire in [8, 21] {
+        let mut h = H::coll(ChangeStreamOptions::default());
+        h.expect(None, agg_doc(doc! {}));
+        // Even a code that would resume a getMore: an aggregate's errors never resume.
+        h.m.handle_reply(
+            "a",
+            wire,
+            reply(&doc! {
+                "ok": 0,
+                "code": 43,
+                "codeName": "CursorNotFound",
+                "errorLabels": [RESUMABLE_LABEL],
+                "errmsg": "no",
+            }),
+        );
+        h.expect_none();
+        let events = h.events();
+        let err = events[0].as_ref().unwrap_err();
+        assert_eq!(err.code(), Some(43));
+        assert_eq!(err.command(), Some(FailedCommand::Aggregate));
+        assert_eq!(err.server_error().unwrap().message, "no");
+        assert!(!err.is_resumable());
+        assert!(matches!(
+            err,
+            ChangeStreamError::Server { wire_version: Some(w), .. } if *w == wire
+        ));
+        assert!(h.m.is_closed() && !h.m.is_alive());
+        assert_eq!(h.m.cursor_id(), None);
+    }
+}
+
+#[test]
+fn a_malformed_aggregate_reply_closes_with_a_protocol_error() {
+    let mut h = H::coll(ChangeStreamOptions::default());
+    h.expect(None, agg_doc(doc! {}));
+    h.m.handle_reply(
+        "a",
+        21,
+        reply(&doc! { "ok": 1, "cursor": { "id": 7i64, "firstBatch": [] } }),
+    );
+    h.expect_none();
+    let events = h.events();
+    let err = events[0].as_ref().unwrap_err();
+    assert!(err.is_protocol() && !err.is_resumable(), "{err}");
+    assert_eq!(err.command(), Some(FailedCommand::Aggregate));
+    assert!(
+        matches!(err, ChangeStreamError::Protocol { reason: Some(r), .. } if r.contains("ns")),
+        "the machine says what was wrong: {err}"
+    );
+    assert!(h.m.is_closed());
+}
+
+#[test]
+fn a_resume_aggregate_failing_through_its_reply_is_surfaced() {
+    let mut h = opened(9);
+    h.gm_reply(reply(&doc! { "ok": 0, "code": 43 }));
+    h.expect(Some("a"), kill_doc(7));
+    h.expect(None, agg_doc(doc! { "resumeAfter": tok("p0") }));
+    h.m.handle_reply("b", 9, reply(&doc! { "ok": 0, "code": 43 }));
+    h.expect_none();
+    let events = h.events();
+    let err = events[0].as_ref().unwrap_err();
+    assert_eq!(
+        (err.code(), err.command()),
+        (Some(43), Some(FailedCommand::Aggregate))
+    );
+    assert_eq!(h.m.resume_count(), 1);
+}
+
+#[test]
+fn an_orphan_aggregate_reply_with_ok_0_kills_nothing() {
+    let mut h = H::coll(ChangeStreamOptions::default());
+    h.expect(None, agg_doc(doc! {}));
+    h.m.close();
+    h.m.handle_reply("b", 9, reply(&doc! { "ok": 0, "code": 13 }));
+    h.expect_none();
+    // The orphan's turn has passed: a later reply is not taken for it.
+    h.m.handle_reply(
+        "b",
+        9,
+        cursor_reply(true, 11, "db.coll", vec![], None, None),
+    );
+    h.expect_none();
+    assert!(h.m.poll_event().is_none());
 }
