@@ -14,16 +14,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use brook_changestream::{ChangeStreamMachine, ChangeStreamOptions, Outgoing, Target};
-use brook_command::{Command, CommandBody, CursorReply, GetMore, SharedDoc};
-use brook_conn::{Connection, ServerAddress};
+use brook_command::{Command, Reply, SharedDoc};
+use brook_conn::ServerAddress;
 use bson::{Bson, Document, Timestamp};
 use futures_core::Stream;
 use serde::de::DeserializeOwned;
 
-use crate::client::{Client, ClientInner, SessionGuard};
+use crate::client::Client;
+use crate::cursor::GetMoreCache;
 use crate::error::{Error, ErrorKind};
 use crate::event::{ChangeStreamEvent, RawChangeEvent, ResumeToken};
-use crate::session::{ClientSession, ExplicitSession};
+use crate::exec::{Body, Executor, Lease, PooledConn};
+use crate::session::{ClientSession, ExplicitSession, HeldSession, LsidOnly, SessionRef};
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -313,42 +315,38 @@ impl<E> WatchBuilder<E> {
     }
 
     async fn open(self) -> Result<ChangeStream<E>, Error> {
-        let inner = Arc::clone(&self.client.inner);
-        inner.check_open()?;
+        let exec = Arc::clone(&self.client.exec);
+        exec.check_open()?;
         let session = match self.session {
             Some(explicit) => {
-                if !Arc::ptr_eq(&explicit.client, &inner) {
+                if !Arc::ptr_eq(&explicit.pool, exec.sessions()) {
                     return Err(Error::invalid_argument(
                         "the session was started by another client",
                     ));
                 }
-                StreamSession::Explicit(explicit)
+                HeldSession::Explicit(explicit)
             }
-            None => match inner.implicit_session() {
-                Some(guard) => StreamSession::Implicit(guard),
-                None => StreamSession::None,
-            },
+            None => exec.implicit_session(),
         };
         let machine = ChangeStreamMachine::new(self.scope.target(), self.options);
         let mut core = Core {
-            client: inner,
+            lsid: session.lsid().cloned(),
+            exec,
             machine,
             conn: None,
-            session,
+            session: Some(session),
             in_flight: None,
             last_error: None,
             get_mores: 0,
-            get_more_body: None,
+            get_more_cache: GetMoreCache::default(),
         };
-        // Run the initial aggregate (and nothing else) to completion here.
-        while let Some(out) = core.machine.poll_command() {
-            let aggregate = matches!(out, Outgoing::Aggregate { .. });
-            let done = core.run_now(out).await;
-            core.apply(done);
-            if aggregate {
-                break;
-            }
+        // Run the initial aggregate (and nothing else) to completion here. If this future
+        // is dropped meanwhile, the stream's Drop finishes the aggregate in the
+        // background and kills the cursor it opened.
+        if let Some(out) = core.machine.poll_command() {
+            core.start(out);
         }
+        std::future::poll_fn(|cx| core.poll_in_flight(cx)).await;
         if core.machine.is_closed()
             && let Some(Err(err)) = core.machine.poll_event()
         {
@@ -374,148 +372,66 @@ impl<E: ChangeStreamItem + 'static> IntoFuture for WatchBuilder<E> {
 // The stream
 // ---------------------------------------------------------------------------------------
 
-/// The session a stream's commands carry.
-#[derive(Debug)]
-enum StreamSession {
-    /// The server does not support sessions.
-    None,
-    /// An implicit session held for the stream's whole life.
-    Implicit(SessionGuard),
-    /// The user's session.
-    Explicit(Arc<ExplicitSession>),
-}
-
-impl StreamSession {
-    /// The lsid, for a command about to be sent (see [`touch`](Self::touch)).
-    fn lsid_doc(&self) -> Option<&Document> {
-        match self {
-            StreamSession::None => None,
-            StreamSession::Implicit(g) => g.lsid(),
-            StreamSession::Explicit(s) => Some(s.lsid()),
-        }
-    }
-
-    /// A command carrying the lsid is being sent.
-    fn touch(&mut self) {
-        match self {
-            StreamSession::None => {}
-            StreamSession::Implicit(g) => g.touch(),
-            StreamSession::Explicit(s) => s.touch(),
-        }
-    }
-
-    fn lsid(&mut self) -> Option<Document> {
-        self.touch();
-        self.lsid_doc().cloned()
-    }
-
-    fn mark_dirty(&mut self) {
-        match self {
-            StreamSession::None => {}
-            StreamSession::Implicit(g) => g.mark_dirty(),
-            StreamSession::Explicit(s) => s.mark_dirty(),
-        }
-    }
-}
-
-/// Which command a [`Done`] answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Aggregate,
-    GetMore,
-    KillCursors,
-}
-
-/// The outcome of one command, with the connection it ran on (when still usable).
+/// The outcome of one command, with the connection it ran on (when still usable) and
+/// the stream's session, which the command held while it ran.
 struct Done {
-    kind: Kind,
-    outcome: Result<Option<CursorReply>, Error>,
-    conn: Option<Connection>,
+    outcome: Result<Reply, Error>,
+    conn: Option<PooledConn>,
     server: ServerAddress,
     wire_version: Option<i32>,
+    session: HeldSession,
 }
 
 type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
 
-/// Runs one command of the machine on `server`: over `conn` if it is a healthy
-/// connection to that server, else over a new dedicated connection.
-async fn run_outgoing(
-    client: Arc<ClientInner>,
-    conn: Option<Connection>,
-    body: Body,
-    out: Outgoing<ServerAddress>,
+/// Runs one `aggregate` or `getMore` of the machine: on `conn` (the stream's own
+/// connection) when it is healthy, of the pool's current generation and on the right
+/// server; else on a new dedicated connection (selection waits while the server is
+/// unknown, e.g. after the network error that made the stream resume).
+async fn run_command(
+    exec: Arc<Executor>,
+    conn: Option<PooledConn>,
+    at: Option<ServerAddress>,
+    body: Result<Body, Error>,
+    mut session: HeldSession,
+    limit: Option<Duration>,
 ) -> Done {
-    let kind = match &out {
-        Outgoing::Aggregate { .. } => Kind::Aggregate,
-        Outgoing::GetMore { .. } => Kind::GetMore,
-        _ => Kind::KillCursors,
-    };
-    let server = out
-        .server()
-        .cloned()
-        .unwrap_or_else(|| client.pool.address().clone());
-    let fail = |outcome: Error, wire_version: Option<i32>, conn: Option<Connection>| Done {
-        kind,
-        wire_version: outcome.wire_version().or(wire_version),
-        outcome: Err(outcome),
+    let fallback = at.clone().unwrap_or_else(|| exec.address().clone());
+    let failed = |e: Error, conn, session| Done {
+        wire_version: e.wire_version(),
+        outcome: Err(e),
         conn,
-        server: server.clone(),
+        server: fallback.clone(),
+        session,
     };
-    let healthy = conn.filter(|c| !c.is_broken() && c.address() == &server);
-    let mut conn = match healthy {
-        Some(c) => c,
-        None => match client.pool.dedicated(&server).await {
-            Ok(c) => c,
-            Err(e) => return fail(e, None, None),
-        },
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return failed(e, conn, session),
     };
-    let wire = conn.description().max_wire_version;
-    let reply = match body {
-        Body::Serialized(body) => conn.run_serialized(body).await,
-        Body::Build { lsid } => match with_lsid(&out, lsid) {
-            Ok(body) => conn.run_body(body).await,
-            Err(e) => return fail(e, Some(wire), Some(conn)),
-        },
-    };
-    let usable = (!conn.is_broken()).then_some(conn);
-    let parsed = reply.map_err(Error::from).and_then(|reply| {
-        match &out {
-            Outgoing::Aggregate { command, .. } => command.handle_reply(reply).map(Some),
-            Outgoing::GetMore { command, .. } => command.handle_reply(reply).map(Some),
-            Outgoing::KillCursors { command, .. } => command.handle_reply(reply).map(|_| None),
-            _ => Ok(None),
-        }
-        .map_err(Error::from)
+    let usable = conn.filter(|c| {
+        !c.is_broken() && !c.is_stale() && at.as_ref().is_none_or(|a| c.address() == a)
     });
-    match parsed {
-        Ok(reply) => Done {
-            kind,
-            outcome: Ok(reply),
-            conn: usable,
-            server,
-            wire_version: Some(wire),
+    let mut conn = match usable {
+        Some(c) => c,
+        None => match exec.check_out(at.as_ref(), Lease::Dedicated).await {
+            Ok(c) => c,
+            Err(e) => return failed(e, None, session),
         },
-        Err(e) => fail(e.with_wire_version(Some(wire)), Some(wire), usable),
+    };
+    let server = conn.address().clone();
+    let wire = conn.description().max_wire_version;
+    let outcome = exec
+        .run_on(&mut conn, body, Some(&mut session), limit)
+        .await;
+    // A broken connection goes back to the pool, which closes it.
+    let conn = (!conn.is_broken()).then_some(conn);
+    Done {
+        outcome,
+        conn,
+        server,
+        wire_version: Some(wire),
+        session,
     }
-}
-
-/// How [`run_outgoing`] gets the body of its command.
-enum Body {
-    /// Already serialised, with the lsid in it (see [`Core::get_more_body`]).
-    Serialized(SharedDoc),
-    /// Built from the command, with this lsid added.
-    Build { lsid: Option<Document> },
-}
-
-/// `out`'s body, with `lsid` added unless the command carries one already.
-fn with_lsid(out: &Outgoing<ServerAddress>, lsid: Option<Document>) -> Result<CommandBody, Error> {
-    let mut body = out.build()?;
-    if let Some(lsid) = lsid
-        && !body.body.contains_key("lsid")
-    {
-        body.body.insert("lsid", lsid);
-    }
-    Ok(body)
 }
 
 /// How far one call may go.
@@ -527,108 +443,113 @@ enum Mode {
     AtMostOneGetMore(bool),
 }
 
+/// How long a closed or dropped stream waits for the reply of an `aggregate` it had in
+/// flight, to kill the cursor that aggregate opens.
+const ORPHAN_AGGREGATE_BOUND: Duration = Duration::from_secs(30);
+
 /// Everything of a stream but its item type.
 struct Core {
-    client: Arc<ClientInner>,
+    exec: Arc<Executor>,
     machine: ChangeStreamMachine<ServerAddress>,
     /// The stream's own connection, while no command runs on it.
-    conn: Option<Connection>,
-    session: StreamSession,
-    /// The command running now, holding the connection.
+    conn: Option<PooledConn>,
+    /// The stream's session, while no command runs (the command holds it meanwhile).
+    session: Option<HeldSession>,
+    /// A copy of the session's lsid, for the `killCursors` sent while the stream holds
+    /// its session.
+    lsid: Option<Document>,
+    /// The command running now, holding the connection and the session.
     in_flight: Option<InFlight>,
     /// The error of the last failed command, reported instead of the machine's summary
     /// of it when the machine closes the stream because of it.
     last_error: Option<Error>,
     get_mores: u64,
-    /// The last `getMore` sent (its database and command) and its body serialised with
-    /// the stream's lsid: a cursor's `getMore` is the same command every time, so it is
-    /// built and serialised once per cursor rather than once per round trip. (The lsid
-    /// does not change during a stream's life.)
-    get_more_body: Option<(String, GetMore, SharedDoc)>,
+    /// The cursor's `getMore`, serialised once per cursor with the lsid.
+    get_more_cache: GetMoreCache,
 }
 
 impl Core {
-    fn future_for(&mut self, out: Outgoing<ServerAddress>) -> InFlight {
-        if matches!(out, Outgoing::GetMore { .. }) {
-            self.get_mores = self.get_mores.saturating_add(1);
-        }
-        self.session.touch();
-        let body = match self.get_more_body(&out) {
-            Some(body) => Body::Serialized(body),
-            None => Body::Build {
-                lsid: self.session.lsid_doc().cloned(),
-            },
+    /// Starts `out`: a `killCursors` goes to the background at once (fire and forget,
+    /// bounded; it never delays the resume that follows), an `aggregate` or a `getMore`
+    /// becomes the command in flight.
+    fn start(&mut self, out: Outgoing<ServerAddress>) {
+        let (at, body, limit) = match out {
+            Outgoing::KillCursors {
+                server,
+                db,
+                command,
+            } => {
+                let lsid = LsidOnly(self.lsid.clone());
+                self.exec.spawn_kill_cursors(server, db, command, lsid);
+                return;
+            }
+            Outgoing::Aggregate { db, command, .. } => {
+                let body = command.build(&db).map(Body::Built).map_err(Error::from);
+                (None, body, None)
+            }
+            Outgoing::GetMore {
+                server,
+                db,
+                command,
+            } => {
+                self.get_mores = self.get_mores.saturating_add(1);
+                let body = self
+                    .get_more_cache
+                    .body(&db, &command, self.lsid.as_ref())
+                    .map(Body::Serialized);
+                let limit = self.exec.await_bound(self.machine.options().max_await_time);
+                (Some(server), body, Some(limit))
+            }
         };
-        Box::pin(run_outgoing(
-            Arc::clone(&self.client),
+        let session = self.session.take().unwrap_or_default();
+        self.in_flight = Some(Box::pin(run_command(
+            Arc::clone(&self.exec),
             self.conn.take(),
+            at,
             body,
-            out,
-        ))
+            session,
+            limit,
+        )));
     }
 
-    /// The serialised body of `out` (with the lsid) if it is a `getMore`: the cached one
-    /// when the command is the same as last time, else built and cached. `None` for other
-    /// commands, and if it cannot be built (the error is then reported by building it
-    /// again when it runs).
-    fn get_more_body(&mut self, out: &Outgoing<ServerAddress>) -> Option<SharedDoc> {
-        let Outgoing::GetMore { db, command, .. } = out else {
-            return None;
-        };
-        if let Some((cached_db, cached, body)) = &self.get_more_body
-            && cached_db == db
-            && cached == command
-        {
-            return Some(body.clone());
+    /// Polls the command in flight, if any, and feeds its outcome to the machine.
+    fn poll_in_flight(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(fut) = self.in_flight.as_mut() {
+            let done = match fut.as_mut().poll(cx) {
+                Poll::Ready(done) => done,
+                Poll::Pending => return Poll::Pending,
+            };
+            self.in_flight = None;
+            self.apply(done);
         }
-        let body = with_lsid(out, self.session.lsid_doc().cloned()).ok()?;
-        let body = SharedDoc::from_document(&body.body).ok()?;
-        self.get_more_body = Some((db.to_owned(), command.clone(), body.clone()));
-        Some(body)
-    }
-
-    async fn run_now(&mut self, out: Outgoing<ServerAddress>) -> Done {
-        self.future_for(out).await
+        Poll::Ready(())
     }
 
     /// Feeds a finished command back to the machine.
     fn apply(&mut self, done: Done) {
+        self.session = Some(done.session);
         if let Some(conn) = done.conn
             && self.conn.is_none()
         {
             self.conn = Some(conn);
         }
-        let err = match done.outcome {
-            Ok(Some(reply)) => {
-                match done.kind {
-                    Kind::Aggregate => self.machine.handle_aggregate_reply(
-                        done.server,
-                        done.wire_version.unwrap_or(0),
-                        reply,
-                    ),
-                    Kind::GetMore => self.machine.handle_get_more_reply(reply),
-                    Kind::KillCursors => {}
-                }
-                return;
+        match done.outcome {
+            Ok(reply) => {
+                self.machine
+                    .handle_reply(done.server, done.wire_version.unwrap_or(0), reply);
             }
-            Ok(None) => return,
-            Err(err) => err,
-        };
-        if err.is_network() {
-            self.session.mark_dirty();
+            Err(err) => {
+                self.machine
+                    .handle_failure(err.to_failure(), done.wire_version);
+                self.last_error = self.machine.is_closed().then_some(err);
+            }
         }
-        if done.kind == Kind::KillCursors {
-            // killCursors errors are swallowed.
-            return;
-        }
-        self.machine
-            .handle_failure(err.to_failure(), done.wire_version);
-        self.last_error = self.machine.is_closed().then_some(err);
     }
 
     /// Maps an error the machine hands out to the facade's error.
     fn take_error(&mut self, err: brook_changestream::ChangeStreamError) -> Error {
-        if err.command().is_some()
+        if err.server_error().is_none()
+            && err.command().is_some()
             && let Some(original) = self.last_error.take()
         {
             return original;
@@ -641,6 +562,14 @@ impl Core {
         self.machine.wants_command() && self.machine.cursor_id().is_some()
     }
 
+    /// Whether the command in flight is an `aggregate` (whose cursor must be killed if
+    /// the stream is closed before its reply).
+    fn aggregate_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+            && self.machine.command_in_flight()
+            && self.machine.cursor_server().is_none()
+    }
+
     /// Drives the machine until it yields an event, an error, or nothing more (the stream
     /// ended, or `mode` allows no further `getMore`).
     fn poll_doc(
@@ -649,13 +578,8 @@ impl Core {
         mode: &mut Mode,
     ) -> Poll<Option<Result<SharedDoc, Error>>> {
         loop {
-            if let Some(fut) = self.in_flight.as_mut() {
-                let done = match fut.as_mut().poll(cx) {
-                    Poll::Ready(done) => done,
-                    Poll::Pending => return Poll::Pending,
-                };
-                self.in_flight = None;
-                self.apply(done);
+            if self.poll_in_flight(cx).is_pending() {
+                return Poll::Pending;
             }
             if let Some(event) = self.machine.poll_event() {
                 return Poll::Ready(Some(event.map_err(|e| self.take_error(e))));
@@ -671,34 +595,70 @@ impl Core {
             {
                 *sent = true;
             }
-            self.in_flight = Some(self.future_for(out));
+            self.start(out);
         }
     }
+
+    /// Closes the machine: an `aggregate` in flight is kept (returned, to be finished so
+    /// that its cursor can be killed), a `getMore` in flight is abandoned with its
+    /// connection, and the stream's own connection goes back to the pool.
+    fn close_machine(&mut self) -> Option<InFlight> {
+        let pending = if self.aggregate_in_flight() {
+            self.in_flight.take()
+        } else {
+            None
+        };
+        self.in_flight = None;
+        self.conn = None;
+        self.machine.close();
+        pending
+    }
+}
+
+/// Finishes an `aggregate` left in flight by a closed stream (bounded) and feeds its
+/// reply to the closed machine, which then hands out the `killCursors` of the cursor it
+/// opened. Returns the stream's session, which the command held.
+async fn finish_orphan(
+    machine: &mut ChangeStreamMachine<ServerAddress>,
+    pending: Option<InFlight>,
+) -> Option<HeldSession> {
+    let pending = pending?;
+    let done = tokio::time::timeout(ORPHAN_AGGREGATE_BOUND, pending)
+        .await
+        .ok()?;
+    if let Ok(reply) = done.outcome {
+        machine.handle_reply(done.server, done.wire_version.unwrap_or(0), reply);
+    }
+    Some(done.session)
 }
 
 impl Drop for Core {
     fn drop(&mut self) {
-        // An unfinished command is abandoned with its connection.
-        self.in_flight = None;
-        self.machine.close();
+        let pending = self.close_machine();
         let kills: Vec<_> = std::iter::from_fn(|| self.machine.poll_command()).collect();
-        if kills.is_empty() {
+        if pending.is_none() && kills.is_empty() {
             return;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let client = Arc::clone(&self.client);
-        let mut conn = self.conn.take();
-        let lsid = self.session.lsid();
-        let session = std::mem::replace(&mut self.session, StreamSession::None);
-        handle.spawn(async move {
-            for kill in kills {
-                let body = Body::Build { lsid: lsid.clone() };
-                let done = run_outgoing(Arc::clone(&client), conn.take(), body, kill).await;
-                conn = done.conn;
+        let mut machine = self.machine.clone();
+        let exec = Arc::clone(&self.exec);
+        let mut lsid = LsidOnly(self.lsid.clone());
+        let session = self.session.take();
+        self.exec.spawn(async move {
+            let returned = finish_orphan(&mut machine, pending).await;
+            let later = std::iter::from_fn(|| machine.poll_command());
+            for out in kills.into_iter().chain(later.collect::<Vec<_>>()) {
+                if let Outgoing::KillCursors {
+                    server,
+                    db,
+                    command,
+                } = out
+                {
+                    let _ = exec
+                        .kill_cursors_bounded(&server, &db, &command, &mut lsid)
+                        .await;
+                }
             }
-            drop(session);
+            drop((session, returned));
         });
     }
 }
@@ -784,18 +744,28 @@ impl<E> ChangeStream<E> {
     /// returns `Ok(())`.
     pub async fn close(mut self) -> Result<(), Error> {
         let core = &mut self.core;
-        core.in_flight = None;
-        core.machine.close();
+        let pending = core.close_machine();
+        if let Some(session) = finish_orphan(&mut core.machine, pending).await {
+            core.session = Some(session);
+        }
+        let mut lsid = LsidOnly(core.lsid.clone());
         let mut result = Ok(());
         while let Some(out) = core.machine.poll_command() {
-            let done = core.run_now(out).await;
-            if let Some(conn) = done.conn {
-                core.conn = Some(conn);
-            }
-            if let Err(e) = done.outcome
-                && result.is_ok()
+            if let Outgoing::KillCursors {
+                server,
+                db,
+                command,
+            } = out
             {
-                result = Err(e);
+                let outcome = core
+                    .exec
+                    .kill_cursors_bounded(&server, &db, &command, &mut lsid)
+                    .await;
+                if let Err(e) = outcome
+                    && result.is_ok()
+                {
+                    result = Err(e);
+                }
             }
         }
         result

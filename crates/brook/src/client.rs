@@ -1,11 +1,10 @@
 //! `Client`: discovery of the server to talk to, the connection cache, sessions, shutdown.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use brook_command::{Command, EndSessions};
 use brook_conn::{Connection, ConnectionOptions, ServerAddress, ServerKind, TlsOptions};
+use brook_pool::PoolOptions;
 use brook_wire::Compressor;
 use bson::Document;
 
@@ -13,77 +12,22 @@ use crate::change_stream::{Scope, WatchBuilder};
 use crate::db::Database;
 use crate::error::{Error, ErrorKind};
 use crate::event::ChangeStreamEvent;
+use crate::exec::{DEFAULT_SERVER_SELECTION_TIMEOUT, Executor, Server, ServerInfo};
 use crate::options::{ClientOptions, Host};
-use crate::pool::{ConnPool, DEFAULT_MAX_POOL_SIZE, PooledConn};
-use crate::session::{ClientSession, END_SESSIONS_BATCH, ServerSession, SessionPool};
+use crate::session::ClientSession;
 
-/// The default `serverSelectionTimeoutMS`.
-const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default `maxPoolSize`.
+const DEFAULT_MAX_POOL_SIZE: u32 = 100;
+/// The default `maxConnecting`.
+const DEFAULT_MAX_CONNECTING: u32 = 2;
 /// The pause between two rounds over the seed list during discovery.
 const DISCOVERY_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// What the handshake with the selected server told us.
-#[derive(Debug, Clone)]
-pub(crate) struct ServerInfo {
-    pub(crate) max_wire_version: i32,
-    pub(crate) max_bson_object_size: usize,
-    pub(crate) max_message_size_bytes: usize,
-    pub(crate) max_write_batch_size: usize,
-    pub(crate) logical_session_timeout: Option<Duration>,
-    pub(crate) kind: ServerKind,
-}
-
-#[derive(Debug)]
-pub(crate) struct ClientInner {
-    pub(crate) options: ClientOptions,
-    pub(crate) pool: Arc<ConnPool>,
-    pub(crate) server: ServerInfo,
-    pub(crate) sessions: SessionPool,
-    shut_down: AtomicBool,
-}
-
 /// A handle to a MongoDB deployment. Cheap to clone (an `Arc` inside); all clones share
-/// one connection cache and one session pool.
+/// one executor: one connection pool per server, one session pool, one cluster time.
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub(crate) inner: Arc<ClientInner>,
-}
-
-/// An implicit session checked out for one operation or one cursor; returned to the pool
-/// when dropped.
-#[derive(Debug)]
-pub(crate) struct SessionGuard {
-    session: Option<ServerSession>,
-    timeout: Duration,
-    client: Arc<ClientInner>,
-}
-
-impl SessionGuard {
-    pub(crate) fn lsid(&self) -> Option<&Document> {
-        self.session.as_ref().map(|s| &s.id)
-    }
-
-    pub(crate) fn touch(&mut self) {
-        if let Some(s) = self.session.as_mut() {
-            s.last_use = Instant::now();
-        }
-    }
-
-    pub(crate) fn mark_dirty(&mut self) {
-        if let Some(s) = self.session.as_mut() {
-            s.dirty = true;
-        }
-    }
-}
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        if let Some(s) = self.session.take() {
-            self.client
-                .sessions
-                .release(s, self.timeout, Instant::now());
-        }
-    }
+    pub(crate) exec: Arc<Executor>,
 }
 
 fn to_connection_options(o: &ClientOptions) -> Result<ConnectionOptions, Error> {
@@ -252,37 +196,34 @@ impl Client {
     /// handshakes: a standalone (single seed), a mongos or a replica set primary is used
     /// as is (any server with `directConnection=true`); a secondary points the search at
     /// its `primary` and its `hosts`. Rounds repeat until `serverSelectionTimeoutMS`
-    /// (default 30 s). The server found is used for every operation: there is no
-    /// monitoring yet, so a later failover needs a new client.
+    /// (default 30 s). The server found is used for every operation, through a CMAP
+    /// connection pool (`maxPoolSize`, `minPoolSize`, `maxConnecting`, `maxIdleTimeMS`,
+    /// `waitQueueTimeoutMS`). A network error clears the pool and marks the server
+    /// unknown until a fresh handshake finds it again; operations wait for that up to
+    /// `serverSelectionTimeoutMS`. There is no replica-set monitoring yet, so a failover
+    /// to another member needs a new client.
     pub async fn with_options(options: ClientOptions) -> Result<Client, Error> {
         options.check_supported()?;
         let conn_opts = to_connection_options(&options)?;
         let conn = discover(&options, &conn_opts).await?;
-        let d = conn.description();
-        let server = ServerInfo {
-            max_wire_version: d.max_wire_version,
-            max_bson_object_size: d.max_bson_object_size,
-            max_message_size_bytes: d.max_message_size_bytes,
-            max_write_batch_size: d.max_write_batch_size,
-            logical_session_timeout: d.logical_session_timeout,
-            kind: d.server_kind,
+        let info = ServerInfo::of(&conn);
+        let address = conn.description().address.clone();
+        // The discovery connection did its job; the pool opens its own (CMAP counts and
+        // ids every connection it owns).
+        conn.close().await;
+        let defaults = PoolOptions::default();
+        let pool_options = PoolOptions {
+            max_pool_size: options.max_pool_size.unwrap_or(DEFAULT_MAX_POOL_SIZE),
+            min_pool_size: options.min_pool_size.unwrap_or(0),
+            max_connecting: options.max_connecting.unwrap_or(DEFAULT_MAX_CONNECTING),
+            max_idle_time: options.max_idle_time.filter(|d| !d.is_zero()),
+            wait_queue_timeout: options.wait_queue_timeout.filter(|d| !d.is_zero()),
+            ..defaults
         };
-        let pool = ConnPool::new(
-            d.address.clone(),
-            conn_opts,
-            options.max_pool_size.unwrap_or(DEFAULT_MAX_POOL_SIZE),
-            options.wait_queue_timeout,
-            options.max_idle_time,
-        );
-        pool.seed(conn);
+        let handler = options.cmap_event_handler.clone();
+        let server = Server::new(address, conn_opts, pool_options, info, handler);
         Ok(Client {
-            inner: Arc::new(ClientInner {
-                options,
-                pool,
-                server,
-                sessions: SessionPool::default(),
-                shut_down: AtomicBool::new(false),
-            }),
+            exec: Executor::new(options, server),
         })
     }
 
@@ -293,8 +234,8 @@ impl Client {
 
     /// The database named in the connection string's path, if any.
     pub fn default_database(&self) -> Option<Database> {
-        self.inner
-            .options
+        self.exec
+            .options()
             .default_database
             .as_deref()
             .map(|name| self.database(name))
@@ -302,27 +243,27 @@ impl Client {
 
     /// The options the client was made with.
     pub fn options(&self) -> &ClientOptions {
-        &self.inner.options
+        self.exec.options()
     }
 
     /// The address of the server every operation goes to.
     pub fn server_address(&self) -> &ServerAddress {
-        self.inner.pool.address()
+        self.exec.address()
     }
 
     /// The `maxWireVersion` of that server.
     pub fn max_wire_version(&self) -> i32 {
-        self.inner.server.max_wire_version
+        self.exec.server_info().max_wire_version
     }
 
     /// What kind of server that is (standalone, mongos, replica set primary...).
     pub fn server_kind(&self) -> ServerKind {
-        self.inner.server.kind
+        self.exec.server_info().kind
     }
 
     /// The server's `logicalSessionTimeoutMinutes`, if it supports sessions.
     pub fn logical_session_timeout(&self) -> Option<Duration> {
-        self.inner.server.logical_session_timeout
+        self.exec.server_info().logical_session_timeout
     }
 
     /// Start an explicit session (see [`ClientSession`]): its `lsid` is used by every
@@ -330,11 +271,11 @@ impl Client {
     /// error when the server does not support sessions (no
     /// `logicalSessionTimeoutMinutes` in its handshake), and after [`shutdown`](Self::shutdown).
     pub async fn start_session(&self) -> Result<ClientSession, Error> {
-        self.inner.check_open()?;
-        let timeout = self.inner.server.logical_session_timeout.ok_or_else(|| {
+        self.exec.check_open()?;
+        let timeout = self.exec.server_info().logical_session_timeout.ok_or_else(|| {
             Error::unsupported("sessions on a server without logicalSessionTimeoutMinutes")
         })?;
-        Ok(ClientSession::new(Arc::clone(&self.inner), timeout))
+        Ok(ClientSession::new(Arc::clone(self.exec.sessions()), timeout))
     }
 
     /// A change stream on the whole deployment: `aggregate: 1` on `admin` with
@@ -344,91 +285,12 @@ impl Client {
         WatchBuilder::new(self.clone(), Scope::Cluster)
     }
 
-    /// End the client: `endSessions` with every pooled session id (in batches of 10,000,
-    /// errors ignored, as the spec says), then close the connection cache. Later operations
-    /// on this client or its clones fail with an error whose `is_shutdown()` is true.
-    /// Calling it again does nothing.
+    /// End the client. Later operations on this client or its clones fail with an error
+    /// whose `is_shutdown()` is true. Background `killCursors` (of dropped cursors and
+    /// streams) get up to 5 s to finish; then `endSessions` with every pooled session id
+    /// (in batches of 10,000, on pooled connections, each bounded by 5 s, errors ignored
+    /// as the spec says); then the pool closes. Calling it again does nothing.
     pub async fn shutdown(&self) {
-        if self.inner.shut_down.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let ids = self.inner.sessions.drain_ids();
-        for chunk in ids.chunks(END_SESSIONS_BATCH) {
-            let cmd = EndSessions::new(chunk.to_vec());
-            if let Ok(mut conn) = self.inner.pool.checkout().await {
-                let _ = conn.run("admin", &cmd).await;
-            }
-        }
-        self.inner.pool.close();
-    }
-}
-
-impl ClientInner {
-    pub(crate) fn check_open(&self) -> Result<(), Error> {
-        if self.shut_down.load(Ordering::Acquire) {
-            return Err(Error::new(ErrorKind::Shutdown));
-        }
-        Ok(())
-    }
-
-    /// An implicit session, when the server supports sessions.
-    pub(crate) fn implicit_session(self: &Arc<Self>) -> Option<SessionGuard> {
-        let timeout = self.server.logical_session_timeout?;
-        Some(SessionGuard {
-            session: Some(self.sessions.acquire(timeout, Instant::now())),
-            timeout,
-            client: Arc::clone(self),
-        })
-    }
-
-    pub(crate) async fn checkout(&self) -> Result<PooledConn, Error> {
-        self.check_open()?;
-        self.pool.checkout().await
-    }
-
-    /// Run `cmd` on a pooled connection with `session`'s lsid attached (unless the command
-    /// already has one). A network error marks the session dirty.
-    pub(crate) async fn run_in_session<C: Command>(
-        &self,
-        db: &str,
-        cmd: &C,
-        session: Option<&mut SessionGuard>,
-    ) -> Result<C::Output, Error> {
-        let mut body = cmd.build(db)?;
-        let mut session = session;
-        if let Some(s) = session.as_deref_mut()
-            && let Some(lsid) = s.lsid()
-            && !body.body.contains_key("lsid")
-        {
-            body.body.insert("lsid", lsid.clone());
-            s.touch();
-        }
-        let mut conn = self.checkout().await?;
-        let wire_version = conn.description().max_wire_version;
-        match conn.run_body(body).await {
-            Ok(reply) => cmd
-                .handle_reply(reply)
-                .map_err(|e| Error::from(e).with_wire_version(Some(wire_version))),
-            Err(e) => {
-                let err = Error::from(e).with_wire_version(Some(wire_version));
-                if err.is_network()
-                    && let Some(s) = session
-                {
-                    s.mark_dirty();
-                }
-                Err(err)
-            }
-        }
-    }
-
-    /// Run `cmd` with an implicit session of its own.
-    pub(crate) async fn run<C: Command>(
-        self: &Arc<Self>,
-        db: &str,
-        cmd: &C,
-    ) -> Result<C::Output, Error> {
-        self.check_open()?;
-        let mut session = self.implicit_session();
-        self.run_in_session(db, cmd, session.as_mut()).await
+        self.exec.shutdown().await;
     }
 }

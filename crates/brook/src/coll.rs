@@ -10,7 +10,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use brook_command::{
-    Aggregate, AggregateTarget, CommandError, Delete, DeleteStatement, Find, Insert, SharedDoc,
+    Aggregate, AggregateTarget, CommandError, Delete, DeleteStatement, Find, GetMoreOptions,
+    Insert, SharedDoc,
     Update, UpdateModification, UpdateStatement, WriteConcernError, WriteError,
 };
 use bson::oid::ObjectId;
@@ -21,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::change_stream::{Scope, WatchBuilder};
 use crate::client::Client;
-use crate::cursor::{Cursor, CursorSpec};
+use crate::cursor::Cursor;
 use crate::error::{Error, ErrorKind};
 use crate::event::ChangeStreamEvent;
 
@@ -218,14 +219,14 @@ impl<T> Collection<T> {
     /// Delete the first document matching `filter`.
     pub async fn delete_one(&self, filter: Document) -> Result<DeleteResult, Error> {
         let mut cmd = Delete::new(self.name.clone(), vec![DeleteStatement::one(filter)]);
-        cmd.write_concern = self.client.inner.options.write_concern();
-        let reply = self.client.inner.run(&self.db, &cmd).await?;
+        cmd.write_concern = self.client.exec.options().write_concern();
+        let reply = self.client.exec.execute_implicit(&self.db, &cmd).await?;
         if !reply.write_errors.is_empty() || reply.write_concern_error.is_some() {
             return Err(write_failure(
                 reply.write_errors,
                 reply.write_concern_error,
                 u64::try_from(reply.n).unwrap_or(0),
-                self.client.inner.server.max_wire_version,
+                self.client.exec.server_info().max_wire_version,
             ));
         }
         Ok(DeleteResult {
@@ -263,7 +264,7 @@ impl<T: Serialize> Collection<T> {
     /// value itself is not changed.
     pub async fn insert_one(&self, value: impl Borrow<T>) -> Result<InsertOneResult, Error> {
         let (doc, id) = to_insert_doc(value.borrow())?;
-        let max = self.client.inner.server.max_bson_object_size;
+        let max = self.client.exec.server_info().max_bson_object_size;
         if doc.bytes().len() > max {
             return Err(Error::invalid_argument(format!(
                 "document is {} bytes; the server's limit is {max}",
@@ -271,14 +272,14 @@ impl<T: Serialize> Collection<T> {
             )));
         }
         let mut cmd = Insert::new(self.name.clone(), vec![doc]);
-        cmd.write_concern = self.client.inner.options.write_concern();
-        let reply = self.client.inner.run(&self.db, &cmd).await?;
+        cmd.write_concern = self.client.exec.options().write_concern();
+        let reply = self.client.exec.execute_implicit(&self.db, &cmd).await?;
         if !reply.write_errors.is_empty() || reply.write_concern_error.is_some() {
             return Err(write_failure(
                 reply.write_errors,
                 reply.write_concern_error,
                 u64::try_from(reply.n).unwrap_or(0),
-                self.client.inner.server.max_wire_version,
+                self.client.exec.server_info().max_wire_version,
             ));
         }
         Ok(InsertOneResult { inserted_id: id })
@@ -346,8 +347,8 @@ impl<T> InsertMany<'_, T> {
                 "insert_many needs at least one document",
             ));
         }
-        let inner = &self.coll.client.inner;
-        let server = &inner.server;
+        let inner = &self.coll.client.exec;
+        let server = inner.server_info();
         let sizes: Vec<usize> = docs.iter().map(|(d, _)| d.bytes().len()).collect();
         if let Some((i, size)) = sizes
             .iter()
@@ -377,8 +378,8 @@ impl<T> InsertMany<'_, T> {
                 .collect();
             let mut cmd = Insert::new(self.coll.name.clone(), batch);
             cmd.ordered = self.ordered;
-            cmd.write_concern = inner.options.write_concern();
-            let reply = inner.run(&self.coll.db, &cmd).await?;
+            cmd.write_concern = inner.options().write_concern();
+            let reply = inner.execute_implicit(&self.coll.db, &cmd).await?;
             applied += u64::try_from(reply.n).unwrap_or(0);
             let failed: Vec<usize> = reply.write_errors.iter().map(|e| e.index).collect();
             for (offset, (_, id)) in docs
@@ -463,16 +464,16 @@ impl<T> UpdateOne<'_, T> {
     }
 
     async fn run(self) -> Result<UpdateResult, Error> {
-        let inner = &self.coll.client.inner;
+        let inner = &self.coll.client.exec;
         let mut cmd = Update::new(self.coll.name.clone(), vec![self.statement]);
-        cmd.write_concern = inner.options.write_concern();
-        let reply = inner.run(&self.coll.db, &cmd).await?;
+        cmd.write_concern = inner.options().write_concern();
+        let reply = inner.execute_implicit(&self.coll.db, &cmd).await?;
         if !reply.write_errors.is_empty() || reply.write_concern_error.is_some() {
             return Err(write_failure(
                 reply.write_errors,
                 reply.write_concern_error,
                 u64::try_from(reply.n).unwrap_or(0),
-                inner.server.max_wire_version,
+                inner.server_info().max_wire_version,
             ));
         }
         let upserted_id = reply.upserted.into_iter().next().map(|u| u.id);
@@ -581,18 +582,18 @@ impl<'a, T: 'a> IntoFuture for FindBuilder<'a, T> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let inner = &self.coll.client.inner;
+            let inner = &self.coll.client.exec;
             inner.check_open()?;
             let mut session = inner.implicit_session();
-            let reply = inner
-                .run_in_session(&self.coll.db, &self.cmd, session.as_mut())
+            let executed = inner
+                .execute(&self.coll.db, &self.cmd, Some(&mut session), None)
                 .await?;
-            let spec = CursorSpec {
+            let spec = GetMoreOptions {
                 batch_size: self.cmd.batch_size,
                 max_await_time: None,
                 comment: self.cmd.comment.clone(),
             };
-            Ok(Cursor::new(inner.clone(), reply, spec, session))
+            Ok(Cursor::new(inner.clone(), executed, spec, session))
         })
     }
 }
@@ -686,18 +687,18 @@ impl<'a, T: 'a> IntoFuture for AggregateBuilder<'a, T> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let inner = &self.client.inner;
+            let inner = &self.client.exec;
             inner.check_open()?;
             let mut session = inner.implicit_session();
-            let reply = inner
-                .run_in_session(self.db, &self.cmd, session.as_mut())
+            let executed = inner
+                .execute(self.db, &self.cmd, Some(&mut session), None)
                 .await?;
-            let spec = CursorSpec {
+            let spec = GetMoreOptions {
                 batch_size: self.cmd.batch_size,
                 max_await_time: self.max_await_time,
                 comment: self.cmd.comment.clone(),
             };
-            Ok(Cursor::new(inner.clone(), reply, spec, session))
+            Ok(Cursor::new(inner.clone(), executed, spec, session))
         })
     }
 }

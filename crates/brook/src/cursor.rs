@@ -7,21 +7,59 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use brook_command::{CursorReply, GetMore, KillCursors, Namespace, SharedDoc};
-use bson::Bson;
+use brook_command::{
+    Command, CursorReply, GetMore, GetMoreOptions, KillCursors, Namespace, SharedDoc,
+};
+use brook_conn::ServerAddress;
+use bson::{Document, RawDocument};
 use futures_core::Stream;
 use serde::de::DeserializeOwned;
 
-use crate::client::{ClientInner, SessionGuard};
 use crate::error::Error;
+use crate::exec::{Body, Executed, Executor, Lease};
+use crate::session::{HeldSession, SessionRef};
 
-type GetMoreFuture =
-    Pin<Box<dyn Future<Output = (Result<CursorReply, Error>, Option<SessionGuard>)> + Send>>;
+type GetMoreFuture = Pin<Box<dyn Future<Output = (Result<CursorReply, Error>, HeldSession)> + Send>>;
 
 /// The code of CursorNotFound: the server no longer knows the cursor.
 const CURSOR_NOT_FOUND: i32 = 43;
+
+/// A cursor's `getMore`, serialised once (with the session's lsid) and sent again
+/// unchanged while the command stays the same: one body per cursor rather than one per
+/// round trip. Shared by [`Cursor`] and the change streams.
+#[derive(Debug, Default)]
+pub(crate) struct GetMoreCache {
+    cached: Option<(String, GetMore, SharedDoc)>,
+}
+
+impl GetMoreCache {
+    /// The serialised body of `cmd` on `db` with `lsid`: the cached one when the command
+    /// is the one cached, else built and cached. (The lsid of a cursor or a stream does
+    /// not change during its life.)
+    pub(crate) fn body(
+        &mut self,
+        db: &str,
+        cmd: &GetMore,
+        lsid: Option<&Document>,
+    ) -> Result<SharedDoc, Error> {
+        if let Some((cached_db, cached, body)) = &self.cached
+            && cached_db == db
+            && cached == cmd
+        {
+            return Ok(body.clone());
+        }
+        let mut built = cmd.build(db)?;
+        if let Some(lsid) = lsid
+            && !built.body.contains_key("lsid")
+        {
+            built.body.insert("lsid", lsid.clone());
+        }
+        let body = SharedDoc::from_document(&built.body).map_err(Error::bson)?;
+        self.cached = Some((db.to_owned(), cmd.clone(), body.clone()));
+        Ok(body)
+    }
+}
 
 /// A server cursor: yields documents of type `T`, deserialised one at a time from the
 /// batch buffers as they are consumed, and fetches further batches with `getMore` on the
@@ -33,46 +71,40 @@ const CURSOR_NOT_FOUND: i32 = 43;
 /// is still open and reports the outcome; dropping an open cursor sends `killCursors` in
 /// the background (best effort, only inside a tokio runtime).
 pub struct Cursor<T> {
-    client: Arc<ClientInner>,
+    exec: Arc<Executor>,
     ns: Namespace,
     id: i64,
-    buffer: VecDeque<SharedDoc>,
-    batch_size: Option<u32>,
-    max_await_time: Option<Duration>,
-    comment: Option<Bson>,
+    /// The server that made the cursor, and that connection's wire version.
+    server: ServerAddress,
     wire_version: i32,
+    buffer: VecDeque<SharedDoc>,
+    get_more: GetMoreOptions,
+    cache: GetMoreCache,
     post_batch_resume_token: Option<SharedDoc>,
-    session: Option<SessionGuard>,
+    /// The session, while no getMore is in flight (the getMore holds it meanwhile).
+    session: HeldSession,
     in_flight: Option<GetMoreFuture>,
     failed: bool,
     _marker: PhantomData<fn() -> T>,
 }
 
-/// How a cursor fetches further batches.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct CursorSpec {
-    pub(crate) batch_size: Option<u32>,
-    pub(crate) max_await_time: Option<Duration>,
-    pub(crate) comment: Option<Bson>,
-}
-
 impl<T> Cursor<T> {
     pub(crate) fn new(
-        client: Arc<ClientInner>,
-        reply: CursorReply,
-        spec: CursorSpec,
-        session: Option<SessionGuard>,
+        exec: Arc<Executor>,
+        executed: Executed<CursorReply>,
+        get_more: GetMoreOptions,
+        session: HeldSession,
     ) -> Cursor<T> {
-        let wire_version = client.server.max_wire_version;
+        let reply = executed.output;
         let mut cursor = Cursor {
-            client,
+            exec,
             ns: reply.ns,
             id: reply.id,
+            server: executed.address,
+            wire_version: executed.wire_version,
             buffer: reply.batch.into(),
-            batch_size: spec.batch_size,
-            max_await_time: spec.max_await_time,
-            comment: spec.comment,
-            wire_version,
+            get_more,
+            cache: GetMoreCache::default(),
             post_batch_resume_token: reply.post_batch_resume_token,
             session,
             in_flight: None,
@@ -80,7 +112,7 @@ impl<T> Cursor<T> {
             _marker: PhantomData,
         };
         if cursor.id == 0 {
-            cursor.session = None;
+            cursor.session = HeldSession::None;
         }
         cursor
     }
@@ -106,8 +138,13 @@ impl<T> Cursor<T> {
     }
 
     /// The `postBatchResumeToken` of the latest reply, if it had one.
-    pub fn post_batch_resume_token(&self) -> Option<&SharedDoc> {
-        self.post_batch_resume_token.as_ref()
+    pub fn post_batch_resume_token(&self) -> Option<&RawDocument> {
+        self.post_batch_resume_token.as_ref().map(SharedDoc::as_raw)
+    }
+
+    /// The server the cursor lives on (every getMore and the killCursors go there).
+    pub fn server_address(&self) -> &ServerAddress {
+        &self.server
     }
 
     /// Kill the cursor on its server (if it is still open) and release its session.
@@ -117,30 +154,39 @@ impl<T> Cursor<T> {
         self.in_flight = None;
         let id = std::mem::replace(&mut self.id, 0);
         self.buffer.clear();
-        let mut session = self.session.take();
+        let mut session = std::mem::take(&mut self.session);
         if id == 0 {
             return Ok(());
         }
         let cmd = KillCursors::new(self.ns.coll.clone(), vec![id]);
-        self.client
-            .run_in_session(&self.ns.db, &cmd, session.as_mut())
+        self.exec
+            .kill_cursors_bounded(&self.server, &self.ns.db, &cmd, &mut session)
             .await
-            .map(|_| ())
     }
 
     fn start_get_more(&mut self) {
-        let mut cmd = GetMore::new(self.id, self.ns.coll.clone());
-        cmd.batch_size = self.batch_size;
-        cmd.max_time_ms = self
+        let cmd = self.get_more.build(self.id, &self.ns, self.wire_version);
+        let body = self.cache.body(&self.ns.db, &cmd, self.session.lsid());
+        let limit = self
+            .get_more
             .max_await_time
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        cmd.comment = self.comment.clone();
-        cmd.max_wire_version = self.wire_version;
-        let client = Arc::clone(&self.client);
-        let db = self.ns.db.clone();
-        let mut session = self.session.take();
+            .map(|wait| self.exec.await_bound(Some(wait)));
+        let exec = Arc::clone(&self.exec);
+        let server = self.server.clone();
+        let mut session = std::mem::take(&mut self.session);
         self.in_flight = Some(Box::pin(async move {
-            let res = client.run_in_session(&db, &cmd, session.as_mut()).await;
+            let res = async {
+                let body = body?;
+                let mut conn = exec.check_out(Some(&server), Lease::Shared).await?;
+                let wire = conn.description().max_wire_version;
+                let reply = exec
+                    .run_on(&mut conn, Body::Serialized(body), Some(&mut session), limit)
+                    .await?;
+                drop(conn);
+                cmd.handle_reply(reply)
+                    .map_err(|e| Error::from(e).with_wire_version(Some(wire)))
+            }
+            .await;
             (res, session)
         }));
     }
@@ -183,7 +229,7 @@ impl<T: DeserializeOwned> Stream for Cursor<T> {
                             this.post_batch_resume_token = reply.post_batch_resume_token;
                         }
                         if this.id == 0 {
-                            this.session = None;
+                            this.session = HeldSession::None;
                         }
                         continue;
                     }
@@ -197,7 +243,7 @@ impl<T: DeserializeOwned> Stream for Cursor<T> {
                 }
             }
             if this.id == 0 || this.failed {
-                this.session = None;
+                this.session = HeldSession::None;
                 return Poll::Ready(None);
             }
             this.start_get_more();
@@ -211,17 +257,10 @@ impl<T> Drop for Cursor<T> {
         if self.id == 0 {
             return;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let client = Arc::clone(&self.client);
-        let ns = self.ns.clone();
-        let id = self.id;
-        let mut session = self.session.take();
-        handle.spawn(async move {
-            let cmd = KillCursors::new(ns.coll.clone(), vec![id]);
-            let _ = client.run_in_session(&ns.db, &cmd, session.as_mut()).await;
-        });
+        let session = std::mem::take(&mut self.session);
+        let cmd = KillCursors::new(self.ns.coll.clone(), vec![self.id]);
+        self.exec
+            .spawn_kill_cursors(self.server.clone(), self.ns.db.clone(), cmd, session);
     }
 }
 

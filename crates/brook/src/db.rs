@@ -50,7 +50,7 @@ impl Database {
     /// `is_server_error()` is true.
     pub async fn run_command(&self, command: Document) -> Result<Document, Error> {
         let cmd = RunCommand::new(command);
-        let reply = self.client.inner.run(&self.name, &cmd).await?;
+        let reply = self.client.exec.execute_implicit(&self.name, &cmd).await?;
         reply.to_document().map_err(Error::bson)
     }
 

@@ -10,11 +10,10 @@ use brook_conn::ConnError;
 /// A shorthand for `Result<T, brook::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What went wrong. Reach it with [`Error::kind`]; most code only needs the predicates
-/// of [`Error`].
-#[non_exhaustive]
+/// What went wrong (private: the public surface is [`Error`]'s predicates, so that
+/// no type of brook's inner crates is reachable from a public signature).
 #[derive(Debug, thiserror::Error)]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     /// The connection string is invalid per the Connection String / URI Options specs, or
     /// carries options brook would have to ignore (see [`crate::ClientOptions`]).
     #[error("invalid connection string: {message}")]
@@ -76,6 +75,32 @@ pub enum ErrorKind {
     /// The client was shut down with [`Client::shutdown`](crate::Client::shutdown).
     #[error("the client has been shut down")]
     Shutdown,
+    /// The server's pool was cleared after an error and the server was not found again
+    /// in time (CMAP's PoolClearedError).
+    #[error("the connection pool for {address} was cleared")]
+    PoolCleared {
+        /// The server.
+        address: brook_conn::ServerAddress,
+    },
+    /// A change event could not be decoded into the stream's item type. The stream has
+    /// moved past it and stays usable.
+    #[error("cannot decode the change event at `{path}`: {message}")]
+    EventDecode {
+        /// The path of the field that failed (`fullDocument.qty`), `.` for the whole event.
+        path: String,
+        /// Why.
+        message: String,
+        /// The event's resume token.
+        resume_token: Option<crate::event::ResumeToken>,
+    },
+    /// A bounded background step took too long.
+    #[error("{what} timed out after {after:?}")]
+    Timeout {
+        /// What timed out.
+        what: &'static str,
+        /// Its bound.
+        after: Duration,
+    },
     /// A change stream stopped for a reason of its own (not a failed command, which keeps
     /// its own kind): an event without `_id` ("cannot provide resume functionality when
     /// the resume token is missing"), malformed event data, or use after close.
@@ -153,21 +178,76 @@ impl Error {
         })
     }
 
+    pub(crate) fn event_decode(
+        path: String,
+        message: String,
+        resume_token: Option<crate::event::ResumeToken>,
+    ) -> Error {
+        Error::new(ErrorKind::EventDecode {
+            path,
+            message,
+            resume_token,
+        })
+    }
+
+    /// A change event that could not be decoded into the stream's item type (the stream
+    /// stays usable): see [`decode_path`](Self::decode_path) and
+    /// [`resume_token`](Self::resume_token).
+    pub fn is_event_decode(&self) -> bool {
+        matches!(&self.0.kind, ErrorKind::EventDecode { .. })
+    }
+
+    /// For an event that failed to decode: the path of the field that failed, e.g.
+    /// `fullDocument.qty` (`.` when the event as a whole could not be read).
+    pub fn decode_path(&self) -> Option<&str> {
+        match &self.0.kind {
+            ErrorKind::EventDecode { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// For an event that failed to decode: that event's resume token, so that a consumer
+    /// can record what it skipped (the stream's own token has moved past it already).
+    pub fn resume_token(&self) -> Option<&crate::event::ResumeToken> {
+        match &self.0.kind {
+            ErrorKind::EventDecode { resume_token, .. } => resume_token.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// What went wrong (for the crate's own tests).
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> &ErrorKind {
+        &self.0.kind
+    }
+
     pub(crate) fn unsupported(feature: impl Into<String>) -> Error {
         Error::new(ErrorKind::Unsupported {
             feature: feature.into(),
         })
     }
 
-    /// What went wrong.
-    pub fn kind(&self) -> &ErrorKind {
-        &self.0.kind
-    }
-
     /// A network failure (IO error, peer closed, TLS failure, socket timeout, or use of a
     /// connection that broke before).
     pub fn is_network(&self) -> bool {
         matches!(&self.0.kind, ErrorKind::Connection(e) if e.is_network())
+    }
+
+    /// The peer sent something unreadable, or a reply that does not answer the request:
+    /// a malformed frame or reply, a checksum mismatch, a failed decompression, a wrong
+    /// `responseTo`, an unasked-for `moreToCome`. The connection was discarded.
+    pub fn is_protocol(&self) -> bool {
+        match &self.0.kind {
+            ErrorKind::Connection(e) => e.is_protocol(),
+            ErrorKind::Command(CommandError::MalformedReply { .. }) => true,
+            _ => false,
+        }
+    }
+
+    /// The server's pool was cleared after a network error and the server was not found
+    /// again in time.
+    pub fn is_pool_cleared(&self) -> bool {
+        matches!(&self.0.kind, ErrorKind::PoolCleared { .. })
     }
 
     /// A client-side timeout: connect or socket timeout, `waitQueueTimeoutMS`, or server
@@ -209,6 +289,7 @@ impl Error {
             ErrorKind::Server(e) => Some(e),
             ErrorKind::Command(CommandError::Server(e)) => Some(e),
             ErrorKind::Connection(e) => e.server_error(),
+            ErrorKind::ChangeStream(e) => e.server_error(),
             _ => None,
         }
     }
@@ -276,21 +357,46 @@ impl Error {
         match (&self.0.kind, self.0.wire_version) {
             (_, Some(v)) => Some(v),
             (ErrorKind::Connection(e), None) => e.wire_version(),
+            (
+                ErrorKind::ChangeStream(ChangeStreamError::Server { wire_version, .. }),
+                None,
+            ) => *wire_version,
             _ => None,
         }
     }
 
     /// How the change-stream machinery classifies this error when a command of a stream
-    /// fails: socket timeouts are `Timeout`, other network errors `Network`, server
-    /// errors `Server`, everything else `Client`.
+    /// fails: server errors are `Server`; client-side timeouts (socket, getMore bound,
+    /// selection, wait queue) `Timeout`; other network errors and a cleared pool
+    /// `Network`; unreadable replies `Protocol`; anything else (a command that could not
+    /// be built) `Client`.
     pub(crate) fn to_failure(&self) -> Failure {
         if let Some(e) = self.server_error() {
             return Failure::Server(e.clone());
         }
-        match &self.0.kind {
-            ErrorKind::Connection(e) if e.is_timeout() => Failure::Timeout(self.to_string()),
-            ErrorKind::Connection(e) if e.is_network() => Failure::Network(self.to_string()),
-            _ => Failure::Client(self.to_string()),
+        if self.is_timeout() {
+            Failure::Timeout
+        } else if self.is_network() || self.is_pool_cleared() {
+            Failure::Network
+        } else if self.is_protocol() {
+            Failure::Protocol
+        } else {
+            Failure::Client
+        }
+    }
+
+    /// The error of a checkout that failed in the pool of `address`.
+    pub(crate) fn from_pool(err: brook_pool::PoolError<ConnError>, address: &brook_conn::ServerAddress) -> Error {
+        match err {
+            brook_pool::PoolError::Timeout { after } => Error::new(ErrorKind::PoolTimeout { after }),
+            brook_pool::PoolError::Closed => Error::new(ErrorKind::Shutdown),
+            brook_pool::PoolError::Cleared { .. } => Error::new(ErrorKind::PoolCleared {
+                address: address.clone(),
+            }),
+            brook_pool::PoolError::Connect(e) => Error::from(e),
+            _ => Error::new(ErrorKind::PoolCleared {
+                address: address.clone(),
+            }),
         }
     }
 

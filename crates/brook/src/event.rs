@@ -713,7 +713,7 @@ impl<T: DeserializeOwned> ChangeStreamEvent<T> {
         }
         // The reference decoder: it has the final word on anything unusual, and words
         // every error.
-        bson::deserialize_from_slice(bytes).map_err(Error::bson)
+        bson::deserialize_from_slice(bytes).map_err(|e| decode_error::<T>(bytes, &e))
     }
 
     /// Decodes an event from a raw document, in one pass (see
@@ -721,6 +721,28 @@ impl<T: DeserializeOwned> ChangeStreamEvent<T> {
     pub fn from_raw(event: &RawDocument) -> Result<ChangeStreamEvent<T>, Error> {
         Self::from_slice(event.as_bytes())
     }
+}
+
+/// The error for an event that failed to decode: decoded once more, on this cold path,
+/// through a deserializer that tracks the path to the failing field (the fast paths
+/// carry no such bookkeeping), with the event's resume token when it has one.
+fn decode_error<T: DeserializeOwned>(bytes: &[u8], err: &bson::error::Error) -> Error {
+    let raw = RawDocument::from_bytes(bytes).ok();
+    let token = raw
+        .and_then(|r| r.get_document("_id").ok())
+        .map(|id| ResumeToken(SharedDoc::from_raw(id)));
+    let located = raw
+        .and_then(|r| Document::try_from(r).ok())
+        .map(|doc| {
+            let de = bson::de::Deserializer::new(Bson::Document(doc));
+            serde_path_to_error::deserialize::<_, ChangeStreamEvent<T>>(de)
+        });
+    // The reference decoder's words, the located decoder's path.
+    let path = match located {
+        Some(Err(e)) => e.path().to_string(),
+        _ => String::from("."),
+    };
+    Error::event_decode(path, err.to_string(), token)
 }
 
 impl ChangeStreamEvent<Document> {
@@ -1252,7 +1274,26 @@ mod tests {
             msg.contains("resume token is missing"),
             "unexpected message: {msg}"
         );
-        assert!(matches!(err.kind(), crate::ErrorKind::Bson { .. }));
+        assert!(err.is_event_decode());
+        // A missing field is the event's own fault, not one field's.
+        assert_eq!(err.decode_path(), Some("."));
+        assert!(err.resume_token().is_none());
+    }
+
+    #[test]
+    fn a_decode_error_names_the_field_path_and_carries_the_token() {
+        let d = doc! {
+            "_id": { "_data": "8265" },
+            "operationType": "insert",
+            "ns": { "db": "shop", "coll": "orders" },
+            "fullDocument": { "_id": 1, "sku": "T", "qty": "three" },
+        };
+        let err = decode::<Order>(&d).unwrap_err();
+        assert!(err.is_event_decode(), "{err}");
+        assert_eq!(err.decode_path(), Some("fullDocument.qty"), "{err}");
+        let token = err.resume_token().expect("the event's token");
+        assert_eq!(token.to_document().unwrap(), doc! { "_data": "8265" });
+        assert!(err.to_string().contains("fullDocument.qty"), "{err}");
     }
 
     #[test]

@@ -50,15 +50,14 @@
 //!    `is_invalid_argument()` error naming each one) and options brook parses but does
 //!    not act on yet (an `is_unsupported()` error naming the feature): credentials
 //!    (authentication is not implemented), `mongodb+srv://` (no DNS SRV resolution), Unix
-//!    sockets, `loadBalanced=true`, `timeoutMS`, `minPoolSize > 0`, read preferences other
+//!    sockets, `loadBalanced=true`, `timeoutMS`, read preferences other
 //!    than primary and their tags/staleness, `readConcernLevel`, proxies,
 //!    `tlsCertificateKeyFilePassword`, the OCSP/revocation switches, `srvServiceName`.
 //!    Nothing in a connection string is silently ignored.
 //!
 //! Options kept but without effect by design for now: `retryWrites`/`retryReads` (brook
 //! does not retry yet), `heartbeatFrequencyMS`, `localThresholdMS`,
-//! `serverMonitoringMode`, `serverSelectionTryOnce` and `maxConnecting` (no monitoring and
-//! no CMAP pool yet).
+//! `serverMonitoringMode` and `serverSelectionTryOnce` (no replica-set monitoring yet).
 //!
 //! # Servers and connections
 //!
@@ -67,14 +66,32 @@
 //! `directConnection=true` the one seed is used whatever it is. A replica-set member that
 //! is not the primary sends the search to its `primary`, then its `hosts`. The search
 //! repeats until `serverSelectionTimeoutMS` (default 30 s). Every operation then goes to
-//! that one server: there is no monitoring thread yet (full SDAM comes later), so after a
-//! failover a new client is needed.
+//! that one server (replica-set monitoring and failover come with the topology layer).
 //!
-//! Connections to it are kept in a simple cache: idle connections are reused
-//! most-recently-used first, broken ones (after a network error or a cancelled operation)
-//! and ones idle longer than `maxIdleTimeMS` are dropped, at most `maxPoolSize` (default
-//! 100, 0 = unlimited) are in use at once, and a checkout waits at most
-//! `waitQueueTimeoutMS`. A CMAP pool crate replaces it in a later issue.
+//! One executor runs every command of every operation: it selects the server, checks a
+//! connection out of the server's pool, attaches the session's `lsid` and the highest
+//! `$clusterTime` seen, sends, keeps the reply's `$clusterTime` if higher, and applies the
+//! SDAM error rules. The pool follows the CMAP specification: `maxPoolSize` (default 100,
+//! 0 = unlimited), `minPoolSize` (filled in the background), `maxConnecting` (default 2),
+//! `maxIdleTimeMS`, `waitQueueTimeoutMS`, a FIFO wait queue, and generations. A network
+//! error (or a failed handshake) clears the pool — every connection made before it is
+//! closed instead of reused — and marks the server unknown; operations then wait (up to
+//! `serverSelectionTimeoutMS`) until a fresh handshake finds it again. "Not primary" and
+//! "node is recovering" errors mark the server unknown too (and clear the pool for
+//! shutdown codes and servers before 4.2). Pool events reach
+//! [`ClientOptions::cmap_event_handler`] and `tracing` (target `brook::pool`); see
+//! [`monitoring`].
+//!
+//! **Time bounds.** Connecting (resolve, TCP, TLS, hello) is bounded by
+//! `connectTimeoutMS`; every exchange after it by `socketTimeoutMS` when set; a checkout
+//! by `waitQueueTimeoutMS` and server selection by `serverSelectionTimeoutMS`. A getMore
+//! that may wait on the server (a change stream's, or an awaitData cursor's) is bounded
+//! by its `maxAwaitTimeMS` (the server's 1 s default when unset) plus
+//! [`GET_MORE_GRACE`] (10 s), or `socketTimeoutMS` when shorter: past it the connection
+//! is discarded as after a network timeout, and a change stream resumes. Background
+//! `killCursors` are bounded by 10 s, each `endSessions` at shutdown by 5 s. Without
+//! `socketTimeoutMS`, other commands are bounded only by TCP keepalive noticing a dead
+//! peer (client-side operation timeouts, `timeoutMS`, come later).
 //!
 //! # Sessions
 //!
@@ -184,10 +201,17 @@
 //! call takes its reply, with no resume and nothing lost or repeated.
 //!
 //! **Connections.** A `getMore` may wait `maxAwaitTimeMS` on the server. So that streams
-//! never starve other operations, each change stream owns one dedicated connection,
-//! outside the `maxPoolSize` accounting: it takes an idle connection from the cache if
-//! one is there (else opens one), never gives it back, and closes it when the stream
-//! ends. After a network error the stream opens a new one on resume. Budget one connection per open stream on top of `maxPoolSize`.
+//! never starve other operations, each change stream holds one connection of its own,
+//! checked out of the pool outside the `maxPoolSize` accounting (budget one connection
+//! per open stream on top of `maxPoolSize`). It is still a pool connection: its pool's
+//! generations apply, so after a pool clear the stream's next command runs on a new
+//! connection, never on one from before the clear. The resume's `killCursors` runs in
+//! the background on a pooled connection and never delays the resume.
+//!
+//! **Nothing leaked.** A `watch()` future dropped while its `aggregate` is in flight, or
+//! a stream closed or dropped during a resume, finishes that `aggregate` in the
+//! background and kills the cursor it opens. A command abandoned mid-flight marks its
+//! session dirty, so its `lsid` is never used again.
 
 #![forbid(unsafe_code)]
 
@@ -198,8 +222,9 @@ mod cursor;
 mod db;
 mod error;
 mod event;
+mod exec;
+pub mod monitoring;
 mod options;
-mod pool;
 mod session;
 
 pub use brook_command::{Namespace, WriteConcernError, WriteError};
@@ -214,7 +239,8 @@ pub use coll::{
 };
 pub use cursor::Cursor;
 pub use db::Database;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, Result};
+pub use exec::GET_MORE_GRACE;
 pub use event::{
     ChangeNamespace, ChangeStreamEvent, OperationType, RawChangeEvent, ResumeToken, SplitEvent,
     TruncatedArray, UpdateDescription, resume_token_of,

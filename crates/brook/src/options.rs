@@ -240,11 +240,11 @@ pub struct ClientOptions {
     pub zlib_compression_level: Option<i32>,
     /// `maxPoolSize` (0 = unlimited; default 100).
     pub max_pool_size: Option<u32>,
-    /// `minPoolSize` (not acted on yet when non-zero: no background pool filling).
+    /// `minPoolSize`: connections the pool keeps open, filled in the background (default 0).
     pub min_pool_size: Option<u32>,
     /// `maxIdleTimeMS`: idle connections older than this are closed (0 = no limit).
     pub max_idle_time: Option<Duration>,
-    /// `maxConnecting` (kept; the simple connection cache opens connections as needed).
+    /// `maxConnecting`: connections the pool establishes at once (default 2).
     pub max_connecting: Option<u32>,
     /// `waitQueueTimeoutMS`: how long a checkout may wait for a free connection.
     pub wait_queue_timeout: Option<Duration>,
@@ -317,6 +317,11 @@ pub struct ClientOptions {
     /// What the parse ignored, with the reason. `Client::with_options` refuses options
     /// whose list is not empty.
     pub warnings: Vec<UriWarning>,
+    /// Called with every connection pool event (CMAP monitoring: pool created, ready,
+    /// cleared, closed; connection created, ready, closed with its reason; checkout
+    /// started, failed, checked out, checked in). Not from the connection string. The
+    /// same events are emitted as `tracing` events with target `brook::pool`.
+    pub cmap_event_handler: Option<crate::monitoring::EventHandler<crate::monitoring::CmapEvent>>,
 }
 
 const AUTH_MECHANISMS: &[&str] = &[
@@ -1037,10 +1042,9 @@ impl ClientOptions {
         if self.hosts.iter().any(|h| matches!(h, Host::Unix { .. })) {
             return unsupported("Unix domain socket hosts");
         }
-        let checks: [(bool, &str); 13] = [
+        let checks: [(bool, &str); 12] = [
             (self.load_balanced == Some(true), "loadBalanced=true"),
             (self.timeout.is_some(), "timeoutMS"),
-            (self.min_pool_size.is_some_and(|n| n > 0), "minPoolSize > 0"),
             (
                 self.tls_certificate_key_file_password.is_some(),
                 "tlsCertificateKeyFilePassword",

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bson::{Binary, Document, doc, spec::BinarySubtype};
 
-use crate::client::ClientInner;
 
 /// One server session: the `lsid` document and when it was last used.
 #[derive(Debug, Clone)]
@@ -104,7 +103,9 @@ pub struct ClientSession {
 /// The shared state of a [`ClientSession`].
 #[derive(Debug)]
 pub(crate) struct ExplicitSession {
-    pub(crate) client: Arc<ClientInner>,
+    /// The pool of the client that started it (also how a stream checks that the
+    /// session is its client's).
+    pub(crate) pool: Arc<SessionPool>,
     id: Document,
     last_use: Mutex<Instant>,
     dirty: AtomicBool,
@@ -112,12 +113,12 @@ pub(crate) struct ExplicitSession {
 }
 
 impl ClientSession {
-    pub(crate) fn new(client: Arc<ClientInner>, timeout: Duration) -> ClientSession {
+    pub(crate) fn new(pool: Arc<SessionPool>, timeout: Duration) -> ClientSession {
         let now = Instant::now();
-        let server = client.sessions.acquire(timeout, now);
+        let server = pool.acquire(timeout, now);
         ClientSession {
             inner: Arc::new(ExplicitSession {
-                client,
+                pool,
                 id: server.id,
                 last_use: Mutex::new(server.last_use),
                 dirty: AtomicBool::new(false),
@@ -164,9 +165,116 @@ impl Drop for ExplicitSession {
             last_use,
             dirty: self.dirty.load(Ordering::Acquire),
         };
-        self.client
-            .sessions
-            .release(session, self.timeout, Instant::now());
+        self.pool.release(session, self.timeout, Instant::now());
+    }
+}
+
+/// What the executor needs of the session a command runs in.
+pub(crate) trait SessionRef: Send {
+    /// The `lsid` to attach, if the session has one.
+    fn lsid(&self) -> Option<&Document>;
+    /// A command carrying the lsid is being sent.
+    fn touch(&mut self);
+    /// A command of the session failed on the network or was abandoned mid-flight: the
+    /// server may still consider the session in use, so it must never be reused.
+    fn mark_dirty(&mut self);
+}
+
+/// Just an lsid: for a command sent in a session that something else holds (the
+/// `killCursors` of a change stream's resume, while the stream keeps its session).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LsidOnly(pub(crate) Option<Document>);
+
+impl SessionRef for LsidOnly {
+    fn lsid(&self) -> Option<&Document> {
+        self.0.as_ref()
+    }
+
+    fn touch(&mut self) {}
+
+    fn mark_dirty(&mut self) {}
+}
+
+/// An implicit session checked out for one operation or one cursor; returned to the
+/// pool when dropped (unless dirty).
+#[derive(Debug)]
+pub(crate) struct SessionGuard {
+    session: Option<ServerSession>,
+    timeout: Duration,
+    pool: Arc<SessionPool>,
+}
+
+impl SessionGuard {
+    pub(crate) fn new(pool: Arc<SessionPool>, timeout: Duration) -> SessionGuard {
+        SessionGuard {
+            session: Some(pool.acquire(timeout, Instant::now())),
+            timeout,
+            pool,
+        }
+    }
+}
+
+impl SessionRef for SessionGuard {
+    fn lsid(&self) -> Option<&Document> {
+        self.session.as_ref().map(|s| &s.id)
+    }
+
+    fn touch(&mut self) {
+        if let Some(s) = self.session.as_mut() {
+            s.last_use = Instant::now();
+        }
+    }
+
+    fn mark_dirty(&mut self) {
+        if let Some(s) = self.session.as_mut() {
+            s.dirty = true;
+        }
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            self.pool.release(s, self.timeout, Instant::now());
+        }
+    }
+}
+
+/// The session held by a cursor or a change stream for its whole life.
+#[derive(Debug, Default)]
+pub(crate) enum HeldSession {
+    /// The server does not support sessions.
+    #[default]
+    None,
+    /// An implicit session.
+    Implicit(SessionGuard),
+    /// The user's session.
+    Explicit(Arc<ExplicitSession>),
+}
+
+impl SessionRef for HeldSession {
+    fn lsid(&self) -> Option<&Document> {
+        match self {
+            HeldSession::None => None,
+            HeldSession::Implicit(g) => g.lsid(),
+            HeldSession::Explicit(s) => Some(s.lsid()),
+        }
+    }
+
+    fn touch(&mut self) {
+        match self {
+            HeldSession::None => {}
+            HeldSession::Implicit(g) => g.touch(),
+            HeldSession::Explicit(s) => s.touch(),
+        }
+    }
+
+    fn mark_dirty(&mut self) {
+        match self {
+            HeldSession::None => {}
+            HeldSession::Implicit(g) => g.mark_dirty(),
+            HeldSession::Explicit(s) => s.mark_dirty(),
+        }
     }
 }
 

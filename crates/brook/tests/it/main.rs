@@ -3,4 +3,5 @@
 
 mod change_stream;
 mod client;
+mod failures;
 mod spec_uri;

@@ -1,0 +1,583 @@
+//! The executor: the one place where brook runs a command.
+//!
+//! Handles ([`Client`](crate::Client), [`Database`](crate::Database),
+//! [`Collection`](crate::Collection), [`Cursor`](crate::Cursor),
+//! [`ChangeStream`](crate::ChangeStream)) build commands and keep their own state; every
+//! command of every operation goes through [`Executor`], which
+//!
+//! 1. selects the server (today the one server the client found; it waits while an error
+//!    has marked the server unknown, up to `serverSelectionTimeoutMS`),
+//! 2. checks a connection out of that server's CMAP pool (or runs on a connection the
+//!    caller holds: a change stream's own connection),
+//! 3. attaches the session's `lsid` and the highest `$clusterTime` seen,
+//! 4. sends the command under its time bound, reads the reply,
+//! 5. keeps the reply's `$clusterTime` if it is higher, applies the SDAM error rules (a
+//!    network error clears the pool; a "not primary" / "recovering" error marks the
+//!    server unknown), marks the session dirty after a network error or an abandoned
+//!    command, and parses the reply.
+//!
+//! Background work (killCursors of dropped cursors and streams) is spawned here too, each
+//! task bounded, and [`Executor::shutdown`] waits for it (bounded) before `endSessions`.
+
+mod server;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use brook_command::{Command, CommandBody, EndSessions, KillCursors, Reply, SharedDoc};
+use brook_conn::ServerAddress;
+use brook_pool::PoolError;
+use bson::raw::RawBsonRef;
+use bson::{RawDocument, Timestamp};
+use bytes::{BufMut, BytesMut};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::error::{Error, ErrorKind};
+use crate::options::ClientOptions;
+use crate::session::{END_SESSIONS_BATCH, HeldSession, SessionGuard, SessionPool, SessionRef};
+
+pub(crate) use server::{ErrorImpact, PooledConn, Server, ServerInfo, server_error_impact};
+
+/// The default `serverSelectionTimeoutMS`.
+pub(crate) const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the server waits on a getMore of an awaitData cursor without `maxTimeMS`.
+const SERVER_DEFAULT_AWAIT: Duration = Duration::from_secs(1);
+
+/// How long past its `maxAwaitTimeMS` a change stream's (or an awaitData cursor's)
+/// getMore may go unanswered before brook treats it as a network timeout: the
+/// connection is discarded and a change stream resumes. Ten seconds covers a loaded
+/// server and a slow network; a dead peer is noticed within `maxAwaitTimeMS + 10 s`.
+pub const GET_MORE_GRACE: Duration = Duration::from_secs(10);
+
+/// The bound of a background `killCursors` (selection, checkout and round trip).
+pub(crate) const KILL_CURSORS_BOUND: Duration = Duration::from_secs(10);
+
+/// The bound of each `endSessions` at shutdown, and of the wait for background tasks.
+pub(crate) const SHUTDOWN_STEP_BOUND: Duration = Duration::from_secs(5);
+
+/// A command body: built by a [`Command`], or already serialised (a cursor's getMore, sent
+/// again and again unchanged; its lsid is in it already).
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// Built: the executor adds the lsid (unless present) and `$clusterTime`.
+    Built(CommandBody),
+    /// Serialised, lsid included: the executor appends `$clusterTime`.
+    Serialized(SharedDoc),
+}
+
+/// How a connection is checked out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lease {
+    /// Counted against `maxPoolSize`, returned after the operation.
+    Shared,
+    /// Held by a change stream for its life, outside the `maxPoolSize` accounting (a long
+    /// poll never makes another operation wait), in the pool's generations all the same.
+    Dedicated,
+}
+
+/// A command's output, and where it ran.
+#[derive(Debug)]
+pub(crate) struct Executed<T> {
+    pub(crate) output: T,
+    pub(crate) address: ServerAddress,
+    pub(crate) wire_version: i32,
+}
+
+/// Background tasks, so that shutdown can wait for them.
+#[derive(Debug, Default)]
+struct Tasks {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+/// The runner below the handles. One per client.
+#[derive(Debug)]
+pub(crate) struct Executor {
+    options: ClientOptions,
+    server: Arc<Server>,
+    sessions: Arc<SessionPool>,
+    /// The highest `$clusterTime` received, in a buffer of its own.
+    cluster_time: Mutex<Option<(Timestamp, SharedDoc)>>,
+    shut_down: AtomicBool,
+    tasks: Tasks,
+    selection_timeout: Duration,
+    socket_timeout: Option<Duration>,
+}
+
+/// Marks the session dirty if the command is dropped before its outcome is known.
+struct AbandonGuard<'a> {
+    session: Option<&'a mut dyn SessionRef>,
+    armed: bool,
+}
+
+impl Drop for AbandonGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed
+            && let Some(s) = self.session.as_deref_mut()
+        {
+            s.mark_dirty();
+        }
+    }
+}
+
+impl Executor {
+    pub(crate) fn new(options: ClientOptions, server: Arc<Server>) -> Arc<Executor> {
+        let selection_timeout = options
+            .server_selection_timeout
+            .unwrap_or(DEFAULT_SERVER_SELECTION_TIMEOUT);
+        let socket_timeout = options.socket_timeout.filter(|d| !d.is_zero());
+        Arc::new(Executor {
+            options,
+            server,
+            sessions: Arc::new(SessionPool::default()),
+            cluster_time: Mutex::new(None),
+            shut_down: AtomicBool::new(false),
+            tasks: Tasks::default(),
+            selection_timeout,
+            socket_timeout,
+        })
+    }
+
+    pub(crate) fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// The one server's address.
+    pub(crate) fn address(&self) -> &ServerAddress {
+        self.server.address()
+    }
+
+    /// What the last handshake with the server said.
+    pub(crate) fn server_info(&self) -> ServerInfo {
+        self.server.info()
+    }
+
+    pub(crate) fn sessions(&self) -> &Arc<SessionPool> {
+        &self.sessions
+    }
+
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorKind::Shutdown));
+        }
+        Ok(())
+    }
+
+    /// An implicit session, when the server supports sessions.
+    pub(crate) fn implicit_session(&self) -> HeldSession {
+        match self.server.info().logical_session_timeout {
+            Some(timeout) => {
+                HeldSession::Implicit(SessionGuard::new(Arc::clone(&self.sessions), timeout))
+            }
+            None => HeldSession::None,
+        }
+    }
+
+    /// The bound of a getMore that may wait `max_await` on the server: `max_await` (the
+    /// server's default when `None`) plus [`GET_MORE_GRACE`], or `socketTimeoutMS` when
+    /// that is shorter.
+    pub(crate) fn await_bound(&self, max_await: Option<Duration>) -> Duration {
+        let bound = max_await
+            .unwrap_or(SERVER_DEFAULT_AWAIT)
+            .saturating_add(GET_MORE_GRACE);
+        match self.socket_timeout {
+            Some(socket) => socket.min(bound),
+            None => bound,
+        }
+    }
+
+    /// Waits until the server may be selected, up to `deadline`. `at` names the server a
+    /// cursor lives on.
+    async fn select(&self, at: Option<&ServerAddress>, deadline: Instant) -> Result<Arc<Server>, Error> {
+        let server = &self.server;
+        if let Some(at) = at
+            && at != server.address()
+        {
+            return Err(Error::new(ErrorKind::ServerSelection {
+                message: format!("server {at} is not part of the deployment"),
+                timed_out: false,
+            }));
+        }
+        let mut state = server.subscribe();
+        loop {
+            let now = state.borrow_and_update().clone();
+            let why = match now {
+                server::ServerState::Known => return Ok(Arc::clone(server)),
+                server::ServerState::Closed => return Err(Error::new(ErrorKind::Shutdown)),
+                server::ServerState::Unknown(why) => why,
+            };
+            match tokio::time::timeout_at(deadline, state.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Error::new(ErrorKind::Shutdown)),
+                Err(_) => {
+                    return Err(Error::new(ErrorKind::ServerSelection {
+                        message: format!(
+                            "{} is unavailable after {:?}: {why}",
+                            server.address(),
+                            self.selection_timeout
+                        ),
+                        timed_out: true,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Selects the server (`at`, or the deployment's) and checks a connection out of its
+    /// pool. A pool cleared between selection and checkout sends the checkout back to
+    /// selection, within the same `serverSelectionTimeoutMS`. A connection that fails to
+    /// establish on the network marks the server unknown and clears its pool.
+    pub(crate) async fn check_out(
+        &self,
+        at: Option<&ServerAddress>,
+        lease: Lease,
+    ) -> Result<PooledConn, Error> {
+        let deadline = Instant::now() + self.selection_timeout;
+        loop {
+            let server = self.select(at, deadline).await?;
+            let pool = server.pool();
+            let out = match lease {
+                Lease::Shared => pool.check_out().await,
+                Lease::Dedicated => pool.check_out_dedicated().await,
+            };
+            match out {
+                Ok(conn) => return Ok(conn),
+                Err(PoolError::Cleared { .. }) if Instant::now() < deadline => {}
+                Err(PoolError::Connect(e)) => {
+                    let err = Error::from(e);
+                    if err.is_network() {
+                        server.mark_unknown(true, &err.to_string());
+                    }
+                    return Err(err);
+                }
+                Err(e) => return Err(Error::from_pool(e, server.address())),
+            }
+        }
+    }
+
+    /// Runs one command on `conn`: attaches the lsid and `$clusterTime`, sends it under
+    /// `limit` (`None`: `socketTimeoutMS`), and applies what the outcome means (cluster
+    /// time, SDAM error rules, dirty session). `ok: 0` is not an error here: the caller's
+    /// command parses the reply.
+    pub(crate) async fn run_on(
+        &self,
+        conn: &mut PooledConn,
+        body: Body,
+        session: Option<&mut dyn SessionRef>,
+        limit: Option<Duration>,
+    ) -> Result<Reply, Error> {
+        let wire = conn.description().max_wire_version;
+        let mut guard = AbandonGuard {
+            session,
+            armed: true,
+        };
+        let cluster_time = self.cluster_time();
+        let sent = match body {
+            Body::Built(mut body) => {
+                if let Some(s) = guard.session.as_deref_mut()
+                    && !body.body.contains_key("lsid")
+                    && let Some(lsid) = s.lsid()
+                {
+                    body.body.insert("lsid", lsid.clone());
+                }
+                if let Some(ct) = &cluster_time {
+                    let ct = ct.to_document().map_err(Error::bson)?;
+                    body.body.insert("$clusterTime", ct);
+                }
+                if let Some(s) = guard.session.as_deref_mut() {
+                    s.touch();
+                }
+                conn.run_body_within(body, limit).await
+            }
+            Body::Serialized(body) => {
+                let body = match &cluster_time {
+                    Some(ct) => append_document(&body, "$clusterTime", ct.as_raw()),
+                    None => body,
+                };
+                if let Some(s) = guard.session.as_deref_mut() {
+                    s.touch();
+                }
+                conn.run_serialized_within(body, limit).await
+            }
+        };
+        guard.armed = false;
+        match sent {
+            Ok(reply) => {
+                self.observe_reply(&reply, conn, wire);
+                Ok(reply)
+            }
+            Err(e) => {
+                let err = Error::from(e).with_wire_version(Some(wire));
+                if err.is_network() || err.is_protocol() {
+                    if let Some(s) = guard.session.as_deref_mut() {
+                        s.mark_dirty();
+                    }
+                }
+                if err.is_network() && !err.is_timeout() {
+                    self.server.handle_error(
+                        ErrorImpact::MarkUnknownAndClear,
+                        conn.generation(),
+                        &err.to_string(),
+                    );
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Selects, checks out, runs `cmd` (in `session`) and parses its reply.
+    pub(crate) async fn execute<C: Command>(
+        &self,
+        db: &str,
+        cmd: &C,
+        session: Option<&mut dyn SessionRef>,
+        at: Option<&ServerAddress>,
+    ) -> Result<Executed<C::Output>, Error> {
+        self.check_open()?;
+        let body = cmd.build(db)?;
+        let mut conn = self.check_out(at, Lease::Shared).await?;
+        let address = conn.address().clone();
+        let wire_version = conn.description().max_wire_version;
+        let reply = self.run_on(&mut conn, Body::Built(body), session, None).await?;
+        drop(conn);
+        let output = cmd
+            .handle_reply(reply)
+            .map_err(|e| Error::from(e).with_wire_version(Some(wire_version)))?;
+        Ok(Executed {
+            output,
+            address,
+            wire_version,
+        })
+    }
+
+    /// [`execute`](Self::execute) in an implicit session of its own.
+    pub(crate) async fn execute_implicit<C: Command>(
+        &self,
+        db: &str,
+        cmd: &C,
+    ) -> Result<C::Output, Error> {
+        let mut session = self.implicit_session();
+        self.execute(db, cmd, Some(&mut session), None)
+            .await
+            .map(|e| e.output)
+    }
+
+    /// The highest cluster time seen, if any.
+    fn cluster_time(&self) -> Option<SharedDoc> {
+        self.cluster_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(_, doc)| doc.clone())
+    }
+
+    /// Keeps a higher `$clusterTime`; applies the SDAM rules to an `ok: 0` reply. One pass
+    /// over the reply's top-level fields.
+    fn observe_reply(&self, reply: &Reply, conn: &PooledConn, wire: i32) {
+        let mut ok = true;
+        let mut cluster_time = None;
+        for element in reply.body.as_raw().iter().flatten() {
+            match (element.0.as_str(), element.1) {
+                ("ok", RawBsonRef::Double(v)) => ok = v == 1.0,
+                ("ok", RawBsonRef::Int32(v)) => ok = v == 1,
+                ("ok", RawBsonRef::Int64(v)) => ok = v == 1,
+                ("ok", RawBsonRef::Boolean(v)) => ok = v,
+                ("$clusterTime", RawBsonRef::Document(d)) => cluster_time = Some(d),
+                _ => {}
+            }
+        }
+        if let Some(ct) = cluster_time {
+            self.advance_cluster_time(ct);
+        }
+        if !ok
+            && let Err(brook_command::CommandError::Server(e)) =
+                brook_command::check_ok(reply.body.as_raw())
+        {
+            let impact = server_error_impact(&e, wire);
+            self.server
+                .handle_error(impact, conn.generation(), &e.to_string());
+        }
+    }
+
+    fn advance_cluster_time(&self, ct: &RawDocument) {
+        let Ok(time) = ct.get_timestamp("clusterTime") else {
+            return;
+        };
+        let mut held = self.cluster_time.lock().unwrap_or_else(|p| p.into_inner());
+        let newer = held
+            .as_ref()
+            .is_none_or(|(t, _)| (time.time, time.increment) > (t.time, t.increment));
+        if newer {
+            *held = Some((time, SharedDoc::from_raw(ct)));
+        }
+    }
+
+    /// Runs `fut` in the background (when a tokio runtime is running), tracked so that
+    /// shutdown waits for it.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        fut: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.tasks.running.fetch_add(1, Ordering::AcqRel);
+        let exec = Arc::clone(self);
+        handle.spawn(async move {
+            fut.await;
+            if exec.tasks.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                exec.tasks.idle.notify_waiters();
+            }
+        });
+    }
+
+    /// Runs `cmd` (a `killCursors`) on `db` on `server`, in `session`, on a pooled
+    /// connection.
+    pub(crate) async fn kill_cursors(
+        &self,
+        server: &ServerAddress,
+        db: &str,
+        cmd: &KillCursors,
+        session: &mut dyn SessionRef,
+    ) -> Result<(), Error> {
+        let body = cmd.build(db)?;
+        let mut conn = self.check_out(Some(server), Lease::Shared).await?;
+        let wire = conn.description().max_wire_version;
+        let reply = self
+            .run_on(&mut conn, Body::Built(body), Some(session), None)
+            .await?;
+        drop(conn);
+        cmd.handle_reply(reply)
+            .map(|_| ())
+            .map_err(|e| Error::from(e).with_wire_version(Some(wire)))
+    }
+
+    /// [`kill_cursors`](Self::kill_cursors) bounded by [`KILL_CURSORS_BOUND`], its outcome
+    /// logged.
+    pub(crate) async fn kill_cursors_bounded(
+        &self,
+        server: &ServerAddress,
+        db: &str,
+        cmd: &KillCursors,
+        session: &mut dyn SessionRef,
+    ) -> Result<(), Error> {
+        let outcome = tokio::time::timeout(
+            KILL_CURSORS_BOUND,
+            self.kill_cursors(server, db, cmd, &mut *session),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            session.mark_dirty();
+            Err(Error::new(ErrorKind::Timeout {
+                what: "killCursors",
+                after: KILL_CURSORS_BOUND,
+            }))
+        });
+        match &outcome {
+            Ok(()) => debug!(%server, cursors = ?cmd.ids, "cursors killed"),
+            Err(e) => debug!(%server, cursors = ?cmd.ids, error = %e, "killCursors failed"),
+        }
+        outcome
+    }
+
+    /// Kills cursors in the background (`cmd` on `db` on `server`, in `session`, held
+    /// until the kill is done), bounded by [`KILL_CURSORS_BOUND`]. Every background kill
+    /// (a dropped cursor, a change stream's resume) goes through here.
+    pub(crate) fn spawn_kill_cursors(
+        self: &Arc<Self>,
+        server: ServerAddress,
+        db: String,
+        cmd: KillCursors,
+        mut session: impl SessionRef + 'static,
+    ) {
+        let exec = Arc::clone(self);
+        self.spawn(async move {
+            let _ = exec
+                .kill_cursors_bounded(&server, &db, &cmd, &mut session)
+                .await;
+            drop(session);
+        });
+    }
+
+    /// Ends the client: later operations fail; background kills get up to
+    /// [`SHUTDOWN_STEP_BOUND`] to finish; `endSessions` with every pooled session id (in
+    /// batches of 10,000, on pooled connections, each bounded, errors ignored as the spec
+    /// says); then the pool closes. Returns at once when called again.
+    pub(crate) async fn shutdown(&self) {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let drained = async {
+            loop {
+                let idle = self.tasks.idle.notified();
+                if self.tasks.running.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(SHUTDOWN_STEP_BOUND, drained).await;
+        let ids = self.sessions.drain_ids();
+        for chunk in ids.chunks(END_SESSIONS_BATCH) {
+            let cmd = EndSessions::new(chunk.to_vec());
+            let run = async {
+                let body = cmd.build("admin")?;
+                let mut conn = self.check_out(None, Lease::Shared).await?;
+                self.run_on(&mut conn, Body::Built(body), None, None).await
+            };
+            if let Ok(Err(e)) = tokio::time::timeout(SHUTDOWN_STEP_BOUND, run).await {
+                debug!(error = %e, "endSessions failed");
+            }
+        }
+        self.server.close();
+    }
+}
+
+/// `body` with one more field, `key: value`, at its end. Splices the bytes (one buffer of
+/// the final size, no re-serialisation): this is how a cached getMore gets the current
+/// `$clusterTime` on every send, and it is on the getMore path.
+fn append_document(body: &SharedDoc, key: &str, value: &RawDocument) -> SharedDoc {
+    let bytes = body.as_bytes();
+    // A SharedDoc is at least 5 bytes and ends with its terminating NUL.
+    let elements = bytes.get(4..bytes.len().saturating_sub(1)).unwrap_or_default();
+    let len = 4 + elements.len() + 1 + key.len() + 1 + value.as_bytes().len() + 1;
+    let mut out = BytesMut::with_capacity(len);
+    out.put_i32_le(i32::try_from(len).unwrap_or(i32::MAX));
+    out.put_slice(elements);
+    out.put_u8(0x03);
+    out.put_slice(key.as_bytes());
+    out.put_u8(0);
+    out.put_slice(value.as_bytes());
+    out.put_u8(0);
+    match SharedDoc::from_bytes(out.freeze()) {
+        Ok(doc) => doc,
+        // Unreachable for a valid body; send the body without the field rather than fail.
+        Err(_) => body.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn appending_a_document_field() {
+        let body = SharedDoc::from_document(&doc! { "getMore": 7i64, "collection": "c" })
+            .expect("body");
+        let ct = bson::rawdoc! { "clusterTime": Timestamp { time: 5, increment: 1 } };
+        let out = append_document(&body, "$clusterTime", &ct);
+        assert_eq!(
+            out.to_document().expect("valid"),
+            doc! {
+                "getMore": 7i64,
+                "collection": "c",
+                "$clusterTime": { "clusterTime": Timestamp { time: 5, increment: 1 } },
+            }
+        );
+    }
+}

@@ -1,0 +1,444 @@
+//! The failure paths of the executor and the pool, end to end against the testkit: each
+//! test names the rule it checks.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use brook::monitoring::{CloseReason, CmapEvent, EventHandler, PoolEvent};
+use brook::{Client, ClientOptions};
+use brook_testkit::shapes::{self, BatchKind};
+use brook_testkit::{Action, FakeServer, Fault, Proxy, ProxyConfig, ServerConfig};
+use bson::{Document, Timestamp, doc};
+
+const NS: &str = "app.items";
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn server() -> FakeServer {
+    FakeServer::start(ServerConfig::replica_set("rs0"))
+        .await
+        .expect("fake server starts")
+}
+
+/// A client on `uri` whose pool events are recorded.
+async fn recorded_client(uri: &str) -> (Client, Arc<Mutex<Vec<PoolEvent>>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let mut options = ClientOptions::parse(uri).expect("uri");
+    options.cmap_event_handler = Some(EventHandler::new(move |e: &CmapEvent| {
+        sink.lock().unwrap().push(e.event.clone());
+    }));
+    let client = Client::with_options(options).await.expect("client connects");
+    (client, events)
+}
+
+fn uri_of(server: &FakeServer, query: &str) -> String {
+    format!(
+        "mongodb://{}/?serverSelectionTimeoutMS=5000{query}",
+        server.host_port()
+    )
+}
+
+fn ts(i: u32) -> Timestamp {
+    Timestamp {
+        time: 1_700_000_000,
+        increment: i,
+    }
+}
+
+fn ev(i: u32) -> Document {
+    let n = i32::try_from(i).unwrap();
+    shapes::insert_event(ts(i), NS, doc! { "_id": n, "n": n })
+}
+
+fn first(id: i64, batch: Vec<Document>) -> Action {
+    Action::cursor(id, NS, BatchKind::First, batch, None, None)
+}
+
+fn next_batch(id: i64, batch: Vec<Document>) -> Action {
+    Action::cursor(id, NS, BatchKind::Next, batch, None, None)
+}
+
+fn n_of(e: &brook::ChangeStreamEvent<Document>) -> i32 {
+    e.full_document
+        .as_ref()
+        .and_then(|d| d.get_i32("n").ok())
+        .expect("fullDocument.n")
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn killed_ids(fake: &FakeServer) -> Vec<i64> {
+    fake.commands_named("killCursors")
+        .iter()
+        .flat_map(|c| {
+            c.body
+                .get_array("cursors")
+                .map(|a| a.iter().filter_map(bson::Bson::as_i64).collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Failure path 1: a network error on a stream's getMore clears the pool; the resume's
+/// aggregate never takes one of the (dead) idle connections of the old generation.
+#[tokio::test]
+async fn a_network_error_clears_the_pool_and_the_resume_uses_a_fresh_connection() {
+    let fake = server().await;
+    fake.push_actions("aggregate", [first(42, vec![ev(1)]), first(43, vec![])]);
+    fake.push_actions(
+        "getMore",
+        [
+            Action::delay(Duration::from_millis(400), next_batch(42, vec![ev(2)])),
+            next_batch(43, vec![ev(3)]),
+        ],
+    );
+    // Three overlapping pings leave three idle connections in the pool.
+    fake.push_actions(
+        "ping",
+        (0..3).map(|_| Action::delay(Duration::from_millis(100), Action::ok())),
+    );
+    let proxy = Proxy::start(fake.addr(), ProxyConfig::pass_through())
+        .await
+        .unwrap();
+    let (client, events) = recorded_client(&proxy.uri_with("serverSelectionTimeoutMS=5000")).await;
+    let db = client.database("app");
+    let pings = (0..3).map(|_| db.run_command(doc! { "ping": 1 }));
+    for r in futures_util::future::join_all(pings).await {
+        r.unwrap();
+    }
+    let coll = db.collection::<Document>("items");
+    let mut stream = coll.watch().await.unwrap();
+    assert_eq!(n_of(&stream.next().await.unwrap().unwrap()), 1);
+    let cutter = async {
+        wait_until("the getMore", || !fake.commands_named("getMore").is_empty()).await;
+        proxy.cut_all();
+    };
+    let (event, ()) = tokio::join!(stream.next(), cutter);
+    assert_eq!(n_of(&event.expect("an event").expect("resumed")), 3);
+    assert_eq!(stream.resume_count(), 1);
+    let events = events.lock().unwrap().clone();
+    assert!(
+        events.iter().any(|e| matches!(e, PoolEvent::PoolCleared { .. })),
+        "the pool was cleared: {events:?}"
+    );
+    // The idle connections of the old generation were closed as stale, never used.
+    let stale = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                PoolEvent::ConnectionClosed {
+                    reason: CloseReason::Stale,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(stale >= 1, "stale idle connections were closed: {events:?}");
+    stream.close().await.unwrap();
+}
+
+/// Failure path 2: a getMore the server accepts and never answers is a network timeout
+/// after maxAwaitTimeMS + the grace (here shortened by socketTimeoutMS, which bounds
+/// every read): the connection is discarded and the stream resumes.
+#[tokio::test]
+async fn a_get_more_that_never_answers_times_out_and_the_stream_resumes() {
+    let fake = server().await;
+    fake.push_actions("aggregate", [first(42, vec![]), first(43, vec![])]);
+    fake.push_actions(
+        "getMore",
+        [Action::fault(Fault::Hang), next_batch(43, vec![ev(1)])],
+    );
+    let client = Client::connect(&uri_of(&fake, "&socketTimeoutMS=500"))
+        .await
+        .unwrap();
+    let coll = client.database("app").collection::<Document>("items");
+    let mut stream = coll
+        .watch()
+        .max_await_time(Duration::from_millis(100))
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("no hang");
+    assert_eq!(n_of(&event.unwrap().unwrap()), 1);
+    assert_eq!(stream.resume_count(), 1);
+}
+
+/// Failure path 2, without socketTimeoutMS: the getMore's own bound is maxAwaitTimeMS
+/// plus [`brook::GET_MORE_GRACE`].
+#[tokio::test]
+async fn without_socket_timeout_a_silent_get_more_is_bounded_by_the_grace() {
+    let fake = server().await;
+    fake.push_actions("aggregate", [first(42, vec![]), first(43, vec![])]);
+    fake.push_actions(
+        "getMore",
+        [Action::fault(Fault::Hang), next_batch(43, vec![ev(1)])],
+    );
+    let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
+    let coll = client.database("app").collection::<Document>("items");
+    let mut stream = coll
+        .watch()
+        .max_await_time(Duration::from_millis(100))
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let bound = Duration::from_millis(100) + brook::GET_MORE_GRACE + Duration::from_secs(5);
+    let event = tokio::time::timeout(bound, stream.next())
+        .await
+        .expect("bounded by maxAwaitTime + grace");
+    assert_eq!(n_of(&event.unwrap().unwrap()), 1);
+    assert!(started.elapsed() >= brook::GET_MORE_GRACE);
+}
+
+/// Failure path 2: the resume's killCursors is fire-and-forget; a server that never
+/// answers it does not delay the resume.
+#[tokio::test]
+async fn a_hanging_kill_cursors_never_delays_the_resume() {
+    let fake = server().await;
+    fake.push_actions("aggregate", [first(42, vec![]), first(43, vec![ev(1)])]);
+    fake.push_actions(
+        "getMore",
+        [Action::error(43, "CursorNotFound", &[])],
+    );
+    fake.push_actions("killCursors", [Action::fault(Fault::Hang)]);
+    let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
+    let coll = client.database("app").collection::<Document>("items");
+    let mut stream = coll.watch().await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(3), stream.next())
+        .await
+        .expect("the resume does not wait for killCursors");
+    assert_eq!(n_of(&event.unwrap().unwrap()), 1);
+    wait_until("the kill was sent", || killed_ids(&fake).contains(&42)).await;
+}
+
+/// Failure path 3: a reply flagged moreToCome to a request without exhaustAllowed is a
+/// protocol error; the connection is closed, never reused.
+#[tokio::test]
+async fn an_unasked_more_to_come_breaks_the_connection_for_good() {
+    let fake = server().await;
+    fake.push_actions(
+        "ping",
+        [Action::MoreToCome(vec![
+            doc! { "ok": 1.0 },
+            doc! { "ok": 1.0 },
+        ])],
+    );
+    let (client, events) = recorded_client(&uri_of(&fake, "")).await;
+    let db = client.database("app");
+    let err = db.run_command(doc! { "ping": 1 }).await.unwrap_err();
+    assert!(err.is_protocol(), "{err}");
+    for _ in 0..3 {
+        db.run_command(doc! { "ping": 1 }).await.unwrap();
+    }
+    let events = events.lock().unwrap().clone();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            PoolEvent::ConnectionClosed {
+                reason: CloseReason::Error,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+}
+
+/// Failure path 4: any getMore error that is not a server error is resumable: a checksum
+/// mismatch, a malformed frame, a wrong responseTo, an unknown required flag.
+#[tokio::test]
+async fn protocol_errors_on_get_more_resume_the_stream() {
+    let faults = [
+        Fault::BadChecksum,
+        Fault::BadBson,
+        Fault::WrongResponseTo,
+        Fault::UnknownRequiredFlag(1 << 5),
+        Fault::UnknownSectionKind(7),
+    ];
+    for fault in faults {
+        let name = format!("{fault:?}");
+        let fake = server().await;
+        fake.push_actions("aggregate", [first(42, vec![]), first(43, vec![ev(1)])]);
+        fake.push_actions("getMore", [Action::fault(fault)]);
+        let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
+        let coll = client.database("app").collection::<Document>("items");
+        let mut stream = coll.watch().await.unwrap();
+        let event = tokio::time::timeout(WAIT, stream.next()).await.expect(&name);
+        let event = event.expect(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(n_of(&event), 1, "{name}");
+        assert_eq!(stream.resume_count(), 1, "{name}");
+        assert!(stream.is_alive(), "{name}");
+    }
+}
+
+/// Failure path 5: `batch_size(0)` goes on the aggregate only, never on a getMore.
+#[tokio::test]
+async fn batch_size_zero_is_sent_on_the_aggregate_only() {
+    let fake = server().await;
+    fake.push_actions("aggregate", [first(42, vec![])]);
+    fake.push_actions("getMore", [next_batch(42, vec![ev(1)])]);
+    let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
+    let coll = client.database("app").collection::<Document>("items");
+    let mut stream = coll.watch().batch_size(0).await.unwrap();
+    stream.next().await.unwrap().unwrap();
+    let agg = &fake.commands_named("aggregate")[0];
+    assert_eq!(agg.body.get_document("cursor").unwrap(), &doc! { "batchSize": 0 });
+    let gm = &fake.commands_named("getMore")[0];
+    assert!(!gm.body.contains_key("batchSize"), "{}", gm.body);
+}
+
+/// Failure path 7: a watch() future dropped while its aggregate is in flight kills the
+/// cursor when the reply arrives.
+#[tokio::test]
+async fn a_dropped_watch_kills_the_cursor_its_aggregate_opened() {
+    let fake = server().await;
+    fake.push_actions(
+        "aggregate",
+        [Action::delay(Duration::from_millis(300), first(42, vec![]))],
+    );
+    let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
+    let coll = client.database("app").collection::<Document>("items");
+    let opened = tokio::time::timeout(Duration::from_millis(50), coll.watch().into_future()).await;
+    assert!(opened.is_err(), "the watch was dropped mid-aggregate");
+    wait_until("the orphan cursor is killed", || killed_ids(&fake) == [42]).await;
+}
+
+/// Failure path 7: close() while a resume's aggregate is in flight kills the old cursor
+/// and the one the resume opens.
+#[tokio::test]
+async fn close_during_a_resume_kills_whichever_cursor_exists() {
+    let fake = server().await;
+    fake.push_actions(
+        "aggregate",
+        [
+            first(42, vec![]),
+            Action::delay(Duration::from_millis(300), first(43, vec![])),
+        ],
+    );
+    fake.push_actions(
+        "getMore",
+        [Action::error(43, "CursorNotFound", &[])],
+    );
+    let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
+    let coll = client.database("app").collection::<Document>("items");
+    let mut stream = coll.watch().await.unwrap();
+    // The getMore fails, the resume starts and its aggregate is in flight when the
+    // call is abandoned.
+    let call = tokio::time::timeout(Duration::from_millis(150), stream.next()).await;
+    assert!(call.is_err());
+    stream.close().await.unwrap();
+    wait_until("both cursors are killed", || {
+        let mut ids = killed_ids(&fake);
+        ids.sort_unstable();
+        ids == [42, 43]
+    })
+    .await;
+}
+
+/// Failure path 7: an abandoned command marks its session dirty: its lsid is never used
+/// again.
+#[tokio::test]
+async fn an_abandoned_command_never_reuses_its_session() {
+    let fake = server().await;
+    fake.push_actions(
+        "ping",
+        [Action::delay(Duration::from_millis(300), Action::ok())],
+    );
+    let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
+    let db = client.database("app");
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(50), db.run_command(doc! { "ping": 1 })).await;
+    assert!(abandoned.is_err());
+    for _ in 0..3 {
+        db.run_command(doc! { "ping": 1 }).await.unwrap();
+    }
+    let pings = fake.commands_named("ping");
+    let lsids: Vec<&Document> = pings.iter().map(|c| c.body.get_document("lsid").unwrap()).collect();
+    assert_eq!(lsids.len(), 4);
+    assert!(lsids[1..].iter().all(|l| *l != lsids[0]), "{lsids:?}");
+    // A session that completed normally is reused.
+    assert_eq!(lsids[1], lsids[2]);
+}
+
+/// Failure path 8: shutdown's endSessions runs on a pooled connection, not a new one.
+#[tokio::test]
+async fn shutdown_uses_pooled_connections() {
+    let fake = server().await;
+    let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
+    client
+        .database("app")
+        .run_command(doc! { "ping": 1 })
+        .await
+        .unwrap();
+    let accepted = fake.connections_accepted();
+    client.shutdown().await;
+    let ends = fake.commands_named("endSessions");
+    assert_eq!(ends.len(), 1);
+    assert_eq!(fake.connections_accepted(), accepted, "no new connection");
+}
+
+/// A stream's connection belongs to the pool's generation: after a clear (here caused by
+/// another operation's network error) the stream's next getMore runs on a new connection.
+#[tokio::test]
+async fn a_stream_never_reuses_a_connection_of_an_older_generation() {
+    let fake = server().await;
+    fake.push_actions("aggregate", [first(42, vec![])]);
+    fake.push_actions(
+        "getMore",
+        [next_batch(42, vec![]), next_batch(42, vec![ev(1)])],
+    );
+    fake.push_actions("ping", [Action::fault(Fault::CloseWithoutReply)]);
+    let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
+    let db = client.database("app");
+    let coll = db.collection::<Document>("items");
+    let mut stream = coll.watch().await.unwrap();
+    assert!(stream.next_if_any().await.unwrap().is_none());
+    assert!(db.run_command(doc! { "ping": 1 }).await.unwrap_err().is_network());
+    assert_eq!(n_of(&stream.next().await.unwrap().unwrap()), 1);
+    let gm = fake.commands_named("getMore");
+    assert_eq!(gm.len(), 2);
+    assert_ne!(gm[0].connection_id, gm[1].connection_id, "a new connection after the clear");
+    assert_eq!(stream.resume_count(), 0, "the cursor itself was fine");
+}
+
+/// CMAP events reach the handler set on the client options.
+#[tokio::test]
+async fn pool_events_reach_the_handler() {
+    let fake = server().await;
+    let (client, events) = recorded_client(&uri_of(&fake, "")).await;
+    client
+        .database("app")
+        .run_command(doc! { "ping": 1 })
+        .await
+        .unwrap();
+    client.shutdown().await;
+    let events = events.lock().unwrap().clone();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            PoolEvent::PoolCreated { .. } => "created",
+            PoolEvent::PoolReady => "ready",
+            PoolEvent::ConnectionCreated { .. } => "conn-created",
+            PoolEvent::ConnectionReady { .. } => "conn-ready",
+            PoolEvent::CheckOutStarted => "checkout",
+            PoolEvent::CheckedOut { .. } => "out",
+            PoolEvent::CheckedIn { .. } => "in",
+            PoolEvent::ConnectionClosed { .. } => "conn-closed",
+            PoolEvent::PoolClosed => "closed",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "created", "ready", "checkout", "conn-created", "conn-ready", "out", "in",
+            "checkout", "out", "in", "conn-closed", "closed",
+        ]
+    );
+}
