@@ -484,7 +484,7 @@ impl Core {
                 return;
             }
             Outgoing::Aggregate { db, command, .. } => {
-                let body = command.build(&db).map(Body::Built).map_err(Error::from);
+                let body = command.build(&db).map(Body::Built).map_err(Error::command);
                 (None, body, None)
             }
             Outgoing::GetMore {

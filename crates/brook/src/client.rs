@@ -272,10 +272,17 @@ impl Client {
     /// `logicalSessionTimeoutMinutes` in its handshake), and after [`shutdown`](Self::shutdown).
     pub async fn start_session(&self) -> Result<ClientSession, Error> {
         self.exec.check_open()?;
-        let timeout = self.exec.server_info().logical_session_timeout.ok_or_else(|| {
-            Error::unsupported("sessions on a server without logicalSessionTimeoutMinutes")
-        })?;
-        Ok(ClientSession::new(Arc::clone(self.exec.sessions()), timeout))
+        let timeout = self
+            .exec
+            .server_info()
+            .logical_session_timeout
+            .ok_or_else(|| {
+                Error::unsupported("sessions on a server without logicalSessionTimeoutMinutes")
+            })?;
+        Ok(ClientSession::new(
+            Arc::clone(self.exec.sessions()),
+            timeout,
+        ))
     }
 
     /// A change stream on the whole deployment: `aggregate: 1` on `admin` with

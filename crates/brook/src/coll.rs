@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use brook_command::{
     Aggregate, AggregateTarget, CommandError, Delete, DeleteStatement, Find, GetMoreOptions,
-    Insert, SharedDoc,
-    Update, UpdateModification, UpdateStatement, WriteConcernError, WriteError,
+    Insert, SharedDoc, Update, UpdateModification, UpdateStatement, WriteConcernError, WriteError,
 };
 use bson::oid::ObjectId;
 use bson::raw::cstr;
@@ -110,7 +109,7 @@ fn write_failure(
 }
 
 fn wire_err(e: brook_wire::WireError) -> Error {
-    Error::from(CommandError::from(e))
+    Error::command(CommandError::from(e))
 }
 
 /// Serialise `value` for an insert, adding an ObjectId `_id` first when it has none

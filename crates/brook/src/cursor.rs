@@ -20,7 +20,8 @@ use crate::error::Error;
 use crate::exec::{Body, Executed, Executor, Lease};
 use crate::session::{HeldSession, SessionRef};
 
-type GetMoreFuture = Pin<Box<dyn Future<Output = (Result<CursorReply, Error>, HeldSession)> + Send>>;
+type GetMoreFuture =
+    Pin<Box<dyn Future<Output = (Result<CursorReply, Error>, HeldSession)> + Send>>;
 
 /// The code of CursorNotFound: the server no longer knows the cursor.
 const CURSOR_NOT_FOUND: i32 = 43;
@@ -49,7 +50,7 @@ impl GetMoreCache {
         {
             return Ok(body.clone());
         }
-        let mut built = cmd.build(db)?;
+        let mut built = cmd.build(db).map_err(Error::command)?;
         if let Some(lsid) = lsid
             && !built.body.contains_key("lsid")
         {
@@ -184,7 +185,7 @@ impl<T> Cursor<T> {
                     .await?;
                 drop(conn);
                 cmd.handle_reply(reply)
-                    .map_err(|e| Error::from(e).with_wire_version(Some(wire)))
+                    .map_err(|e| Error::command(e).with_wire_version(Some(wire)))
             }
             .await;
             (res, session)

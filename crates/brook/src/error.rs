@@ -357,10 +357,9 @@ impl Error {
         match (&self.0.kind, self.0.wire_version) {
             (_, Some(v)) => Some(v),
             (ErrorKind::Connection(e), None) => e.wire_version(),
-            (
-                ErrorKind::ChangeStream(ChangeStreamError::Server { wire_version, .. }),
-                None,
-            ) => *wire_version,
+            (ErrorKind::ChangeStream(ChangeStreamError::Server { wire_version, .. }), None) => {
+                *wire_version
+            }
             _ => None,
         }
     }
@@ -386,14 +385,19 @@ impl Error {
     }
 
     /// The error of a checkout that failed in the pool of `address`.
-    pub(crate) fn from_pool(err: brook_pool::PoolError<ConnError>, address: &brook_conn::ServerAddress) -> Error {
+    pub(crate) fn from_pool(
+        err: brook_pool::PoolError<ConnError>,
+        address: &brook_conn::ServerAddress,
+    ) -> Error {
         match err {
-            brook_pool::PoolError::Timeout { after } => Error::new(ErrorKind::PoolTimeout { after }),
+            brook_pool::PoolError::Timeout { after } => {
+                Error::new(ErrorKind::PoolTimeout { after })
+            }
             brook_pool::PoolError::Closed => Error::new(ErrorKind::Shutdown),
             brook_pool::PoolError::Cleared { .. } => Error::new(ErrorKind::PoolCleared {
                 address: address.clone(),
             }),
-            brook_pool::PoolError::Connect(e) => Error::from(e),
+            brook_pool::PoolError::Connect(e) => Error::conn(e),
             _ => Error::new(ErrorKind::PoolCleared {
                 address: address.clone(),
             }),
@@ -476,22 +480,24 @@ impl From<ErrorKind> for Error {
     }
 }
 
-impl From<CommandError> for Error {
-    fn from(err: CommandError) -> Error {
+// The inner crates' errors convert with crate-private functions rather than `From`
+// impls, so that no public impl names a type of an inner crate.
+impl Error {
+    /// The error of a command that failed to build or whose reply says it failed.
+    pub(crate) fn command(err: CommandError) -> Error {
         match err {
             CommandError::Server(e) => Error::new(ErrorKind::Server(e)),
             other => Error::new(ErrorKind::Command(other)),
         }
     }
-}
 
-impl From<ConnError> for Error {
-    fn from(err: ConnError) -> Error {
+    /// The error of a connection.
+    pub(crate) fn conn(err: ConnError) -> Error {
         match err {
             ConnError::Command {
                 source,
                 wire_version,
-            } => Error::from(*source).with_wire_version(wire_version),
+            } => Error::command(*source).with_wire_version(wire_version),
             other => {
                 let wv = other.wire_version();
                 Error::new(ErrorKind::Connection(other)).with_wire_version(wv)
@@ -531,7 +537,7 @@ mod tests {
             ))),
             wire_version: Some(21),
         };
-        let err = Error::from(conn);
+        let err = Error::conn(conn);
         assert!(err.is_server_error());
         assert!(!err.is_network() && !err.is_timeout() && !err.is_invalid_argument());
         assert_eq!(err.code(), Some(91));
@@ -546,7 +552,7 @@ mod tests {
     #[test]
     fn network_and_timeout_errors() {
         let address = ServerAddress::new("db.example.com", 27017);
-        let closed = Error::from(ConnError::Closed {
+        let closed = Error::conn(ConnError::Closed {
             address: address.clone(),
             mid_message: true,
             wire_version: Some(25),
@@ -558,7 +564,7 @@ mod tests {
         assert!(closed.labels().is_empty());
         assert_eq!(closed.wire_version(), Some(25));
 
-        let timeout = Error::from(ConnError::Timeout {
+        let timeout = Error::conn(ConnError::Timeout {
             address,
             operation: "operation",
             after: Duration::from_secs(1),
@@ -620,7 +626,7 @@ mod tests {
         assert!(u.is_unsupported() && !u.is_invalid_argument());
         assert_eq!(u.to_string(), "thing is not supported by brook yet");
         assert!(Error::new(ErrorKind::Shutdown).is_shutdown());
-        let malformed = Error::from(CommandError::Invalid("bad".into()));
+        let malformed = Error::command(CommandError::Invalid("bad".into()));
         assert!(!malformed.is_server_error());
         assert!(matches!(malformed.kind(), ErrorKind::Command(_)));
     }

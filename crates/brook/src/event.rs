@@ -731,12 +731,10 @@ fn decode_error<T: DeserializeOwned>(bytes: &[u8], err: &bson::error::Error) -> 
     let token = raw
         .and_then(|r| r.get_document("_id").ok())
         .map(|id| ResumeToken(SharedDoc::from_raw(id)));
-    let located = raw
-        .and_then(|r| Document::try_from(r).ok())
-        .map(|doc| {
-            let de = bson::de::Deserializer::new(Bson::Document(doc));
-            serde_path_to_error::deserialize::<_, ChangeStreamEvent<T>>(de)
-        });
+    let located = raw.and_then(|r| Document::try_from(r).ok()).map(|doc| {
+        let de = bson::de::Deserializer::new(Bson::Document(doc));
+        serde_path_to_error::deserialize::<_, ChangeStreamEvent<T>>(de)
+    });
     // The reference decoder's words, the located decoder's path.
     let path = match located {
         Some(Err(e)) => e.path().to_string(),

@@ -240,16 +240,22 @@ pub use coll::{
 pub use cursor::Cursor;
 pub use db::Database;
 pub use error::{Error, Result};
-pub use exec::GET_MORE_GRACE;
 pub use event::{
     ChangeNamespace, ChangeStreamEvent, OperationType, RawChangeEvent, ResumeToken, SplitEvent,
     TruncatedArray, UpdateDescription, resume_token_of,
 };
+pub use exec::GET_MORE_GRACE;
 pub use options::{
     Acknowledgment, ClientOptions, Credential, DEFAULT_PORT, Host, ReadPreferenceMode,
     ServerMonitoringMode, UriWarning, UriWarningKind,
 };
 pub use session::ClientSession;
+
+/// A BSON document in a refcounted buffer: how events and resume tokens share the reply's
+/// buffer ([`RawChangeEvent::as_shared`], [`ResumeToken::as_shared`]).
+pub use brook_wire::SharedDoc;
+/// The error of [`SharedDoc`]'s constructors (a malformed document).
+pub use brook_wire::WireError;
 
 /// Re-export of the `bson` crate brook is built with.
 pub use bson;

@@ -60,9 +60,7 @@ impl<E> PartialEq for EventHandler<E> {
 /// trace.
 pub(crate) fn trace_pool_event(address: &ServerAddress, event: &PoolEvent) {
     match event {
-        PoolEvent::CheckOutStarted
-        | PoolEvent::CheckedOut { .. }
-        | PoolEvent::CheckedIn { .. } => {
+        PoolEvent::CheckOutStarted | PoolEvent::CheckedOut { .. } | PoolEvent::CheckedIn { .. } => {
             trace!(target: "brook::pool", server = %address, ?event, "connection pool event");
         }
         _ => {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bson::{Binary, Document, doc, spec::BinarySubtype};
 
-
 /// One server session: the `lsid` document and when it was last used.
 #[derive(Debug, Clone)]
 pub(crate) struct ServerSession {

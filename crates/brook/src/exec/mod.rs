@@ -192,7 +192,11 @@ impl Executor {
 
     /// Waits until the server may be selected, up to `deadline`. `at` names the server a
     /// cursor lives on.
-    async fn select(&self, at: Option<&ServerAddress>, deadline: Instant) -> Result<Arc<Server>, Error> {
+    async fn select(
+        &self,
+        at: Option<&ServerAddress>,
+        deadline: Instant,
+    ) -> Result<Arc<Server>, Error> {
         let server = &self.server;
         if let Some(at) = at
             && at != server.address()
@@ -248,7 +252,7 @@ impl Executor {
                 Ok(conn) => return Ok(conn),
                 Err(PoolError::Cleared { .. }) if Instant::now() < deadline => {}
                 Err(PoolError::Connect(e)) => {
-                    let err = Error::from(e);
+                    let err = Error::conn(e);
                     if err.is_network() {
                         server.mark_unknown(true, &err.to_string());
                     }
@@ -311,7 +315,7 @@ impl Executor {
                 Ok(reply)
             }
             Err(e) => {
-                let err = Error::from(e).with_wire_version(Some(wire));
+                let err = Error::conn(e).with_wire_version(Some(wire));
                 if err.is_network() || err.is_protocol() {
                     if let Some(s) = guard.session.as_deref_mut() {
                         s.mark_dirty();
@@ -338,15 +342,17 @@ impl Executor {
         at: Option<&ServerAddress>,
     ) -> Result<Executed<C::Output>, Error> {
         self.check_open()?;
-        let body = cmd.build(db)?;
+        let body = cmd.build(db).map_err(Error::command)?;
         let mut conn = self.check_out(at, Lease::Shared).await?;
         let address = conn.address().clone();
         let wire_version = conn.description().max_wire_version;
-        let reply = self.run_on(&mut conn, Body::Built(body), session, None).await?;
+        let reply = self
+            .run_on(&mut conn, Body::Built(body), session, None)
+            .await?;
         drop(conn);
         let output = cmd
             .handle_reply(reply)
-            .map_err(|e| Error::from(e).with_wire_version(Some(wire_version)))?;
+            .map_err(|e| Error::command(e).with_wire_version(Some(wire_version)))?;
         Ok(Executed {
             output,
             address,
@@ -418,10 +424,7 @@ impl Executor {
 
     /// Runs `fut` in the background (when a tokio runtime is running), tracked so that
     /// shutdown waits for it.
-    pub(crate) fn spawn(
-        self: &Arc<Self>,
-        fut: impl Future<Output = ()> + Send + 'static,
-    ) {
+    pub(crate) fn spawn(self: &Arc<Self>, fut: impl Future<Output = ()> + Send + 'static) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -444,7 +447,7 @@ impl Executor {
         cmd: &KillCursors,
         session: &mut dyn SessionRef,
     ) -> Result<(), Error> {
-        let body = cmd.build(db)?;
+        let body = cmd.build(db).map_err(Error::command)?;
         let mut conn = self.check_out(Some(server), Lease::Shared).await?;
         let wire = conn.description().max_wire_version;
         let reply = self
@@ -453,7 +456,7 @@ impl Executor {
         drop(conn);
         cmd.handle_reply(reply)
             .map(|_| ())
-            .map_err(|e| Error::from(e).with_wire_version(Some(wire)))
+            .map_err(|e| Error::command(e).with_wire_version(Some(wire)))
     }
 
     /// [`kill_cursors`](Self::kill_cursors) bounded by [`KILL_CURSORS_BOUND`], its outcome
@@ -525,7 +528,7 @@ impl Executor {
         for chunk in ids.chunks(END_SESSIONS_BATCH) {
             let cmd = EndSessions::new(chunk.to_vec());
             let run = async {
-                let body = cmd.build("admin")?;
+                let body = cmd.build("admin").map_err(Error::command)?;
                 let mut conn = self.check_out(None, Lease::Shared).await?;
                 self.run_on(&mut conn, Body::Built(body), None, None).await
             };
@@ -543,7 +546,9 @@ impl Executor {
 fn append_document(body: &SharedDoc, key: &str, value: &RawDocument) -> SharedDoc {
     let bytes = body.as_bytes();
     // A SharedDoc is at least 5 bytes and ends with its terminating NUL.
-    let elements = bytes.get(4..bytes.len().saturating_sub(1)).unwrap_or_default();
+    let elements = bytes
+        .get(4..bytes.len().saturating_sub(1))
+        .unwrap_or_default();
     let len = 4 + elements.len() + 1 + key.len() + 1 + value.as_bytes().len() + 1;
     let mut out = BytesMut::with_capacity(len);
     out.put_i32_le(i32::try_from(len).unwrap_or(i32::MAX));
@@ -567,8 +572,8 @@ mod tests {
 
     #[test]
     fn appending_a_document_field() {
-        let body = SharedDoc::from_document(&doc! { "getMore": 7i64, "collection": "c" })
-            .expect("body");
+        let body =
+            SharedDoc::from_document(&doc! { "getMore": 7i64, "collection": "c" }).expect("body");
         let ct = bson::rawdoc! { "clusterTime": Timestamp { time: 5, increment: 1 } };
         let out = append_document(&body, "$clusterTime", &ct);
         assert_eq!(

@@ -212,7 +212,8 @@ impl Server {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         // Unknown first, then paused: a selection that still saw "known" and finds the
         // pool paused selects again and then waits.
-        self.state.send_replace(ServerState::Unknown(Arc::from(why)));
+        self.state
+            .send_replace(ServerState::Unknown(Arc::from(why)));
         if clear {
             warn!(server = %self.address, reason = why, "server marked unknown; pool cleared");
             self.pool.clear(false);
@@ -275,14 +276,13 @@ async fn check_until_known(server: Weak<Server>) {
             }
             Err(e) => {
                 debug!(server = %address, error = %e, "server check failed");
-                s.state
-                    .send_if_modified(|state| match state {
-                        ServerState::Unknown(why) => {
-                            *why = Arc::from(e.to_string());
-                            true
-                        }
-                        _ => false,
-                    });
+                s.state.send_if_modified(|state| match state {
+                    ServerState::Unknown(why) => {
+                        *why = Arc::from(e.to_string());
+                        true
+                    }
+                    _ => false,
+                });
             }
         }
         drop(s);
@@ -324,11 +324,26 @@ mod tests {
 
     #[test]
     fn sdam_error_impacts() {
-        assert_eq!(server_error_impact(&err(10107), 21), ErrorImpact::MarkUnknown);
-        assert_eq!(server_error_impact(&err(10107), 7), ErrorImpact::MarkUnknownAndClear);
-        assert_eq!(server_error_impact(&err(91), 21), ErrorImpact::MarkUnknownAndClear);
-        assert_eq!(server_error_impact(&err(11600), 21), ErrorImpact::MarkUnknownAndClear);
-        assert_eq!(server_error_impact(&err(13436), 21), ErrorImpact::MarkUnknown);
+        assert_eq!(
+            server_error_impact(&err(10107), 21),
+            ErrorImpact::MarkUnknown
+        );
+        assert_eq!(
+            server_error_impact(&err(10107), 7),
+            ErrorImpact::MarkUnknownAndClear
+        );
+        assert_eq!(
+            server_error_impact(&err(91), 21),
+            ErrorImpact::MarkUnknownAndClear
+        );
+        assert_eq!(
+            server_error_impact(&err(11600), 21),
+            ErrorImpact::MarkUnknownAndClear
+        );
+        assert_eq!(
+            server_error_impact(&err(13436), 21),
+            ErrorImpact::MarkUnknown
+        );
         assert_eq!(server_error_impact(&err(43), 21), ErrorImpact::None);
         assert_eq!(server_error_impact(&err(11000), 7), ErrorImpact::None);
     }

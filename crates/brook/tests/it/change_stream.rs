@@ -347,7 +347,10 @@ async fn connection_reset_mid_get_more_resumes_on_a_new_connection() {
     assert_ne!(agg[1].connection_id, gm[0].connection_id, "reconnected");
     assert_eq!(gm[1].connection_id, agg[1].connection_id);
     let kill = &fake.commands_named("killCursors")[0];
-    assert_ne!(kill.connection_id, gm[0].connection_id, "never the dead one");
+    assert_ne!(
+        kill.connection_id, gm[0].connection_id,
+        "never the dead one"
+    );
 }
 
 #[tokio::test]
@@ -369,7 +372,10 @@ async fn cursor_not_found_resumes_and_kills_on_the_old_cursor_s_server() {
     // The kill went to the one server, on a pooled connection (the stream's own
     // connection is busy with the resume's aggregate by then).
     let kill = &fake.commands_named("killCursors")[0];
-    assert_eq!(kill.body.get_array("cursors").unwrap(), &vec![Bson::Int64(42)]);
+    assert_eq!(
+        kill.body.get_array("cursors").unwrap(),
+        &vec![Bson::Int64(42)]
+    );
 }
 
 #[tokio::test]

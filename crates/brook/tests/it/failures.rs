@@ -27,7 +27,9 @@ async fn recorded_client(uri: &str) -> (Client, Arc<Mutex<Vec<PoolEvent>>>) {
     options.cmap_event_handler = Some(EventHandler::new(move |e: &CmapEvent| {
         sink.lock().unwrap().push(e.event.clone());
     }));
-    let client = Client::with_options(options).await.expect("client connects");
+    let client = Client::with_options(options)
+        .await
+        .expect("client connects");
     (client, events)
 }
 
@@ -124,7 +126,9 @@ async fn a_network_error_clears_the_pool_and_the_resume_uses_a_fresh_connection(
     assert_eq!(stream.resume_count(), 1);
     let events = events.lock().unwrap().clone();
     assert!(
-        events.iter().any(|e| matches!(e, PoolEvent::PoolCleared { .. })),
+        events
+            .iter()
+            .any(|e| matches!(e, PoolEvent::PoolCleared { .. })),
         "the pool was cleared: {events:?}"
     );
     // The idle connections of the old generation were closed as stale, never used.
@@ -203,10 +207,7 @@ async fn without_socket_timeout_a_silent_get_more_is_bounded_by_the_grace() {
 async fn a_hanging_kill_cursors_never_delays_the_resume() {
     let fake = server().await;
     fake.push_actions("aggregate", [first(42, vec![]), first(43, vec![ev(1)])]);
-    fake.push_actions(
-        "getMore",
-        [Action::error(43, "CursorNotFound", &[])],
-    );
+    fake.push_actions("getMore", [Action::error(43, "CursorNotFound", &[])]);
     fake.push_actions("killCursors", [Action::fault(Fault::Hang)]);
     let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
     let coll = client.database("app").collection::<Document>("items");
@@ -269,8 +270,12 @@ async fn protocol_errors_on_get_more_resume_the_stream() {
         let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
         let coll = client.database("app").collection::<Document>("items");
         let mut stream = coll.watch().await.unwrap();
-        let event = tokio::time::timeout(WAIT, stream.next()).await.expect(&name);
-        let event = event.expect(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let event = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect(&name);
+        let event = event
+            .expect(&name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(n_of(&event), 1, "{name}");
         assert_eq!(stream.resume_count(), 1, "{name}");
         assert!(stream.is_alive(), "{name}");
@@ -288,7 +293,10 @@ async fn batch_size_zero_is_sent_on_the_aggregate_only() {
     let mut stream = coll.watch().batch_size(0).await.unwrap();
     stream.next().await.unwrap().unwrap();
     let agg = &fake.commands_named("aggregate")[0];
-    assert_eq!(agg.body.get_document("cursor").unwrap(), &doc! { "batchSize": 0 });
+    assert_eq!(
+        agg.body.get_document("cursor").unwrap(),
+        &doc! { "batchSize": 0 }
+    );
     let gm = &fake.commands_named("getMore")[0];
     assert!(!gm.body.contains_key("batchSize"), "{}", gm.body);
 }
@@ -321,10 +329,7 @@ async fn close_during_a_resume_kills_whichever_cursor_exists() {
             Action::delay(Duration::from_millis(300), first(43, vec![])),
         ],
     );
-    fake.push_actions(
-        "getMore",
-        [Action::error(43, "CursorNotFound", &[])],
-    );
+    fake.push_actions("getMore", [Action::error(43, "CursorNotFound", &[])]);
     let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
     let coll = client.database("app").collection::<Document>("items");
     let mut stream = coll.watch().await.unwrap();
@@ -352,14 +357,20 @@ async fn an_abandoned_command_never_reuses_its_session() {
     );
     let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
     let db = client.database("app");
-    let abandoned =
-        tokio::time::timeout(Duration::from_millis(50), db.run_command(doc! { "ping": 1 })).await;
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(50),
+        db.run_command(doc! { "ping": 1 }),
+    )
+    .await;
     assert!(abandoned.is_err());
     for _ in 0..3 {
         db.run_command(doc! { "ping": 1 }).await.unwrap();
     }
     let pings = fake.commands_named("ping");
-    let lsids: Vec<&Document> = pings.iter().map(|c| c.body.get_document("lsid").unwrap()).collect();
+    let lsids: Vec<&Document> = pings
+        .iter()
+        .map(|c| c.body.get_document("lsid").unwrap())
+        .collect();
     assert_eq!(lsids.len(), 4);
     assert!(lsids[1..].iter().all(|l| *l != lsids[0]), "{lsids:?}");
     // A session that completed normally is reused.
@@ -399,11 +410,19 @@ async fn a_stream_never_reuses_a_connection_of_an_older_generation() {
     let coll = db.collection::<Document>("items");
     let mut stream = coll.watch().await.unwrap();
     assert!(stream.next_if_any().await.unwrap().is_none());
-    assert!(db.run_command(doc! { "ping": 1 }).await.unwrap_err().is_network());
+    assert!(
+        db.run_command(doc! { "ping": 1 })
+            .await
+            .unwrap_err()
+            .is_network()
+    );
     assert_eq!(n_of(&stream.next().await.unwrap().unwrap()), 1);
     let gm = fake.commands_named("getMore");
     assert_eq!(gm.len(), 2);
-    assert_ne!(gm[0].connection_id, gm[1].connection_id, "a new connection after the clear");
+    assert_ne!(
+        gm[0].connection_id, gm[1].connection_id,
+        "a new connection after the clear"
+    );
     assert_eq!(stream.resume_count(), 0, "the cursor itself was fine");
 }
 
@@ -437,8 +456,80 @@ async fn pool_events_reach_the_handler() {
     assert_eq!(
         names,
         [
-            "created", "ready", "checkout", "conn-created", "conn-ready", "out", "in",
-            "checkout", "out", "in", "conn-closed", "closed",
+            "created",
+            "ready",
+            "checkout",
+            "conn-created",
+            "conn-ready",
+            "out",
+            "in",
+            "checkout",
+            "out",
+            "in",
+            "conn-closed",
+            "closed",
         ]
     );
+}
+
+/// `minPoolSize` is acted on: the pool opens that many connections in the background.
+#[tokio::test]
+async fn min_pool_size_fills_the_pool_in_the_background() {
+    let fake = server().await;
+    let (_client, events) = recorded_client(&uri_of(&fake, "&minPoolSize=3")).await;
+    wait_until("three pooled connections", || {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, PoolEvent::ConnectionReady { .. }))
+            .count()
+            == 3
+    })
+    .await;
+    // The discovery handshake's connection, then the pool's three.
+    assert_eq!(fake.connections_accepted(), 4);
+}
+
+/// An operation on a server marked unknown waits for a check to find it again (up to
+/// serverSelectionTimeoutMS) instead of failing on a cleared pool.
+#[tokio::test]
+async fn operations_wait_for_the_server_after_a_network_error() {
+    let fake = server().await;
+    fake.push_actions(
+        "ping",
+        [Action::fault(Fault::CloseWithoutReply), Action::ok()],
+    );
+    let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
+    let db = client.database("app");
+    let (first, second) = tokio::join!(db.run_command(doc! { "ping": 1 }), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        db.run_command(doc! { "ping": 1 }).await
+    });
+    assert!(first.unwrap_err().is_network());
+    second.expect("waited for the server, then ran");
+}
+
+/// With the server gone for good, selection gives up after serverSelectionTimeoutMS
+/// with a timeout error naming the last failure.
+#[tokio::test]
+async fn a_server_that_stays_down_fails_selection_in_time() {
+    let fake = server().await;
+    let proxy = Proxy::start(fake.addr(), ProxyConfig::pass_through())
+        .await
+        .unwrap();
+    let client =
+        Client::connect(&proxy.uri_with("serverSelectionTimeoutMS=700&connectTimeoutMS=200"))
+            .await
+            .unwrap();
+    let db = client.database("app");
+    db.run_command(doc! { "ping": 1 }).await.unwrap();
+    // The server goes away: the listener closes with every connection.
+    proxy.shutdown().await;
+    let err = db.run_command(doc! { "ping": 1 }).await.unwrap_err();
+    assert!(err.is_network(), "{err}");
+    let started = tokio::time::Instant::now();
+    let err = db.run_command(doc! { "ping": 1 }).await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
