@@ -23,6 +23,15 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The smallest read: enough for a header and a small reply in one go.
 const MIN_READ: usize = 8 * 1024;
+/// How far the read buffer may grow ahead of the bytes that have arrived. A frame's
+/// declared length is only a claim: the buffer grows only when it is nearly full (less
+/// than `MIN_READ` free), and then by at most the larger of `READ_STEP` and the bytes
+/// already received of the frame, so it at most doubles per step, like a `Vec`, and never
+/// holds much more than twice what arrived. A peer that declares 40 MB and sends 100
+/// bytes costs `READ_STEP`; a legitimate large frame costs O(log(size / READ_STEP))
+/// reallocations, each copying at most what has arrived: about one extra copy of the
+/// frame in all (less where `realloc` can grow in place).
+const READ_STEP: usize = 64 * 1024;
 /// Buffers that grew past this for one large message are released afterwards rather
 /// than kept for the life of the connection.
 const KEEP_BUFFER: usize = 4 * 1024 * 1024;
@@ -41,7 +50,11 @@ struct Transport {
     stream: Stream,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    /// The decode limit: the client's cap (`ConnectionOptions::max_message_size`), lowered
+    /// to the server's `maxMessageSizeBytes` after the handshake.
     limits: DecodeLimits,
+    /// The encode limit: the client's cap before the handshake, the server's
+    /// `maxMessageSizeBytes` after it.
     max_send_size: usize,
     compressor: Option<Compressor>,
     socket_timeout: Option<Duration>,
@@ -96,9 +109,13 @@ impl Transport {
         };
         self.write_buf.clear();
         let encoded = msg.encode(&mut self.write_buf, &opts);
-        if let Err(e) = encoded {
+        if let Err(source) = encoded {
             self.write_buf.clear();
-            return Err(self.wire_error(e));
+            return Err(ConnError::Encode {
+                address: self.address.clone(),
+                source,
+                wire_version: self.wire_version,
+            });
         }
         Ok(())
     }
@@ -125,16 +142,27 @@ impl Transport {
         Ok(())
     }
 
-    /// Sends `msg` and reads the reply that answers it.
-    async fn round_trip(&mut self, msg: &Message) -> Result<Message, ConnError> {
+    /// Sends `msg` and reads the reply that answers it, the exchange bounded by `limit`
+    /// (see [`Transport::timed`]).
+    async fn round_trip(
+        &mut self,
+        msg: &Message,
+        limit: Option<Duration>,
+    ) -> Result<Message, ConnError> {
         self.prepare(msg)?;
+        if limit.is_some_and(|l| l.is_zero()) {
+            // An expired deadline: nothing was sent, the connection is as it was.
+            return Err(self.timeout_error(Duration::ZERO));
+        }
         // From here on, anything but a complete exchange leaves the connection broken.
         self.broken = true;
         let expected = msg.request_id;
+        let exhaust_allowed = msg.flags.contains(MsgFlags::EXHAUST_ALLOWED);
+        let limit = limit.or(self.socket_timeout);
         let reply = self
-            .timed(async |t: &mut Transport| {
+            .timed(limit, async |t: &mut Transport| {
                 t.write_frame().await?;
-                t.read_reply(expected).await
+                t.read_reply(expected, exhaust_allowed).await
             })
             .await?;
         self.broken = false;
@@ -144,12 +172,14 @@ impl Transport {
     /// Sends `msg`; reads its reply unless it carries moreToCome.
     async fn send(&mut self, msg: &Message) -> Result<Option<Message>, ConnError> {
         if !msg.flags.contains(MsgFlags::MORE_TO_COME) {
-            return self.round_trip(msg).await.map(Some);
+            return self.round_trip(msg, None).await.map(Some);
         }
         self.prepare(msg)?;
         self.broken = true;
-        self.timed(async |t: &mut Transport| t.write_frame().await)
-            .await?;
+        self.timed(self.socket_timeout, async |t: &mut Transport| {
+            t.write_frame().await
+        })
+        .await?;
         self.broken = false;
         Ok(None)
     }
@@ -164,33 +194,38 @@ impl Transport {
             });
         };
         self.broken = true;
+        // The sequence was asked for: the request that started it allowed exhaust.
         let reply = self
-            .timed(async |t: &mut Transport| t.read_reply(expected).await)
+            .timed(self.socket_timeout, async |t: &mut Transport| {
+                t.read_reply(expected, true).await
+            })
             .await?;
         self.broken = false;
         Ok(reply)
     }
 
-    /// Runs one exchange under the socket timeout.
+    /// Runs one exchange (every read and write in it) under `limit`; `None` or zero: no
+    /// limit. Nothing is allocated unless the limit is hit.
     async fn timed<T>(
         &mut self,
+        limit: Option<Duration>,
         f: impl AsyncFnOnce(&mut Transport) -> Result<T, ConnError>,
     ) -> Result<T, ConnError> {
-        match self.socket_timeout {
-            None => f(self).await,
-            Some(limit) if limit.is_zero() => f(self).await,
-            Some(limit) => {
-                let (address, wire_version) = (self.address.clone(), self.wire_version);
-                match tokio::time::timeout(limit, f(self)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(ConnError::Timeout {
-                        address,
-                        operation: "operation",
-                        after: limit,
-                        wire_version,
-                    }),
-                }
-            }
+        match limit {
+            Some(limit) if !limit.is_zero() => match tokio::time::timeout(limit, f(self)).await {
+                Ok(result) => result,
+                Err(_) => Err(self.timeout_error(limit)),
+            },
+            _ => f(self).await,
+        }
+    }
+
+    fn timeout_error(&self, after: Duration) -> ConnError {
+        ConnError::Timeout {
+            address: self.address.clone(),
+            operation: "operation",
+            after,
+            wire_version: self.wire_version,
         }
     }
 
@@ -209,8 +244,13 @@ impl Transport {
         Ok(())
     }
 
-    /// Reads one frame that must answer `expected`, and notes whether more follow.
-    async fn read_reply(&mut self, expected: i32) -> Result<Message, ConnError> {
+    /// Reads one frame that must answer `expected`, and notes whether more follow. A reply
+    /// flagged moreToCome is refused unless `exhaust_allowed` (the request asked for it).
+    async fn read_reply(
+        &mut self,
+        expected: i32,
+        exhaust_allowed: bool,
+    ) -> Result<Message, ConnError> {
         let decoded = self.read_frame().await?;
         let reply = decoded.message;
         if reply.response_to != expected {
@@ -221,11 +261,18 @@ impl Transport {
                 wire_version: self.wire_version,
             });
         }
+        let more_to_come = reply.flags.contains(MsgFlags::MORE_TO_COME);
+        if more_to_come && !exhaust_allowed {
+            // The server would keep streaming replies to a request that expects one: the
+            // stream is of no use for anything else. `broken` stays set.
+            return Err(ConnError::UnexpectedMoreToCome {
+                address: self.address.clone(),
+                response_to: reply.response_to,
+                wire_version: self.wire_version,
+            });
+        }
         // In a moreToCome sequence each reply answers the one before it.
-        self.more_to_come = reply
-            .flags
-            .contains(MsgFlags::MORE_TO_COME)
-            .then_some(reply.request_id);
+        self.more_to_come = more_to_come.then_some(reply.request_id);
         trace!(
             connection = self.id,
             request_id = reply.request_id,
@@ -250,14 +297,20 @@ impl Transport {
                 Ok(None) => {}
                 Err(e) => return Err(self.wire_error(e)),
             }
-            // `decode` has checked a complete header's declared length against the
-            // limit, so reserving the rest of the frame is bounded.
-            let wanted = brook_wire::peek_header(&self.read_buf)
-                .and_then(|h| usize::try_from(h.message_length).ok())
-                .map_or(MIN_READ, |len| {
-                    len.saturating_sub(self.read_buf.len()).max(MIN_READ)
-                });
-            self.read_buf.reserve(wanted);
+            // `decode` has checked a declared length against the limit; even so the buffer
+            // grows with the bytes that arrive, not with the claim (see `READ_STEP`). It
+            // grows only once nearly full, so that each growth follows bytes received.
+            let have = self.read_buf.len();
+            if self.read_buf.capacity().saturating_sub(have) < MIN_READ {
+                let wanted = brook_wire::peek_header(&self.read_buf)
+                    .and_then(|h| usize::try_from(h.message_length).ok())
+                    .map_or(MIN_READ, |len| {
+                        len.saturating_sub(have)
+                            .min(have.max(READ_STEP))
+                            .max(MIN_READ)
+                    });
+                self.read_buf.reserve(wanted);
+            }
             let n = match self.stream.read_buf(&mut self.read_buf).await {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
@@ -305,9 +358,7 @@ impl Connection {
             stream,
             read_buf: BytesMut::with_capacity(MIN_READ),
             write_buf: BytesMut::with_capacity(MIN_READ),
-            limits: DecodeLimits {
-                max_message_size: opts.max_message_size,
-            },
+            limits: DecodeLimits::new(opts.max_message_size),
             max_send_size: opts.max_message_size,
             compressor: None,
             // The hello is bounded by the connect timeout, not the socket timeout.
@@ -332,9 +383,12 @@ impl Connection {
             StreamDescription::from_hello(address.clone(), hello_reply, &opts.compressors);
 
         transport.wire_version = Some(description.max_wire_version);
-        transport.limits = DecodeLimits {
-            max_message_size: description.max_message_size_bytes,
-        };
+        // The client's cap stays in force: a server advertising 2 GB does not make us
+        // accept 2 GB frames.
+        transport.limits = DecodeLimits::new(
+            opts.max_message_size
+                .min(description.max_message_size_bytes),
+        );
         transport.max_send_size = description.max_message_size_bytes;
         transport.compressor = description.compressor;
         transport.socket_timeout = opts.socket_timeout;
@@ -368,11 +422,25 @@ impl Connection {
         self.transport.id
     }
 
-    /// True once an IO or decode error, a timeout, a `responseTo` mismatch or a dropped
-    /// send/receive future left the stream in an unknown state. A broken connection
-    /// refuses every further operation with [`ConnError::Broken`] and must be discarded.
+    /// True once an IO or decode error, a timeout, a `responseTo` mismatch, an unasked-for
+    /// moreToCome reply or a dropped send/receive future left the stream in an unknown
+    /// state. A broken connection refuses every further operation with
+    /// [`ConnError::Broken`] and must be discarded.
     pub fn is_broken(&self) -> bool {
         self.transport.broken
+    }
+
+    /// The read buffer's current capacity in bytes: for tests that check a peer declaring
+    /// a large frame cannot make the connection allocate it before the bytes arrive.
+    #[doc(hidden)]
+    pub fn read_buffer_capacity(&self) -> usize {
+        self.transport.read_buf.capacity()
+    }
+
+    /// The largest reply frame this connection accepts: the smaller of
+    /// [`ConnectionOptions::max_message_size`] and the server's `maxMessageSizeBytes`.
+    pub fn max_reply_size(&self) -> usize {
+        self.transport.limits.max_message_size
     }
 
     /// True while replies of a moreToCome sequence are still due: only
@@ -414,19 +482,58 @@ impl Connection {
     /// again and again unchanged (a cursor's `getMore`): the body is built once and only
     /// the frame is written per call.
     pub async fn run_serialized(&mut self, body: SharedDoc) -> Result<Reply, ConnError> {
+        self.run_serialized_within(body, None).await
+    }
+
+    /// [`run_serialized`](Connection::run_serialized) with a limit of its own for this
+    /// exchange (the write of the request and the read of its reply).
+    ///
+    /// * `Some(limit)` bounds the exchange **instead of** the socket timeout (longer or
+    ///   shorter): e.g. a change stream's `getMore` waits `maxAwaitTimeMS` plus a grace
+    ///   period, whatever `socketTimeoutMS` says.
+    /// * `Some(Duration::ZERO)` is a deadline already passed: [`ConnError::Timeout`] at
+    ///   once, nothing is sent and the connection is left as it was (not broken).
+    /// * `None`: the socket timeout applies, as in `run_serialized`.
+    ///
+    /// When the limit expires mid-exchange the result is [`ConnError::Timeout`]
+    /// (`operation: "operation"`, `after` the limit) and the connection is broken.
+    pub async fn run_serialized_within(
+        &mut self,
+        body: SharedDoc,
+        limit: Option<Duration>,
+    ) -> Result<Reply, ConnError> {
         self.transport.check_usable()?;
         let message = Message::command(next_request_id(), body);
-        self.transport.round_trip(&message).await.map(Reply::from)
+        self.transport
+            .round_trip(&message, limit)
+            .await
+            .map(Reply::from)
     }
 
     /// Sends a command body and returns its raw reply. `ok: 0` is **not** an error here:
     /// the caller inspects the reply (e.g. with [`brook_command::check_ok`]).
     pub async fn run_body(&mut self, body: CommandBody) -> Result<Reply, ConnError> {
+        self.run_body_within(body, None).await
+    }
+
+    /// [`run_body`](Connection::run_body) with a limit of its own for this exchange,
+    /// exactly as [`run_serialized_within`](Connection::run_serialized_within): `Some`
+    /// replaces the socket timeout, `Some(Duration::ZERO)` fails at once with
+    /// [`ConnError::Timeout`] without sending or breaking anything, `None` keeps the
+    /// socket timeout.
+    pub async fn run_body_within(
+        &mut self,
+        body: CommandBody,
+        limit: Option<Duration>,
+    ) -> Result<Reply, ConnError> {
         self.transport.check_usable()?;
         let message = body
             .into_message(next_request_id())
             .map_err(|e| self.command_error(e))?;
-        self.transport.round_trip(&message).await.map(Reply::from)
+        self.transport
+            .round_trip(&message, limit)
+            .await
+            .map(Reply::from)
     }
 
     /// Sends a message (give it a fresh id from [`next_request_id`]) and reads the reply
@@ -434,12 +541,15 @@ impl Connection {
     /// it is written.
     ///
     /// The message is compressed with the negotiated compressor unless
-    /// [`brook_wire::may_compress`] says its command must not be. If the reply is flagged
-    /// moreToCome, further replies follow: read them with
-    /// [`receive_more`](Connection::receive_more) until one is not flagged.
+    /// [`brook_wire::may_compress`] says its command must not be. A reply may be flagged
+    /// moreToCome only when the message set [`MsgFlags::EXHAUST_ALLOWED`]; then further
+    /// replies follow: read them with [`receive_more`](Connection::receive_more) until one
+    /// is not flagged. Without `EXHAUST_ALLOWED` such a reply is
+    /// [`ConnError::UnexpectedMoreToCome`].
     ///
-    /// Errors: a message too large to encode is [`ConnError::Wire`] and breaks nothing;
-    /// IO, decode, timeout, `responseTo` mismatch and a closed peer break the connection.
+    /// Errors: a message too large to encode is [`ConnError::Encode`] and breaks nothing;
+    /// IO, decode, timeout, `responseTo` mismatch, an unasked-for moreToCome reply and a
+    /// closed peer break the connection.
     pub async fn send(&mut self, msg: &Message) -> Result<Option<Message>, ConnError> {
         self.transport.send(msg).await
     }
@@ -481,7 +591,8 @@ async fn handshake(transport: &mut Transport, hello: &Hello) -> Result<HelloRepl
         .build("admin")
         .and_then(|body| body.into_message(next_request_id()))
         .map_err(failed)?;
-    let reply = match transport.round_trip(&message).await {
+    // The transport's socket timeout is the connect timeout until the handshake is done.
+    let reply = match transport.round_trip(&message, None).await {
         Ok(reply) => reply,
         Err(ConnError::Timeout { after, .. }) => {
             return Err(ConnError::Timeout {
@@ -493,13 +604,8 @@ async fn handshake(transport: &mut Transport, hello: &Hello) -> Result<HelloRepl
         }
         Err(e) => return Err(e),
     };
-    if transport.more_to_come.is_some() {
-        // Unasked-for streaming: the stream's state is not one we can continue from.
-        transport.broken = true;
-        return Err(failed(CommandError::Invalid(
-            "the hello reply was flagged moreToCome".to_owned(),
-        )));
-    }
+    // A hello reply flagged moreToCome was refused by `round_trip` (the hello does not
+    // allow exhaust) as `UnexpectedMoreToCome`.
     hello.handle_reply(Reply::from(reply)).map_err(failed)
 }
 

@@ -46,8 +46,19 @@ pub struct ConnectionOptions {
     /// Idle time before TCP keepalive probes start; `None` leaves keepalive off.
     /// Default 120 s.
     pub keepalive: Option<Duration>,
-    /// Largest frame accepted before the handshake tells the server's
-    /// `maxMessageSizeBytes` (which then replaces it). Default 48,000,000.
+    /// The client's own cap, in bytes (header included), on the largest frame it accepts
+    /// from the server. It holds for the whole life of the connection: after the
+    /// handshake the limit is the smaller of this and the server's `maxMessageSizeBytes`
+    /// ([`Connection::max_reply_size`](crate::Connection::max_reply_size)), so a server
+    /// advertising 2 GB does not make the client accept 2 GB frames. A reply declaring
+    /// more is refused as soon as its length is read, before any memory is set aside for
+    /// it: [`ConnError::Wire`](crate::ConnError::Wire) with
+    /// [`WireError::MessageTooLarge`](brook_wire::WireError::MessageTooLarge), and the
+    /// connection breaks. OP_COMPRESSED replies are held to it once uncompressed too.
+    ///
+    /// It also bounds the hello request; later requests are bounded by the server's
+    /// `maxMessageSizeBytes` alone. Default [`DEFAULT_MAX_MESSAGE_SIZE`] (48,000,000, the
+    /// value every MongoDB server advertises).
     pub max_message_size: usize,
     /// Announce a load-balanced connection in the handshake (`loadBalanced: true`).
     /// Default `false`.

@@ -582,6 +582,7 @@ async fn malformed_frame_is_a_wire_error_and_breaks() {
     let err = conn.run("admin", &Ping).await.unwrap_err();
     assert!(matches!(err, ConnError::Wire { .. }), "{err:?}");
     assert!(!err.is_network());
+    assert!(err.is_protocol());
     assert!(conn.is_broken());
     drop(conn);
     server.await.unwrap();
@@ -612,27 +613,30 @@ async fn the_servers_message_size_limits_both_ways() {
     assert!(
         matches!(
             err,
-            ConnError::Wire {
+            ConnError::Encode {
                 source: WireError::MessageTooLarge { .. },
                 ..
             }
         ),
         "{err:?}"
     );
+    assert!(!err.is_protocol() && !err.is_network());
     assert!(!conn.is_broken());
 
     // A reply beyond the limit is refused and breaks the connection.
+    assert_eq!(conn.max_reply_size(), 1000);
     let err = conn.run("admin", &Ping).await.unwrap_err();
     assert!(
         matches!(
             err,
             ConnError::Wire {
-                source: WireError::MessageTooLarge { .. },
+                source: WireError::MessageTooLarge { max: 1000, .. },
                 ..
             }
         ),
         "{err:?}"
     );
+    assert!(err.is_protocol());
     assert!(conn.is_broken());
     drop(conn);
     server.await.unwrap();
@@ -1096,4 +1100,122 @@ async fn the_read_buffer_is_reused_once_the_previous_reply_is_dropped() {
         "the read buffer was not reused: {dropped_at:?}"
     );
     server.await.unwrap();
+}
+
+/// The header of a frame declaring `declared` bytes, answering `response_to`.
+fn header_declaring(declared: i32, response_to: i32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for v in [declared, 77, response_to, 2013] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes
+}
+
+/// A peer declaring a 40 MB frame then sending 100 bytes and closing costs the client a
+/// buffer of the bytes that came, not of the length declared.
+#[tokio::test]
+async fn a_declared_large_frame_then_close_leaves_the_buffer_small() {
+    let (address, server) = serve(|mut peer| async move {
+        peer.handshake().await;
+        let cmd = peer.recv().await.unwrap();
+        let mut bytes = header_declaring(40_000_000, cmd.message.request_id);
+        bytes.extend_from_slice(&[0u8; 100]);
+        peer.stream.write_all(&bytes).await.unwrap();
+        peer.stream.flush().await.unwrap();
+        // Dropping the peer closes the socket.
+    })
+    .await;
+    let mut conn = connect(&address).await;
+    let before = conn.read_buffer_capacity();
+    let err = conn.run("admin", &Ping).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConnError::Closed {
+                mid_message: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(conn.is_broken());
+    let after = conn.read_buffer_capacity();
+    assert!(
+        after <= before.max(64 * 1024) * 2,
+        "the read buffer grew from {before} to {after} bytes for 116 bytes received"
+    );
+    server.await.unwrap();
+}
+
+/// The buffer follows the bytes of a large frame as they arrive: a peer that declares
+/// 40 MB and sends 1 MB of it before going silent gets a buffer of about twice that, at
+/// most, not of 40 MB.
+#[tokio::test]
+async fn the_read_buffer_grows_with_the_bytes_that_arrive() {
+    const SENT: usize = 1024 * 1024;
+    let (address, server) = serve(|mut peer| async move {
+        peer.handshake().await;
+        let cmd = peer.recv().await.unwrap();
+        let mut bytes = header_declaring(40_000_000, cmd.message.request_id);
+        bytes.resize(SENT, 0);
+        peer.stream.write_all(&bytes).await.unwrap();
+        peer.stream.flush().await.unwrap();
+        // Silence until the client gives up.
+        assert!(peer.recv().await.is_none());
+    })
+    .await;
+    let limit = Duration::from_millis(500);
+    let mut conn = Connection::connect(
+        &address,
+        &ConnectionOptions {
+            socket_timeout: Some(limit),
+            ..ConnectionOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let err = conn.run("admin", &Ping).await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    let capacity = conn.read_buffer_capacity();
+    assert!(
+        (SENT..=2 * (SENT + 64 * 1024)).contains(&capacity),
+        "{capacity} bytes of buffer for {SENT} bytes received"
+    );
+    drop(conn);
+    server.await.unwrap();
+}
+
+/// socketTimeoutMS bounds the write too: a server that stops reading makes a large send
+/// time out rather than block forever.
+#[tokio::test]
+async fn a_send_the_server_never_reads_times_out() {
+    let (address, server) = serve(|mut peer| async move {
+        peer.handshake().await;
+        // Stop reading; hold the socket open until the client gives up.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(peer);
+    })
+    .await;
+    let limit = Duration::from_millis(300);
+    let mut conn = Connection::connect(
+        &address,
+        &ConnectionOptions {
+            socket_timeout: Some(limit),
+            ..ConnectionOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Far more than the loopback socket buffers hold while nobody reads.
+    let body = doc! { "insert": "c", "pad": "w".repeat(16 * 1024 * 1024), "$db": "d" };
+    let started = std::time::Instant::now();
+    let err = conn.run_body(CommandBody::new(body)).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(
+        matches!(err, ConnError::Timeout { after, .. } if after == limit),
+        "{err:?}"
+    );
+    assert!(conn.is_broken());
+    drop(conn);
+    server.abort();
 }
