@@ -250,7 +250,13 @@ impl Executor {
             };
             match out {
                 Ok(conn) => return Ok(conn),
-                Err(PoolError::Cleared { .. }) if Instant::now() < deadline => {}
+                Err(PoolError::Cleared { .. }) if Instant::now() < deadline => {
+                    // Selection saw the server known just before the clear that also
+                    // marks it unknown. Should a pool ever be paused under a known server,
+                    // marking it unknown (without clearing again) starts the check that
+                    // readies the pool: selection waits for it rather than spinning.
+                    server.mark_unknown_if_known("the pool was cleared");
+                }
                 Err(PoolError::Connect(e)) => {
                     let err = Error::conn(e);
                     if err.is_network() {

@@ -223,6 +223,14 @@ impl Server {
         self.start_check();
     }
 
+    /// [`mark_unknown`](Self::mark_unknown) without clearing, unless the server is
+    /// unknown (or closed) already.
+    pub(crate) fn mark_unknown_if_known(self: &Arc<Self>, why: &str) {
+        if matches!(*self.state.borrow(), ServerState::Known) {
+            self.mark_unknown(false, why);
+        }
+    }
+
     fn start_check(self: &Arc<Self>) {
         if self.checking.swap(true, Ordering::AcqRel) {
             return;

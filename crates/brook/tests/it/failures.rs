@@ -533,3 +533,47 @@ async fn a_server_that_stays_down_fails_selection_in_time() {
     assert!(err.is_timeout(), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// The executor gossips the cluster time: every command carries the highest
+/// `$clusterTime` received (a lower one never replaces it), the serialised getMore of a
+/// change stream included.
+#[tokio::test]
+async fn the_highest_cluster_time_is_gossiped_on_every_command() {
+    let fake = server().await;
+    let with_time = |t: u32| {
+        let mut reply = doc! { "ok": 1.0 };
+        reply.insert("$clusterTime", shapes::cluster_time(ts(t)));
+        Action::reply(reply)
+    };
+    fake.push_actions("ping", [with_time(50), with_time(20), Action::ok()]);
+    fake.push_actions("aggregate", [first(42, vec![])]);
+    fake.push_actions("getMore", [next_batch(42, vec![ev(1)])]);
+    let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
+    let db = client.database("app");
+    for _ in 0..3 {
+        db.run_command(doc! { "ping": 1 }).await.unwrap();
+    }
+    let mut stream = db.collection::<Document>("items").watch().await.unwrap();
+    stream.next().await.unwrap().unwrap();
+    let pings = fake.commands_named("ping");
+    assert!(
+        !pings[0].body.contains_key("$clusterTime"),
+        "nothing seen yet"
+    );
+    let sent = |c: &brook_testkit::ReceivedCommand| {
+        c.body
+            .get_document("$clusterTime")
+            .and_then(|d| d.get_timestamp("clusterTime"))
+            .expect("a $clusterTime")
+    };
+    assert_eq!(sent(&pings[1]), ts(50));
+    assert_eq!(sent(&pings[2]), ts(50), "a lower cluster time is not kept");
+    assert_eq!(sent(&fake.commands_named("aggregate")[0]), ts(50));
+    let gm = &fake.commands_named("getMore")[0];
+    assert_eq!(sent(gm), ts(50));
+    assert_eq!(
+        gm.body.get_document("$clusterTime").unwrap(),
+        &shapes::cluster_time(ts(50)),
+        "the whole document, signature included"
+    );
+}
