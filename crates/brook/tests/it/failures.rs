@@ -577,3 +577,30 @@ async fn the_highest_cluster_time_is_gossiped_on_every_command() {
         "the whole document, signature included"
     );
 }
+
+/// A typed event that does not decode is an error naming the field and carrying the
+/// event's token; the stream has moved past it and goes on.
+#[tokio::test]
+async fn a_typed_decode_error_names_the_field_and_the_stream_goes_on() {
+    #[derive(Debug, serde::Deserialize)]
+    struct Item {
+        n: i32,
+    }
+    let fake = server().await;
+    let bad = shapes::insert_event(ts(1), NS, doc! { "_id": 1, "n": "one" });
+    fake.push_actions("aggregate", [first(42, vec![bad, ev(2)])]);
+    let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
+    let coll = client.database("app").collection::<Item>("items");
+    let mut stream = coll.watch().await.unwrap();
+    let err = stream.next().await.unwrap().unwrap_err();
+    assert!(err.is_event_decode(), "{err}");
+    assert_eq!(err.decode_path(), Some("fullDocument.n"), "{err}");
+    let token = err.resume_token().expect("the failed event's token");
+    assert_eq!(
+        token.to_document().unwrap(),
+        shapes::resume_token(ts(1), 0)
+    );
+    assert!(stream.is_alive());
+    let next = stream.next().await.unwrap().unwrap();
+    assert_eq!(next.full_document.map(|d| d.n), Some(2));
+}
