@@ -322,10 +322,10 @@ impl Executor {
             }
             Err(e) => {
                 let err = Error::conn(e).with_wire_version(Some(wire));
-                if err.is_network() || err.is_protocol() {
-                    if let Some(s) = guard.session.as_deref_mut() {
-                        s.mark_dirty();
-                    }
+                if (err.is_network() || err.is_protocol())
+                    && let Some(s) = guard.session.as_deref_mut()
+                {
+                    s.mark_dirty();
                 }
                 if err.is_network() && !err.is_timeout() {
                     self.server.handle_error(
@@ -339,7 +339,8 @@ impl Executor {
         }
     }
 
-    /// Selects, checks out, runs `cmd` (in `session`) and parses its reply.
+    /// Selects, checks out, runs `cmd` (in `session`) and parses its reply. Fails once
+    /// the client is shut down.
     pub(crate) async fn execute<C: Command>(
         &self,
         db: &str,
@@ -348,6 +349,18 @@ impl Executor {
         at: Option<&ServerAddress>,
     ) -> Result<Executed<C::Output>, Error> {
         self.check_open()?;
+        self.run_command(db, cmd, session, at).await
+    }
+
+    /// [`execute`](Self::execute) without the shutdown check: for the client's own
+    /// commands (background kills, which shutdown waits for).
+    async fn run_command<C: Command>(
+        &self,
+        db: &str,
+        cmd: &C,
+        session: Option<&mut dyn SessionRef>,
+        at: Option<&ServerAddress>,
+    ) -> Result<Executed<C::Output>, Error> {
         let body = cmd.build(db).map_err(Error::command)?;
         let mut conn = self.check_out(at, Lease::Shared).await?;
         let address = conn.address().clone();
@@ -453,16 +466,9 @@ impl Executor {
         cmd: &KillCursors,
         session: &mut dyn SessionRef,
     ) -> Result<(), Error> {
-        let body = cmd.build(db).map_err(Error::command)?;
-        let mut conn = self.check_out(Some(server), Lease::Shared).await?;
-        let wire = conn.description().max_wire_version;
-        let reply = self
-            .run_on(&mut conn, Body::Built(body), Some(session), None)
-            .await?;
-        drop(conn);
-        cmd.handle_reply(reply)
+        self.run_command(db, cmd, Some(session), Some(server))
+            .await
             .map(|_| ())
-            .map_err(|e| Error::command(e).with_wire_version(Some(wire)))
     }
 
     /// [`kill_cursors`](Self::kill_cursors) bounded by [`KILL_CURSORS_BOUND`], its outcome
@@ -533,11 +539,7 @@ impl Executor {
         let ids = self.sessions.drain_ids();
         for chunk in ids.chunks(END_SESSIONS_BATCH) {
             let cmd = EndSessions::new(chunk.to_vec());
-            let run = async {
-                let body = cmd.build("admin").map_err(Error::command)?;
-                let mut conn = self.check_out(None, Lease::Shared).await?;
-                self.run_on(&mut conn, Body::Built(body), None, None).await
-            };
+            let run = self.run_command("admin", &cmd, None, None);
             if let Ok(Err(e)) = tokio::time::timeout(SHUTDOWN_STEP_BOUND, run).await {
                 debug!(error = %e, "endSessions failed");
             }

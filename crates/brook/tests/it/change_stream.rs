@@ -12,7 +12,7 @@ use bson::{Bson, Document, Timestamp, doc};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-const NS: &str = "app.items";
+pub(crate) const NS: &str = "app.items";
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn server(config: ServerConfig) -> FakeServer {
@@ -27,7 +27,7 @@ async fn client_for(server: &FakeServer, query: &str) -> Client {
     Client::connect(&uri).await.expect("client connects")
 }
 
-fn ts(i: u32) -> Timestamp {
+pub(crate) fn ts(i: u32) -> Timestamp {
     Timestamp {
         time: 1_700_000_000,
         increment: i,
@@ -35,24 +35,24 @@ fn ts(i: u32) -> Timestamp {
 }
 
 /// Insert event number `i` (its `_id` is `token(i)`).
-fn ev(i: u32) -> Document {
+pub(crate) fn ev(i: u32) -> Document {
     let n = i32::try_from(i).unwrap();
     shapes::insert_event(ts(i), NS, doc! { "_id": n, "n": n, "tag": format!("t{i}") })
 }
 
-fn token(i: u32) -> Document {
+pub(crate) fn token(i: u32) -> Document {
     shapes::resume_token(ts(i), 0)
 }
 
-fn pbrt(i: u32) -> Document {
+pub(crate) fn pbrt(i: u32) -> Document {
     shapes::post_batch_resume_token(ts(i))
 }
 
-fn first(id: i64, batch: Vec<Document>, post: Option<Document>) -> Action {
+pub(crate) fn first(id: i64, batch: Vec<Document>, post: Option<Document>) -> Action {
     Action::cursor(id, NS, BatchKind::First, batch, post, None)
 }
 
-fn next_batch(id: i64, batch: Vec<Document>, post: Option<Document>) -> Action {
+pub(crate) fn next_batch(id: i64, batch: Vec<Document>, post: Option<Document>) -> Action {
     Action::cursor(id, NS, BatchKind::Next, batch, post, None)
 }
 
@@ -69,14 +69,14 @@ fn token_doc(t: Option<ResumeToken>) -> Document {
     t.expect("a resume token").to_document().unwrap()
 }
 
-fn n_of(e: &ChangeStreamEvent<Document>) -> i32 {
+pub(crate) fn n_of(e: &ChangeStreamEvent<Document>) -> i32 {
     e.full_document
         .as_ref()
         .and_then(|d| d.get_i32("n").ok())
         .expect("fullDocument.n")
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use brook::monitoring::{CloseReason, CmapEvent, EventHandler, PoolEvent};
 use brook::{Client, ClientOptions};
-use brook_testkit::shapes::{self, BatchKind};
-use brook_testkit::{Action, FakeServer, Fault, Proxy, ProxyConfig, ServerConfig};
-use bson::{Document, Timestamp, doc};
 
-const NS: &str = "app.items";
+use crate::change_stream::{NS, ev, first, n_of, next_batch, ts, wait_until};
+use brook_testkit::shapes;
+use brook_testkit::{Action, FakeServer, Fault, Proxy, ProxyConfig, ServerConfig};
+use bson::{Document, doc};
+
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn server() -> FakeServer {
@@ -40,41 +41,6 @@ fn uri_of(server: &FakeServer, query: &str) -> String {
     )
 }
 
-fn ts(i: u32) -> Timestamp {
-    Timestamp {
-        time: 1_700_000_000,
-        increment: i,
-    }
-}
-
-fn ev(i: u32) -> Document {
-    let n = i32::try_from(i).unwrap();
-    shapes::insert_event(ts(i), NS, doc! { "_id": n, "n": n })
-}
-
-fn first(id: i64, batch: Vec<Document>) -> Action {
-    Action::cursor(id, NS, BatchKind::First, batch, None, None)
-}
-
-fn next_batch(id: i64, batch: Vec<Document>) -> Action {
-    Action::cursor(id, NS, BatchKind::Next, batch, None, None)
-}
-
-fn n_of(e: &brook::ChangeStreamEvent<Document>) -> i32 {
-    e.full_document
-        .as_ref()
-        .and_then(|d| d.get_i32("n").ok())
-        .expect("fullDocument.n")
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn killed_ids(fake: &FakeServer) -> Vec<i64> {
     fake.commands_named("killCursors")
         .iter()
@@ -92,12 +58,18 @@ fn killed_ids(fake: &FakeServer) -> Vec<i64> {
 #[tokio::test]
 async fn a_network_error_clears_the_pool_and_the_resume_uses_a_fresh_connection() {
     let fake = server().await;
-    fake.push_actions("aggregate", [first(42, vec![ev(1)]), first(43, vec![])]);
+    fake.push_actions(
+        "aggregate",
+        [first(42, vec![ev(1)], None), first(43, vec![], None)],
+    );
     fake.push_actions(
         "getMore",
         [
-            Action::delay(Duration::from_millis(400), next_batch(42, vec![ev(2)])),
-            next_batch(43, vec![ev(3)]),
+            Action::delay(
+                Duration::from_millis(400),
+                next_batch(42, vec![ev(2)], None),
+            ),
+            next_batch(43, vec![ev(3)], None),
         ],
     );
     // Three overlapping pings leave three idle connections in the pool.
@@ -154,10 +126,16 @@ async fn a_network_error_clears_the_pool_and_the_resume_uses_a_fresh_connection(
 #[tokio::test]
 async fn a_get_more_that_never_answers_times_out_and_the_stream_resumes() {
     let fake = server().await;
-    fake.push_actions("aggregate", [first(42, vec![]), first(43, vec![])]);
+    fake.push_actions(
+        "aggregate",
+        [first(42, vec![], None), first(43, vec![], None)],
+    );
     fake.push_actions(
         "getMore",
-        [Action::fault(Fault::Hang), next_batch(43, vec![ev(1)])],
+        [
+            Action::fault(Fault::Hang),
+            next_batch(43, vec![ev(1)], None),
+        ],
     );
     let client = Client::connect(&uri_of(&fake, "&socketTimeoutMS=500"))
         .await
@@ -180,10 +158,16 @@ async fn a_get_more_that_never_answers_times_out_and_the_stream_resumes() {
 #[tokio::test]
 async fn without_socket_timeout_a_silent_get_more_is_bounded_by_the_grace() {
     let fake = server().await;
-    fake.push_actions("aggregate", [first(42, vec![]), first(43, vec![])]);
+    fake.push_actions(
+        "aggregate",
+        [first(42, vec![], None), first(43, vec![], None)],
+    );
     fake.push_actions(
         "getMore",
-        [Action::fault(Fault::Hang), next_batch(43, vec![ev(1)])],
+        [
+            Action::fault(Fault::Hang),
+            next_batch(43, vec![ev(1)], None),
+        ],
     );
     let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
     let coll = client.database("app").collection::<Document>("items");
@@ -206,7 +190,10 @@ async fn without_socket_timeout_a_silent_get_more_is_bounded_by_the_grace() {
 #[tokio::test]
 async fn a_hanging_kill_cursors_never_delays_the_resume() {
     let fake = server().await;
-    fake.push_actions("aggregate", [first(42, vec![]), first(43, vec![ev(1)])]);
+    fake.push_actions(
+        "aggregate",
+        [first(42, vec![], None), first(43, vec![ev(1)], None)],
+    );
     fake.push_actions("getMore", [Action::error(43, "CursorNotFound", &[])]);
     fake.push_actions("killCursors", [Action::fault(Fault::Hang)]);
     let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
@@ -265,7 +252,10 @@ async fn protocol_errors_on_get_more_resume_the_stream() {
     for fault in faults {
         let name = format!("{fault:?}");
         let fake = server().await;
-        fake.push_actions("aggregate", [first(42, vec![]), first(43, vec![ev(1)])]);
+        fake.push_actions(
+            "aggregate",
+            [first(42, vec![], None), first(43, vec![ev(1)], None)],
+        );
         fake.push_actions("getMore", [Action::fault(fault)]);
         let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
         let coll = client.database("app").collection::<Document>("items");
@@ -286,8 +276,8 @@ async fn protocol_errors_on_get_more_resume_the_stream() {
 #[tokio::test]
 async fn batch_size_zero_is_sent_on_the_aggregate_only() {
     let fake = server().await;
-    fake.push_actions("aggregate", [first(42, vec![])]);
-    fake.push_actions("getMore", [next_batch(42, vec![ev(1)])]);
+    fake.push_actions("aggregate", [first(42, vec![], None)]);
+    fake.push_actions("getMore", [next_batch(42, vec![ev(1)], None)]);
     let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
     let coll = client.database("app").collection::<Document>("items");
     let mut stream = coll.watch().batch_size(0).await.unwrap();
@@ -308,7 +298,10 @@ async fn a_dropped_watch_kills_the_cursor_its_aggregate_opened() {
     let fake = server().await;
     fake.push_actions(
         "aggregate",
-        [Action::delay(Duration::from_millis(300), first(42, vec![]))],
+        [Action::delay(
+            Duration::from_millis(300),
+            first(42, vec![], None),
+        )],
     );
     let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
     let coll = client.database("app").collection::<Document>("items");
@@ -325,8 +318,8 @@ async fn close_during_a_resume_kills_whichever_cursor_exists() {
     fake.push_actions(
         "aggregate",
         [
-            first(42, vec![]),
-            Action::delay(Duration::from_millis(300), first(43, vec![])),
+            first(42, vec![], None),
+            Action::delay(Duration::from_millis(300), first(43, vec![], None)),
         ],
     );
     fake.push_actions("getMore", [Action::error(43, "CursorNotFound", &[])]);
@@ -399,10 +392,13 @@ async fn shutdown_uses_pooled_connections() {
 #[tokio::test]
 async fn a_stream_never_reuses_a_connection_of_an_older_generation() {
     let fake = server().await;
-    fake.push_actions("aggregate", [first(42, vec![])]);
+    fake.push_actions("aggregate", [first(42, vec![], None)]);
     fake.push_actions(
         "getMore",
-        [next_batch(42, vec![]), next_batch(42, vec![ev(1)])],
+        [
+            next_batch(42, vec![], None),
+            next_batch(42, vec![ev(1)], None),
+        ],
     );
     fake.push_actions("ping", [Action::fault(Fault::CloseWithoutReply)]);
     let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
@@ -546,8 +542,8 @@ async fn the_highest_cluster_time_is_gossiped_on_every_command() {
         Action::reply(reply)
     };
     fake.push_actions("ping", [with_time(50), with_time(20), Action::ok()]);
-    fake.push_actions("aggregate", [first(42, vec![])]);
-    fake.push_actions("getMore", [next_batch(42, vec![ev(1)])]);
+    fake.push_actions("aggregate", [first(42, vec![], None)]);
+    fake.push_actions("getMore", [next_batch(42, vec![ev(1)], None)]);
     let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
     let db = client.database("app");
     for _ in 0..3 {
@@ -588,7 +584,7 @@ async fn a_typed_decode_error_names_the_field_and_the_stream_goes_on() {
     }
     let fake = server().await;
     let bad = shapes::insert_event(ts(1), NS, doc! { "_id": 1, "n": "one" });
-    fake.push_actions("aggregate", [first(42, vec![bad, ev(2)])]);
+    fake.push_actions("aggregate", [first(42, vec![bad, ev(2)], None)]);
     let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
     let coll = client.database("app").collection::<Item>("items");
     let mut stream = coll.watch().await.unwrap();
@@ -596,10 +592,7 @@ async fn a_typed_decode_error_names_the_field_and_the_stream_goes_on() {
     assert!(err.is_event_decode(), "{err}");
     assert_eq!(err.decode_path(), Some("fullDocument.n"), "{err}");
     let token = err.resume_token().expect("the failed event's token");
-    assert_eq!(
-        token.to_document().unwrap(),
-        shapes::resume_token(ts(1), 0)
-    );
+    assert_eq!(token.to_document().unwrap(), shapes::resume_token(ts(1), 0));
     assert!(stream.is_alive());
     let next = stream.next().await.unwrap().unwrap();
     assert_eq!(next.full_document.map(|d| d.n), Some(2));
