@@ -20,11 +20,9 @@ use bson::{Bson, Document, Timestamp};
 use futures_core::Stream;
 use serde::de::DeserializeOwned;
 
-use crate::client::Client;
-use crate::cursor::GetMoreCache;
 use crate::error::{Error, ErrorKind};
 use crate::event::{ChangeStreamEvent, RawChangeEvent, ResumeToken};
-use crate::exec::{Body, Executor, Lease, PooledConn};
+use crate::exec::{Body, Executor, GetMoreCache, Lease, PooledConn};
 use crate::session::{ClientSession, ExplicitSession, HeldSession, LsidOnly, SessionRef};
 
 // ---------------------------------------------------------------------------------------
@@ -186,7 +184,7 @@ impl Scope {
 /// judges them.
 #[must_use = "a change stream is opened only when the builder is awaited"]
 pub struct WatchBuilder<E> {
-    client: Client,
+    exec: Arc<Executor>,
     scope: Scope,
     options: ChangeStreamOptions,
     session: Option<Arc<ExplicitSession>>,
@@ -204,9 +202,9 @@ impl<E> fmt::Debug for WatchBuilder<E> {
 }
 
 impl<E> WatchBuilder<E> {
-    pub(crate) fn new(client: Client, scope: Scope) -> Self {
+    pub(crate) fn new(exec: Arc<Executor>, scope: Scope) -> Self {
         WatchBuilder {
-            client,
+            exec,
             scope,
             options: ChangeStreamOptions::default(),
             session: None,
@@ -306,7 +304,7 @@ impl<E> WatchBuilder<E> {
 
     fn cast<F>(self) -> WatchBuilder<F> {
         WatchBuilder {
-            client: self.client,
+            exec: self.exec,
             scope: self.scope,
             options: self.options,
             session: self.session,
@@ -315,7 +313,7 @@ impl<E> WatchBuilder<E> {
     }
 
     async fn open(self) -> Result<ChangeStream<E>, Error> {
-        let exec = Arc::clone(&self.client.exec);
+        let exec = self.exec;
         exec.check_open()?;
         let session = match self.session {
             Some(explicit) => {

@@ -289,7 +289,7 @@ impl Client {
     /// `allChangesForCluster: true`. Set options on the builder, then `.await` it for a
     /// [`ChangeStream`](crate::ChangeStream); see the [crate docs](crate#change-streams).
     pub fn watch(&self) -> WatchBuilder<ChangeStreamEvent<Document>> {
-        WatchBuilder::new(self.clone(), Scope::Cluster)
+        WatchBuilder::new(Arc::clone(&self.exec), Scope::Cluster)
     }
 
     /// End the client. Later operations on this client or its clones fail with an error

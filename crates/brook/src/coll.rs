@@ -239,7 +239,7 @@ impl<T> Collection<T> {
     /// [crate docs](crate#change-streams).
     pub fn watch(&self) -> WatchBuilder<ChangeStreamEvent<T>> {
         WatchBuilder::new(
-            self.client.clone(),
+            std::sync::Arc::clone(&self.client.exec),
             Scope::Collection {
                 db: self.db.clone(),
                 coll: self.name.clone(),

@@ -8,16 +8,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use brook_command::{
-    Command, CursorReply, GetMore, GetMoreOptions, KillCursors, Namespace, SharedDoc,
-};
+use brook_command::{Command, CursorReply, GetMoreOptions, KillCursors, Namespace, SharedDoc};
 use brook_conn::ServerAddress;
-use bson::{Document, RawDocument};
+use bson::RawDocument;
 use futures_core::Stream;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::exec::{Body, Executed, Executor, Lease};
+use crate::exec::{Body, Executed, Executor, GetMoreCache, Lease};
 use crate::session::{HeldSession, SessionRef};
 
 type GetMoreFuture =
@@ -25,42 +23,6 @@ type GetMoreFuture =
 
 /// The code of CursorNotFound: the server no longer knows the cursor.
 const CURSOR_NOT_FOUND: i32 = 43;
-
-/// A cursor's `getMore`, serialised once (with the session's lsid) and sent again
-/// unchanged while the command stays the same: one body per cursor rather than one per
-/// round trip. Shared by [`Cursor`] and the change streams.
-#[derive(Debug, Default)]
-pub(crate) struct GetMoreCache {
-    cached: Option<(String, GetMore, SharedDoc)>,
-}
-
-impl GetMoreCache {
-    /// The serialised body of `cmd` on `db` with `lsid`: the cached one when the command
-    /// is the one cached, else built and cached. (The lsid of a cursor or a stream does
-    /// not change during its life.)
-    pub(crate) fn body(
-        &mut self,
-        db: &str,
-        cmd: &GetMore,
-        lsid: Option<&Document>,
-    ) -> Result<SharedDoc, Error> {
-        if let Some((cached_db, cached, body)) = &self.cached
-            && cached_db == db
-            && cached == cmd
-        {
-            return Ok(body.clone());
-        }
-        let mut built = cmd.build(db).map_err(Error::command)?;
-        if let Some(lsid) = lsid
-            && !built.body.contains_key("lsid")
-        {
-            built.body.insert("lsid", lsid.clone());
-        }
-        let body = SharedDoc::from_document(&built.body).map_err(Error::bson)?;
-        self.cached = Some((db.to_owned(), cmd.clone(), body.clone()));
-        Ok(body)
-    }
-}
 
 /// A server cursor: yields documents of type `T`, deserialised one at a time from the
 /// batch buffers as they are consumed, and fetches further batches with `getMore` on the

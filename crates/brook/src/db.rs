@@ -57,7 +57,10 @@ impl Database {
     /// A change stream on every collection of this database (`aggregate: 1`). Set
     /// options on the builder, then `.await` it for a [`ChangeStream`](crate::ChangeStream).
     pub fn watch(&self) -> WatchBuilder<ChangeStreamEvent<Document>> {
-        WatchBuilder::new(self.client.clone(), Scope::Database(self.name.clone()))
+        WatchBuilder::new(
+            std::sync::Arc::clone(&self.client.exec),
+            Scope::Database(self.name.clone()),
+        )
     }
 
     /// A database-level aggregation (`aggregate: 1`), e.g. `$currentOp` on `admin`.

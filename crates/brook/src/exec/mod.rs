@@ -25,11 +25,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use brook_command::{Command, CommandBody, EndSessions, KillCursors, Reply, SharedDoc};
+use brook_command::{Command, CommandBody, EndSessions, GetMore, KillCursors, Reply, SharedDoc};
 use brook_conn::ServerAddress;
 use brook_pool::PoolError;
 use bson::raw::RawBsonRef;
-use bson::{RawDocument, Timestamp};
+use bson::{Document, RawDocument, Timestamp};
 use bytes::{BufMut, BytesMut};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -85,6 +85,42 @@ pub(crate) struct Executed<T> {
     pub(crate) output: T,
     pub(crate) address: ServerAddress,
     pub(crate) wire_version: i32,
+}
+
+/// A cursor's `getMore`, serialised once (with the session's lsid) and sent again
+/// unchanged while the command stays the same: one body per cursor rather than one per
+/// round trip. Shared by cursors and change streams.
+#[derive(Debug, Default)]
+pub(crate) struct GetMoreCache {
+    cached: Option<(String, GetMore, SharedDoc)>,
+}
+
+impl GetMoreCache {
+    /// The serialised body of `cmd` on `db` with `lsid`: the cached one when the command
+    /// is the one cached, else built and cached. (The lsid of a cursor or a stream does
+    /// not change during its life.)
+    pub(crate) fn body(
+        &mut self,
+        db: &str,
+        cmd: &GetMore,
+        lsid: Option<&Document>,
+    ) -> Result<SharedDoc, Error> {
+        if let Some((cached_db, cached, body)) = &self.cached
+            && cached_db == db
+            && cached == cmd
+        {
+            return Ok(body.clone());
+        }
+        let mut built = cmd.build(db).map_err(Error::command)?;
+        if let Some(lsid) = lsid
+            && !built.body.contains_key("lsid")
+        {
+            built.body.insert("lsid", lsid.clone());
+        }
+        let body = SharedDoc::from_document(&built.body).map_err(Error::bson)?;
+        self.cached = Some((db.to_owned(), cmd.clone(), body.clone()));
+        Ok(body)
+    }
 }
 
 /// Background tasks, so that shutdown can wait for them.
