@@ -54,6 +54,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
         (request_id, out)
     }
 
+    /// Writes `bytes` as they are, framed or not.
+    pub(crate) async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
     /// Sends a reply; returns its request id.
     pub(crate) async fn reply_with(
         &mut self,
@@ -62,8 +68,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
         body: &Document,
     ) -> i32 {
         let (id, bytes) = Self::frame(response_to, flags, body);
-        self.stream.write_all(&bytes).await.unwrap();
-        self.stream.flush().await.unwrap();
+        self.send_raw(&bytes).await;
         id
     }
 
@@ -114,6 +119,32 @@ async fn connect(address: &ServerAddress) -> Connection {
     Connection::connect(address, &ConnectionOptions::default())
         .await
         .unwrap()
+}
+
+/// Connects with `socket_timeout` bounding every exchange after the handshake.
+async fn connect_with_socket_timeout(
+    address: &ServerAddress,
+    socket_timeout: Duration,
+) -> Connection {
+    let options = ConnectionOptions {
+        socket_timeout: Some(socket_timeout),
+        ..ConnectionOptions::default()
+    };
+    Connection::connect(address, &options).await.unwrap()
+}
+
+/// The peer closed the socket part way through a reply.
+fn assert_closed_mid_message(err: &ConnError) {
+    assert!(
+        matches!(
+            err,
+            ConnError::Closed {
+                mid_message: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[cfg(all(feature = "snappy", feature = "zlib", feature = "zstd"))]
@@ -434,11 +465,7 @@ async fn socket_timeout_breaks_the_connection() {
         assert!(peer.recv().await.is_none());
     })
     .await;
-    let opts = ConnectionOptions {
-        socket_timeout: Some(Duration::from_millis(100)),
-        ..ConnectionOptions::default()
-    };
-    let mut conn = Connection::connect(&address, &opts).await.unwrap();
+    let mut conn = connect_with_socket_timeout(&address, Duration::from_millis(100)).await;
     assert_eq!(conn.socket_timeout(), Some(Duration::from_millis(100)));
     let started = std::time::Instant::now();
     let err = conn.run("admin", &Ping).await.unwrap_err();
@@ -489,31 +516,13 @@ async fn peer_closing_mid_reply_is_closed_not_a_hang() {
             MsgFlags::empty(),
             &doc! { "ok": 1, "pad": "x".repeat(100) },
         );
-        let half = bytes.get(..bytes.len() / 2).unwrap();
-        peer.stream.write_all(half).await.unwrap();
+        peer.send_raw(bytes.get(..bytes.len() / 2).unwrap()).await;
         // Dropping the peer closes the socket.
     })
     .await;
-    let mut conn = Connection::connect(
-        &address,
-        &ConnectionOptions {
-            socket_timeout: Some(Duration::from_secs(10)),
-            ..ConnectionOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut conn = connect_with_socket_timeout(&address, Duration::from_secs(10)).await;
     let err = conn.run("admin", &Ping).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ConnError::Closed {
-                mid_message: true,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_closed_mid_message(&err);
     assert!(err.is_network() && !err.is_timeout());
     assert!(conn.is_broken());
     server.await.unwrap();
@@ -574,7 +583,7 @@ async fn malformed_frame_is_a_wire_error_and_breaks() {
         for v in [20_i32, 99, cmd.message.request_id, 4242, 0] {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        peer.stream.write_all(&bytes).await.unwrap();
+        peer.send_raw(&bytes).await;
         assert!(peer.recv().await.is_none());
     })
     .await;
@@ -865,69 +874,72 @@ mod tls {
         }
     }
 
+    /// Connects to `host` (on `port`) with `tls`.
+    async fn connect_tls(host: &str, port: u16, tls: TlsOptions) -> Result<Connection, ConnError> {
+        Connection::connect(&ServerAddress::new(host, port), &options(tls)).await
+    }
+
+    /// Against a server with `config` that answers a hello and a ping: connects as `host`
+    /// with `tls`, pings, waits for the server's side, and hands back the connection.
+    async fn pinged_over_tls(config: Arc<ServerConfig>, host: &str, tls: TlsOptions) -> Connection {
+        let (port, task) = serve_tls(config, hello_and_ping).await;
+        let mut conn = connect_tls(host, port, tls).await.unwrap();
+        conn.run("admin", &Ping).await.unwrap();
+        task.await.unwrap();
+        conn
+    }
+
+    /// Against a server with `config` whose TLS handshake must fail: connects as `host`
+    /// with `tls`, waits for the server's side, and returns the client's error.
+    async fn refused_over_tls(config: Arc<ServerConfig>, host: &str, tls: TlsOptions) -> ConnError {
+        let (port, task) = serve_tls(config, refused_handshake).await;
+        let err = connect_tls(host, port, tls).await.unwrap_err();
+        task.await.unwrap();
+        err
+    }
+
     #[tokio::test]
     async fn trusted_by_the_ca_file() {
         let server = identity(&["localhost"]);
         let ca = TempFile::new(&server.cert_pem);
-        let (port, task) = serve_tls(server_config(&server, None), hello_and_ping).await;
-        let opts = options(TlsOptions {
+        let tls = TlsOptions {
             ca_file: Some(ca.0.clone()),
             ..TlsOptions::default()
-        });
-        let mut conn = Connection::connect(&ServerAddress::new("localhost", port), &opts)
-            .await
-            .unwrap();
+        };
+        let conn = pinged_over_tls(server_config(&server, None), "localhost", tls).await;
         assert!(conn.is_tls());
         assert_eq!(conn.description().max_wire_version, 21);
-        conn.run("admin", &Ping).await.unwrap();
-        task.await.unwrap();
     }
 
     #[tokio::test]
     async fn server_name_override_is_checked() {
         let server = identity(&["db.internal"]);
         let ca = TempFile::new(&server.cert_pem);
-        let (port, task) = serve_tls(server_config(&server, None), hello_and_ping).await;
-        let opts = options(TlsOptions {
+        let tls = TlsOptions {
             ca_file: Some(ca.0.clone()),
             server_name: Some("db.internal".into()),
             ..TlsOptions::default()
-        });
-        let mut conn = Connection::connect(&ServerAddress::new("127.0.0.1", port), &opts)
-            .await
-            .unwrap();
-        conn.run("admin", &Ping).await.unwrap();
-        task.await.unwrap();
+        };
+        pinged_over_tls(server_config(&server, None), "127.0.0.1", tls).await;
     }
 
     #[tokio::test]
     async fn unknown_issuer_is_refused_with_the_bundled_roots() {
         let server = identity(&["localhost"]);
-        let (port, task) = serve_tls(server_config(&server, None), refused_handshake).await;
-        let err = Connection::connect(
-            &ServerAddress::new("localhost", port),
-            &options(TlsOptions::default()),
-        )
-        .await
-        .unwrap_err();
+        let config = server_config(&server, None);
+        let err = refused_over_tls(config, "localhost", TlsOptions::default()).await;
         assert!(matches!(err, ConnError::Tls { .. }), "{err:?}");
         assert!(err.is_network());
-        task.await.unwrap();
     }
 
     #[tokio::test]
     async fn allow_invalid_certificates_accepts_anything() {
         let server = identity(&["somewhere.else"]);
-        let (port, task) = serve_tls(server_config(&server, None), hello_and_ping).await;
-        let opts = options(TlsOptions {
+        let tls = TlsOptions {
             allow_invalid_certificates: true,
             ..TlsOptions::default()
-        });
-        let mut conn = Connection::connect(&ServerAddress::new("127.0.0.1", port), &opts)
-            .await
-            .unwrap();
-        conn.run("admin", &Ping).await.unwrap();
-        task.await.unwrap();
+        };
+        pinged_over_tls(server_config(&server, None), "127.0.0.1", tls).await;
     }
 
     #[tokio::test]
@@ -939,41 +951,25 @@ mod tls {
             ..TlsOptions::default()
         };
 
-        let (port, task) = serve_tls(server_config(&server, None), refused_handshake).await;
-        let err = Connection::connect(
-            &ServerAddress::new("localhost", port),
-            &options(tls.clone()),
-        )
-        .await
-        .unwrap_err();
+        let err = refused_over_tls(server_config(&server, None), "localhost", tls.clone()).await;
         assert!(matches!(err, ConnError::Tls { .. }), "{err:?}");
-        task.await.unwrap();
 
-        let (port, task) = serve_tls(server_config(&server, None), hello_and_ping).await;
-        let opts = options(TlsOptions {
+        let tls = TlsOptions {
             allow_invalid_hostnames: true,
             ..tls
-        });
-        let mut conn = Connection::connect(&ServerAddress::new("localhost", port), &opts)
-            .await
-            .unwrap();
-        conn.run("admin", &Ping).await.unwrap();
-        task.await.unwrap();
+        };
+        pinged_over_tls(server_config(&server, None), "localhost", tls).await;
     }
 
     #[tokio::test]
     async fn allow_invalid_hostnames_still_requires_a_trusted_chain() {
         let server = identity(&["db.internal"]);
-        let (port, task) = serve_tls(server_config(&server, None), refused_handshake).await;
-        let opts = options(TlsOptions {
+        let tls = TlsOptions {
             allow_invalid_hostnames: true,
             ..TlsOptions::default()
-        });
-        let err = Connection::connect(&ServerAddress::new("localhost", port), &opts)
-            .await
-            .unwrap_err();
+        };
+        let err = refused_over_tls(server_config(&server, None), "localhost", tls).await;
         assert!(matches!(err, ConnError::Tls { .. }), "{err:?}");
-        task.await.unwrap();
     }
 
     #[tokio::test]
@@ -985,36 +981,23 @@ mod tls {
         let config = server_config(&server, Some(&client));
 
         // Without the certificate the server refuses.
-        let (port, task) = serve_tls(config.clone(), refused_handshake).await;
         let tls = TlsOptions {
             ca_file: Some(ca.0.clone()),
             ..TlsOptions::default()
         };
-        let err = Connection::connect(
-            &ServerAddress::new("localhost", port),
-            &options(tls.clone()),
-        )
-        .await
-        .unwrap_err();
+        let err = refused_over_tls(config.clone(), "localhost", tls.clone()).await;
         assert!(err.is_network(), "{err:?}");
-        task.await.unwrap();
 
-        let (port, task) = serve_tls(config, hello_and_ping).await;
-        let opts = options(TlsOptions {
+        let tls = TlsOptions {
             cert_key_file: Some(cert_key.0.clone()),
             ..tls
-        });
-        let mut conn = Connection::connect(&ServerAddress::new("localhost", port), &opts)
-            .await
-            .unwrap();
-        conn.run("admin", &Ping).await.unwrap();
-        task.await.unwrap();
+        };
+        pinged_over_tls(config, "localhost", tls).await;
     }
 
     #[tokio::test]
     async fn bad_tls_files_are_configuration_errors() {
         // Nothing listens there: configuration is checked before connecting.
-        let address = ServerAddress::new("127.0.0.1", 9);
         let server = identity(&["localhost"]);
         let empty = TempFile::new("");
         let cert_only = TempFile::new(&server.cert_pem);
@@ -1047,9 +1030,7 @@ mod tls {
             },
         ];
         for tls in cases {
-            let err = Connection::connect(&address, &options(tls.clone()))
-                .await
-                .unwrap_err();
+            let err = connect_tls("127.0.0.1", 9, tls.clone()).await.unwrap_err();
             assert!(matches!(err, ConnError::TlsConfig(_)), "{tls:?}: {err:?}");
             assert!(!err.is_network());
         }
@@ -1120,24 +1101,14 @@ async fn a_declared_large_frame_then_close_leaves_the_buffer_small() {
         let cmd = peer.recv().await.unwrap();
         let mut bytes = header_declaring(40_000_000, cmd.message.request_id);
         bytes.extend_from_slice(&[0u8; 100]);
-        peer.stream.write_all(&bytes).await.unwrap();
-        peer.stream.flush().await.unwrap();
+        peer.send_raw(&bytes).await;
         // Dropping the peer closes the socket.
     })
     .await;
     let mut conn = connect(&address).await;
     let before = conn.read_buffer_capacity();
     let err = conn.run("admin", &Ping).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ConnError::Closed {
-                mid_message: true,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_closed_mid_message(&err);
     assert!(conn.is_broken());
     let after = conn.read_buffer_capacity();
     assert!(
@@ -1158,22 +1129,12 @@ async fn the_read_buffer_grows_with_the_bytes_that_arrive() {
         let cmd = peer.recv().await.unwrap();
         let mut bytes = header_declaring(40_000_000, cmd.message.request_id);
         bytes.resize(SENT, 0);
-        peer.stream.write_all(&bytes).await.unwrap();
-        peer.stream.flush().await.unwrap();
+        peer.send_raw(&bytes).await;
         // Silence until the client gives up.
         assert!(peer.recv().await.is_none());
     })
     .await;
-    let limit = Duration::from_millis(500);
-    let mut conn = Connection::connect(
-        &address,
-        &ConnectionOptions {
-            socket_timeout: Some(limit),
-            ..ConnectionOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut conn = connect_with_socket_timeout(&address, Duration::from_millis(500)).await;
     let err = conn.run("admin", &Ping).await.unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
     let capacity = conn.read_buffer_capacity();
@@ -1197,15 +1158,7 @@ async fn a_send_the_server_never_reads_times_out() {
     })
     .await;
     let limit = Duration::from_millis(300);
-    let mut conn = Connection::connect(
-        &address,
-        &ConnectionOptions {
-            socket_timeout: Some(limit),
-            ..ConnectionOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut conn = connect_with_socket_timeout(&address, limit).await;
     // Far more than the loopback socket buffers hold while nobody reads.
     let body = doc! { "insert": "c", "pad": "w".repeat(16 * 1024 * 1024), "$db": "d" };
     let started = std::time::Instant::now();

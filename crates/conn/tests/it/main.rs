@@ -11,13 +11,17 @@ use std::time::{Duration, Instant};
 use brook_command::{CommandBody, Ping};
 use brook_conn::{ConnError, Connection, ConnectionOptions, ServerAddress, next_request_id};
 use brook_testkit::{Action, FakeServer, Fault, ServerConfig};
-use brook_wire::{DEFAULT_MAX_MESSAGE_SIZE, Message, MsgFlags, SharedDoc, WireError};
+use brook_wire::{Compressor, DEFAULT_MAX_MESSAGE_SIZE, Message, MsgFlags, SharedDoc, WireError};
 use bson::{Document, doc};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A read buffer this small cannot hold any of the large frames the tests declare.
 const SMALL_BUFFER: usize = 512 * 1024;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
 
 /// Runs `f` and fails the test if it does not finish within the deadline.
 async fn within<F: Future>(f: F) -> F::Output {
@@ -27,14 +31,24 @@ async fn within<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// Runs `f`; returns its output and how long it took.
+async fn timed<F: Future>(f: F) -> (F::Output, Duration) {
+    let started = Instant::now();
+    let out = f.await;
+    (out, started.elapsed())
+}
+
 async fn start(config: ServerConfig) -> FakeServer {
     FakeServer::start(config).await.expect("bind 127.0.0.1:0")
 }
 
-/// Options for a test connection: a short connect timeout, and the given socket timeout.
+/// Options for a test connection, set one named field at a time from the defaults:
+/// a short connect timeout, no socket timeout, the default frame cap, no compression.
+#[derive(Debug, Clone, Copy)]
 struct Opts {
     socket_timeout: Option<Duration>,
     max_message_size: usize,
+    compressor: Option<Compressor>,
 }
 
 impl Default for Opts {
@@ -42,18 +56,47 @@ impl Default for Opts {
         Opts {
             socket_timeout: None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            compressor: None,
         }
     }
 }
 
-async fn connect_with(server: &FakeServer, opts: Opts) -> Connection {
+impl Opts {
+    fn socket_timeout(self, timeout: Duration) -> Opts {
+        Opts {
+            socket_timeout: Some(timeout),
+            ..self
+        }
+    }
+
+    fn max_message_size(self, cap: usize) -> Opts {
+        Opts {
+            max_message_size: cap,
+            ..self
+        }
+    }
+
+    fn compressor(self, compressor: Compressor) -> Opts {
+        Opts {
+            compressor: Some(compressor),
+            ..self
+        }
+    }
+}
+
+async fn try_connect(server: &FakeServer, opts: Opts) -> Result<Connection, ConnError> {
     let options = ConnectionOptions {
         connect_timeout: Duration::from_secs(5),
         socket_timeout: opts.socket_timeout,
         max_message_size: opts.max_message_size,
+        compressors: opts.compressor.into_iter().collect(),
         ..ConnectionOptions::default()
     };
-    Connection::connect(&ServerAddress::new("127.0.0.1", server.port()), &options)
+    Connection::connect(&ServerAddress::new("127.0.0.1", server.port()), &options).await
+}
+
+async fn connect_with(server: &FakeServer, opts: Opts) -> Connection {
+    try_connect(server, opts)
         .await
         .expect("handshake with the fake server")
 }
@@ -62,16 +105,65 @@ async fn connect(server: &FakeServer) -> Connection {
     connect_with(server, Opts::default()).await
 }
 
-fn serialized(body: Document) -> SharedDoc {
-    SharedDoc::from_document(&body).expect("a serialisable body")
+/// A fake server with the default configuration, and a connection to it.
+async fn serve_and_connect(opts: Opts) -> (FakeServer, Connection) {
+    let server = start(ServerConfig::default()).await;
+    let conn = connect_with(&server, opts).await;
+    (server, conn)
+}
+
+/// Scripts the server's answer to the next `ping`, runs one, and returns the error the
+/// ping must end in.
+async fn ping_error(
+    server: &FakeServer,
+    conn: &mut Connection,
+    answer: impl Into<Action>,
+) -> ConnError {
+    server.push_action("ping", answer);
+    conn.run("admin", &Ping).await.unwrap_err()
+}
+
+/// An ok reply carrying a string of `len` bytes in `pad`.
+fn padded_reply(len: usize) -> Action {
+    Action::reply(doc! { "ok": 1.0, "pad": "x".repeat(len) })
+}
+
+fn get_more_doc() -> Document {
+    doc! { "getMore": 42_i64, "collection": "c", "$db": "db" }
 }
 
 fn get_more() -> SharedDoc {
-    serialized(doc! { "getMore": 42_i64, "collection": "c", "$db": "db" })
+    SharedDoc::from_document(&get_more_doc()).expect("a serialisable body")
 }
 
 fn ping_body() -> CommandBody {
     CommandBody::new(doc! { "ping": 1, "$db": "admin" })
+}
+
+/// The ways a getMore can go out; each keeps the same rules.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    /// `run_serialized`: the cached getMore path.
+    RunSerialized,
+    RunBody,
+    /// `send`, without EXHAUST_ALLOWED.
+    Send,
+}
+
+const PATHS: [Path; 3] = [Path::RunSerialized, Path::RunBody, Path::Send];
+
+async fn get_more_through(conn: &mut Connection, path: Path) -> Result<(), ConnError> {
+    match path {
+        Path::RunSerialized => conn.run_serialized(get_more()).await.map(drop),
+        Path::RunBody => conn
+            .run_body(CommandBody::new(get_more_doc()))
+            .await
+            .map(drop),
+        Path::Send => conn
+            .send(&Message::command(next_request_id(), get_more()))
+            .await
+            .map(drop),
+    }
 }
 
 /// After an error: the connection is broken, and the next command fails at once with
@@ -93,6 +185,12 @@ fn assert_timeout(err: &ConnError, after: Duration) {
         matches!(err, ConnError::Timeout { operation: "operation", after: a, wire_version: Some(21), .. } if *a == after),
         "{err:?}"
     );
+}
+
+/// A timeout after `after`, which broke the connection.
+async fn assert_timed_out_and_broken(conn: &mut Connection, err: &ConnError, after: Duration) {
+    assert_timeout(err, after);
+    assert_broken(conn).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -123,10 +221,8 @@ fn assert_unexpected_more_to_come(err: &ConnError) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_reply_to_a_plain_command_is_a_protocol_error_and_breaks() {
     within(async {
-        let server = start(ServerConfig::default()).await;
-        let mut conn = connect(&server).await;
-        server.push_action("ping", two_streamed_replies());
-        let err = conn.run("admin", &Ping).await.unwrap_err();
+        let (server, mut conn) = serve_and_connect(Opts::default()).await;
+        let err = ping_error(&server, &mut conn, two_streamed_replies()).await;
         assert_unexpected_more_to_come(&err);
         assert!(
             !conn.has_more_to_come(),
@@ -143,28 +239,13 @@ async fn a_streamed_reply_to_a_plain_command_is_a_protocol_error_and_breaks() {
 async fn a_streamed_reply_to_a_get_more_is_refused_on_every_path() {
     within(async {
         let server = start(ServerConfig::default()).await;
-
-        // run_serialized: the cached getMore path.
-        let mut conn = connect(&server).await;
-        server.push_action("getMore", two_streamed_replies());
-        let err = conn.run_serialized(get_more()).await.unwrap_err();
-        assert_unexpected_more_to_come(&err);
-        assert_broken(&mut conn).await;
-
-        // run_body.
-        let mut conn = connect(&server).await;
-        server.push_action("ping", two_streamed_replies());
-        let err = conn.run_body(ping_body()).await.unwrap_err();
-        assert_unexpected_more_to_come(&err);
-        assert_broken(&mut conn).await;
-
-        // send without EXHAUST_ALLOWED.
-        let mut conn = connect(&server).await;
-        server.push_action("getMore", two_streamed_replies());
-        let request = Message::command(next_request_id(), get_more());
-        let err = conn.send(&request).await.unwrap_err();
-        assert_unexpected_more_to_come(&err);
-        assert_broken(&mut conn).await;
+        for path in PATHS {
+            let mut conn = connect(&server).await;
+            server.push_action("getMore", two_streamed_replies());
+            let err = get_more_through(&mut conn, path).await.unwrap_err();
+            assert_unexpected_more_to_come(&err);
+            assert_broken(&mut conn).await;
+        }
     })
     .await;
 }
@@ -174,12 +255,7 @@ async fn a_streamed_hello_reply_fails_the_connect() {
     within(async {
         let server = start(ServerConfig::default()).await;
         server.push_action("hello", two_streamed_replies());
-        let err = Connection::connect(
-            &ServerAddress::new("127.0.0.1", server.port()),
-            &ConnectionOptions::default(),
-        )
-        .await
-        .unwrap_err();
+        let err = try_connect(&server, Opts::default()).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -198,15 +274,8 @@ async fn a_streamed_hello_reply_fails_the_connect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhaust_allowed_requests_still_read_a_stream() {
     within(async {
-        let server = start(ServerConfig::default()).await;
-        let mut conn = connect_with(
-            &server,
-            Opts {
-                socket_timeout: Some(Duration::from_secs(5)),
-                ..Opts::default()
-            },
-        )
-        .await;
+        let opts = Opts::default().socket_timeout(Duration::from_secs(5));
+        let (server, mut conn) = serve_and_connect(opts).await;
         server.push_action("getMore", two_streamed_replies());
         let mut request = Message::command(next_request_id(), get_more());
         request.flags.insert(MsgFlags::EXHAUST_ALLOWED);
@@ -235,10 +304,7 @@ async fn the_client_cap_holds_when_the_server_advertises_more() {
         // come) into a failure instead of a hang.
         let mut conn = connect_with(
             &server,
-            Opts {
-                socket_timeout: Some(Duration::from_secs(3)),
-                ..Opts::default()
-            },
+            Opts::default().socket_timeout(Duration::from_secs(3)),
         )
         .await;
         assert_eq!(
@@ -249,8 +315,7 @@ async fn the_client_cap_holds_when_the_server_advertises_more() {
         assert_eq!(conn.max_reply_size(), DEFAULT_MAX_MESSAGE_SIZE);
 
         let declared = DEFAULT_MAX_MESSAGE_SIZE as i32 + 1;
-        server.push_action("ping", Fault::LengthOverLimit { declared });
-        let err = conn.run("admin", &Ping).await.unwrap_err();
+        let err = ping_error(&server, &mut conn, Fault::LengthOverLimit { declared }).await;
         assert!(
             matches!(
                 &err,
@@ -276,29 +341,14 @@ async fn the_client_cap_holds_when_the_server_advertises_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_smaller_client_cap_refuses_a_real_reply_over_it() {
     within(async {
-        let server = start(ServerConfig::default()).await;
         let cap = 64 * 1024;
-        let mut conn = connect_with(
-            &server,
-            Opts {
-                max_message_size: cap,
-                ..Opts::default()
-            },
-        )
-        .await;
+        let (server, mut conn) = serve_and_connect(Opts::default().max_message_size(cap)).await;
         assert_eq!(conn.max_reply_size(), cap);
         // Under the cap: fine.
-        server.push_action(
-            "ping",
-            Action::reply(doc! { "ok": 1.0, "pad": "x".repeat(cap / 2) }),
-        );
+        server.push_action("ping", padded_reply(cap / 2));
         conn.run("admin", &Ping).await.unwrap();
         // Over it: refused, although the server's own limit is 48 MB.
-        server.push_action(
-            "ping",
-            Action::reply(doc! { "ok": 1.0, "pad": "x".repeat(cap) }),
-        );
-        let err = conn.run("admin", &Ping).await.unwrap_err();
+        let err = ping_error(&server, &mut conn, padded_reply(cap)).await;
         assert!(
             matches!(
                 &err,
@@ -316,22 +366,13 @@ async fn a_compressed_reply_is_held_to_the_cap_once_uncompressed() {
     within(async {
         let server = start(ServerConfig::default().with_compression(["zlib"])).await;
         let cap = 64 * 1024;
-        let options = ConnectionOptions {
-            connect_timeout: Duration::from_secs(5),
-            compressors: vec![brook_wire::Compressor::Zlib { level: None }],
-            max_message_size: cap,
-            ..ConnectionOptions::default()
-        };
-        let mut conn = Connection::connect(&ServerAddress::new("127.0.0.1", server.port()), &options)
-            .await
-            .unwrap();
+        let opts = Opts::default()
+            .compressor(Compressor::Zlib { level: None })
+            .max_message_size(cap);
+        let mut conn = connect_with(&server, opts).await;
         assert!(conn.description().compressor.is_some());
         // A reply that compresses to almost nothing but is twice the cap once inflated.
-        server.push_action(
-            "ping",
-            Action::reply(doc! { "ok": 1.0, "pad": "x".repeat(2 * cap) }),
-        );
-        let err = conn.run("admin", &Ping).await.unwrap_err();
+        let err = ping_error(&server, &mut conn, padded_reply(2 * cap)).await;
         assert!(
             matches!(
                 &err,
@@ -351,24 +392,11 @@ async fn a_compressed_reply_is_held_to_the_cap_once_uncompressed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_large_frame_costs_nothing_until_its_bytes_arrive() {
     within(async {
-        let server = start(ServerConfig::default()).await;
-        let mut conn = connect_with(
-            &server,
-            Opts {
-                socket_timeout: Some(Duration::from_millis(300)),
-                ..Opts::default()
-            },
-        )
-        .await;
+        let (server, mut conn) = serve_and_connect(Opts::default().socket_timeout(ms(300))).await;
         // 40 MB declared (under the 48 MB limit), ~100 bytes sent, then silence.
-        server.push_action(
-            "ping",
-            Fault::LengthOverLimit {
-                declared: 40_000_000,
-            },
-        );
-        let err = conn.run("admin", &Ping).await.unwrap_err();
-        assert_timeout(&err, Duration::from_millis(300));
+        let declared = 40_000_000;
+        let err = ping_error(&server, &mut conn, Fault::LengthOverLimit { declared }).await;
+        assert_timeout(&err, ms(300));
         assert!(
             conn.read_buffer_capacity() < SMALL_BUFFER,
             "the read buffer grew to {} bytes for a frame that never came",
@@ -382,13 +410,9 @@ async fn a_declared_large_frame_costs_nothing_until_its_bytes_arrive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_replies_arrive_whole() {
     within(async {
-        let server = start(ServerConfig::default()).await;
-        let mut conn = connect(&server).await;
+        let (server, mut conn) = serve_and_connect(Opts::default()).await;
         for size in [100_000, 3_000_000, 16_000, 9_000_000, 10] {
-            server.push_action(
-                "ping",
-                Action::reply(doc! { "ok": 1.0, "pad": "p".repeat(size) }),
-            );
+            server.push_action("ping", padded_reply(size));
             let reply = conn.run_body(ping_body()).await.unwrap();
             assert_eq!(reply.body.as_raw().get_str("pad").unwrap().len(), size);
         }
@@ -403,20 +427,13 @@ async fn large_replies_arrive_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serialized_within_bounds_a_hung_exchange() {
     within(async {
-        let server = start(ServerConfig::default()).await;
         // No socket timeout at all: only the call's own limit ends the wait.
-        let mut conn = connect(&server).await;
+        let (server, mut conn) = serve_and_connect(Opts::default()).await;
         server.push_action("getMore", Fault::Hang);
-        let limit = Duration::from_millis(200);
-        let started = Instant::now();
-        let err = conn
-            .run_serialized_within(get_more(), Some(limit))
-            .await
-            .unwrap_err();
-        let took = started.elapsed();
+        let limit = ms(200);
+        let (result, took) = timed(conn.run_serialized_within(get_more(), Some(limit))).await;
         assert!(took >= limit && took < Duration::from_secs(3), "{took:?}");
-        assert_timeout(&err, limit);
-        assert_broken(&mut conn).await;
+        assert_timed_out_and_broken(&mut conn, &result.unwrap_err(), limit).await;
     })
     .await;
 }
@@ -424,18 +441,12 @@ async fn run_serialized_within_bounds_a_hung_exchange() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_body_within_bounds_a_hung_exchange() {
     within(async {
-        let server = start(ServerConfig::default()).await;
-        let mut conn = connect(&server).await;
+        let (server, mut conn) = serve_and_connect(Opts::default()).await;
         server.push_action("ping", Fault::Hang);
-        let limit = Duration::from_millis(150);
-        let started = Instant::now();
-        let err = conn
-            .run_body_within(ping_body(), Some(limit))
-            .await
-            .unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(3));
-        assert_timeout(&err, limit);
-        assert_broken(&mut conn).await;
+        let limit = ms(150);
+        let (result, took) = timed(conn.run_body_within(ping_body(), Some(limit))).await;
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert_timed_out_and_broken(&mut conn, &result.unwrap_err(), limit).await;
     })
     .await;
 }
@@ -443,17 +454,10 @@ async fn run_body_within_bounds_a_hung_exchange() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_call_limit_replaces_the_socket_timeout() {
     within(async {
-        let server = start(ServerConfig::default()).await;
-        let socket_timeout = Duration::from_millis(100);
-        let mut conn = connect_with(
-            &server,
-            Opts {
-                socket_timeout: Some(socket_timeout),
-                ..Opts::default()
-            },
-        )
-        .await;
-        let slow = || Action::delay(Duration::from_millis(400), Action::ok());
+        let socket_timeout = ms(100);
+        let (server, mut conn) =
+            serve_and_connect(Opts::default().socket_timeout(socket_timeout)).await;
+        let slow = || Action::delay(ms(400), Action::ok());
 
         // Longer than the socket timeout: the slow reply is waited for.
         server.push_action("getMore", slow());
@@ -474,28 +478,16 @@ async fn the_call_limit_replaces_the_socket_timeout() {
             .run_serialized_within(get_more(), None)
             .await
             .unwrap_err();
-        assert_timeout(&err, socket_timeout);
-        assert_broken(&mut conn).await;
+        assert_timed_out_and_broken(&mut conn, &err, socket_timeout).await;
 
         // Shorter than the socket timeout: the call's limit wins.
-        let mut conn = connect_with(
-            &server,
-            Opts {
-                socket_timeout: Some(Duration::from_secs(10)),
-                ..Opts::default()
-            },
-        )
-        .await;
+        let opts = Opts::default().socket_timeout(Duration::from_secs(10));
+        let mut conn = connect_with(&server, opts).await;
         server.push_action("getMore", slow());
-        let limit = Duration::from_millis(100);
-        let started = Instant::now();
-        let err = conn
-            .run_serialized_within(get_more(), Some(limit))
-            .await
-            .unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert_timeout(&err, limit);
-        assert_broken(&mut conn).await;
+        let limit = ms(100);
+        let (result, took) = timed(conn.run_serialized_within(get_more(), Some(limit))).await;
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert_timed_out_and_broken(&mut conn, &result.unwrap_err(), limit).await;
     })
     .await;
 }
@@ -503,8 +495,7 @@ async fn the_call_limit_replaces_the_socket_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_limit_fails_at_once_and_sends_nothing() {
     within(async {
-        let server = start(ServerConfig::default()).await;
-        let mut conn = connect(&server).await;
+        let (server, mut conn) = serve_and_connect(Opts::default()).await;
         let err = conn
             .run_serialized_within(get_more(), Some(Duration::ZERO))
             .await
@@ -530,46 +521,17 @@ async fn a_zero_limit_fails_at_once_and_sends_nothing() {
 async fn a_command_never_answered_times_out_within_the_socket_timeout() {
     within(async {
         let server = start(ServerConfig::default()).await;
-        let socket_timeout = Duration::from_millis(250);
-        let mut conn = connect_with(
-            &server,
-            Opts {
-                socket_timeout: Some(socket_timeout),
-                ..Opts::default()
-            },
-        )
-        .await;
-        for path in 0..3 {
+        let socket_timeout = ms(250);
+        for path in PATHS {
+            let mut conn =
+                connect_with(&server, Opts::default().socket_timeout(socket_timeout)).await;
             server.push_action("getMore", Fault::Hang);
-            let started = Instant::now();
-            let err = match path {
-                0 => conn.run_serialized(get_more()).await.unwrap_err(),
-                1 => conn
-                    .run_body(CommandBody::new(
-                        doc! { "getMore": 1_i64, "collection": "c", "$db": "db" },
-                    ))
-                    .await
-                    .unwrap_err(),
-                _ => conn
-                    .send(&Message::command(next_request_id(), get_more()))
-                    .await
-                    .unwrap_err(),
-            };
-            let took = started.elapsed();
+            let (result, took) = timed(get_more_through(&mut conn, path)).await;
             assert!(
                 took >= socket_timeout && took < Duration::from_secs(3),
-                "{took:?}"
+                "{path:?}: {took:?}"
             );
-            assert_timeout(&err, socket_timeout);
-            assert_broken(&mut conn).await;
-            conn = connect_with(
-                &server,
-                Opts {
-                    socket_timeout: Some(socket_timeout),
-                    ..Opts::default()
-                },
-            )
-            .await;
+            assert_timed_out_and_broken(&mut conn, &result.unwrap_err(), socket_timeout).await;
         }
     })
     .await;
@@ -579,28 +541,15 @@ async fn a_command_never_answered_times_out_within_the_socket_timeout() {
 async fn a_partial_frame_then_silence_times_out() {
     within(async {
         let server = start(ServerConfig::default()).await;
-        let socket_timeout = Duration::from_millis(250);
+        let socket_timeout = ms(250);
         for bytes in [3, 16, 30] {
-            let mut conn = connect_with(
-                &server,
-                Opts {
-                    socket_timeout: Some(socket_timeout),
-                    ..Opts::default()
-                },
-            )
-            .await;
-            server.push_action(
-                "ping",
-                Fault::PartialThenStall {
-                    bytes,
-                    stall: Duration::from_secs(30),
-                },
-            );
-            let started = Instant::now();
-            let err = conn.run("admin", &Ping).await.unwrap_err();
-            assert!(started.elapsed() < Duration::from_secs(3));
-            assert_timeout(&err, socket_timeout);
-            assert_broken(&mut conn).await;
+            let mut conn =
+                connect_with(&server, Opts::default().socket_timeout(socket_timeout)).await;
+            let stall = Duration::from_secs(30);
+            let fault = Fault::PartialThenStall { bytes, stall };
+            let (err, took) = timed(ping_error(&server, &mut conn, fault)).await;
+            assert!(took < Duration::from_secs(3), "{bytes} bytes: {took:?}");
+            assert_timed_out_and_broken(&mut conn, &err, socket_timeout).await;
         }
     })
     .await;
@@ -622,8 +571,7 @@ async fn every_decode_fault_is_a_protocol_error() {
         let server = start(ServerConfig::default()).await;
         for fault in faults {
             let mut conn = connect(&server).await;
-            server.push_action("ping", fault.clone());
-            let err = conn.run("admin", &Ping).await.unwrap_err();
+            let err = ping_error(&server, &mut conn, fault.clone()).await;
             assert!(
                 err.is_protocol() && !err.is_network() && !err.is_timeout(),
                 "{fault:?}: {err:?}"
@@ -640,15 +588,14 @@ async fn every_decode_fault_is_a_protocol_error() {
         // Network faults are not protocol errors.
         for fault in [Fault::CloseWithoutReply, Fault::CloseMidReply] {
             let mut conn = connect(&server).await;
-            server.push_action("ping", fault.clone());
-            let err = conn.run("admin", &Ping).await.unwrap_err();
+            let err = ping_error(&server, &mut conn, fault.clone()).await;
             assert!(err.is_network() && !err.is_protocol(), "{fault:?}: {err:?}");
             assert_broken(&mut conn).await;
         }
         // Nor are server errors.
         let mut conn = connect(&server).await;
-        server.push_action("ping", Action::error(11600, "InterruptedAtShutdown", &[]));
-        let err = conn.run("admin", &Ping).await.unwrap_err();
+        let refusal = Action::error(11600, "InterruptedAtShutdown", &[]);
+        let err = ping_error(&server, &mut conn, refusal).await;
         assert!(!err.is_protocol() && !err.is_network(), "{err:?}");
         assert!(!conn.is_broken());
     })

@@ -12,10 +12,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use brook_pool::{CheckOutFailReason, CloseReason, PoolError, PoolEvent, PoolOptions};
+use brook_pool::{CheckOutFailReason, CloseReason, PoolError, PoolEvent};
 use tokio::sync::Notify;
 
-use crate::support::{Harness, Step, bounded, ms};
+use crate::support::{CheckOutResult, Harness, Options, Step, bounded, ms, options};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -34,9 +34,54 @@ const OUTCOMES: [Outcome; 5] = [
     Outcome::Hang,
 ];
 
+/// Runs `case` once for every connect outcome.
+async fn for_every_outcome<F: Future>(case: impl Fn(Outcome) -> F) {
+    for outcome in OUTCOMES {
+        case(outcome).await;
+    }
+}
+
 /// Polls a future once.
 async fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx))).await
+}
+
+/// A checkout polled by hand.
+type PendingCheckout<'a> = Pin<Box<dyn Future<Output = CheckOutResult> + 'a>>;
+
+/// Starts a checkout and polls it once: it must be left waiting.
+async fn waiting_check_out(h: &Harness) -> PendingCheckout<'_> {
+    let mut checkout: PendingCheckout<'_> = Box::pin(h.pool.check_out());
+    assert!(poll_once(&mut checkout).await.is_pending());
+    checkout
+}
+
+/// Polls a checkout whose connect followed `outcome` (and has had the time to): with `Ok`
+/// and `Slow` it holds connection `id`, which it checks back in; with `Fail` and `SlowFail`
+/// it failed with the connect error; with `Hang` it is still waiting.
+async fn assert_checkout_followed(
+    checkout: &mut PendingCheckout<'_>,
+    outcome: Outcome,
+    id: u64,
+    case: &str,
+) {
+    match outcome {
+        Outcome::Ok | Outcome::Slow => {
+            let conn = poll_once(checkout).await;
+            let Poll::Ready(Ok(conn)) = conn else {
+                panic!("{case}: {conn:?}")
+            };
+            assert_eq!(conn.id(), id, "{case}");
+        }
+        Outcome::Fail | Outcome::SlowFail => {
+            let res = poll_once(checkout).await;
+            assert!(
+                matches!(res, Poll::Ready(Err(PoolError::Connect(_)))),
+                "{case}: {res:?}"
+            );
+        }
+        Outcome::Hang => assert!(poll_once(checkout).await.is_pending(), "{case}"),
+    }
 }
 
 /// The step for a connect that must still be running when the checkout is dropped; `Ok`
@@ -64,8 +109,7 @@ fn immediate_step(outcome: Outcome) -> Step {
 /// Lets every slow connect finish.
 async fn resolve(h: &Harness) {
     h.settle().await;
-    tokio::time::sleep(ms(50)).await;
-    h.settle().await;
+    h.advance(ms(50)).await;
 }
 
 /// The common end of every case: nothing is left waiting; the pool serves a fresh
@@ -111,27 +155,19 @@ async fn finish(h: &Harness, outcome: Outcome, case: &str) {
     h.rec.check_consistency(true);
 }
 
-fn options() -> PoolOptions {
-    PoolOptions {
-        max_pool_size: 2,
-        max_connecting: 1,
-        ..PoolOptions::default()
-    }
+/// The matrix's pool: two connections, one established at a time.
+fn matrix_options() -> Options {
+    options().max_pool_size(2).max_connecting(1)
 }
 
 /// Dropped while queued behind a full pool; the connection the next waiter then needs
 /// follows `outcome`.
 async fn dropped_in_queue(outcome: Outcome) {
     let case = format!("queue/{outcome:?}");
-    let h = Harness::ready(PoolOptions {
-        max_pool_size: 1,
-        ..options()
-    });
+    let h = Harness::ready(matrix_options().max_pool_size(1));
     let holder = h.pool.check_out().await.unwrap();
-    let mut victim = Box::pin(h.pool.check_out());
-    assert!(poll_once(&mut victim).await.is_pending());
-    let mut next = Box::pin(h.pool.check_out());
-    assert!(poll_once(&mut next).await.is_pending());
+    let victim = waiting_check_out(&h).await;
+    let mut next = waiting_check_out(&h).await;
     assert_eq!(h.pool.stats().waiting, 2, "{case}");
 
     drop(victim);
@@ -144,25 +180,9 @@ async fn dropped_in_queue(outcome: Outcome) {
     drop(holder);
     assert_eq!(h.pool.stats().pending, 1, "{case}: next's connect started");
     resolve(&h).await;
-    match outcome {
-        Outcome::Ok | Outcome::Slow => {
-            let conn = poll_once(&mut next).await;
-            let Poll::Ready(Ok(conn)) = conn else {
-                panic!("{case}: {conn:?}")
-            };
-            assert_eq!(conn.id(), 2, "{case}");
-        }
-        Outcome::Fail | Outcome::SlowFail => {
-            let res = poll_once(&mut next).await;
-            assert!(
-                matches!(res, Poll::Ready(Err(PoolError::Connect(_)))),
-                "{case}: {res:?}"
-            );
-        }
-        Outcome::Hang => {
-            assert!(poll_once(&mut next).await.is_pending(), "{case}");
-            drop(next);
-        }
+    assert_checkout_followed(&mut next, outcome, 2, &case).await;
+    if outcome == Outcome::Hang {
+        drop(next);
     }
     finish(&h, outcome, &case).await;
 }
@@ -171,13 +191,11 @@ async fn dropped_in_queue(outcome: Outcome) {
 /// then follows `outcome`).
 async fn dropped_waiting_for_max_connecting(outcome: Outcome) {
     let case = format!("maxConnecting/{outcome:?}");
-    let h = Harness::ready(options());
+    let h = Harness::ready(matrix_options());
     let gate = Arc::new(Notify::new());
     h.mock().push([deferred_step(outcome, &gate)]);
-    let mut first = Box::pin(h.pool.check_out());
-    assert!(poll_once(&mut first).await.is_pending());
-    let mut victim = Box::pin(h.pool.check_out());
-    assert!(poll_once(&mut victim).await.is_pending());
+    let mut first = waiting_check_out(&h).await;
+    let victim = waiting_check_out(&h).await;
     let s = h.pool.stats();
     assert_eq!(
         (s.pending, s.waiting),
@@ -191,29 +209,13 @@ async fn dropped_waiting_for_max_connecting(outcome: Outcome) {
     assert_eq!((s.pending, s.waiting), (1, 1), "{case}: {s:?}");
     assert_eq!(h.failed_with(CheckOutFailReason::Cancelled), 1, "{case}");
     resolve(&h).await;
-    match outcome {
-        Outcome::Ok | Outcome::Slow => {
-            let conn = poll_once(&mut first).await;
-            let Poll::Ready(Ok(conn)) = conn else {
-                panic!("{case}: {conn:?}")
-            };
-            assert_eq!(conn.id(), 1, "{case}");
-        }
-        Outcome::Fail | Outcome::SlowFail => {
-            let res = poll_once(&mut first).await;
-            assert!(
-                matches!(res, Poll::Ready(Err(PoolError::Connect(_)))),
-                "{case}: {res:?}"
-            );
-        }
-        Outcome::Hang => {
-            // The hung connect holds the only max_connecting slot: a new checkout waits
-            // (documented; the manager must bound connect).
-            assert!(poll_once(&mut first).await.is_pending(), "{case}");
-            drop(first);
-            let blocked = tokio::time::timeout(ms(20), h.pool.check_out()).await;
-            assert!(blocked.is_err(), "{case}: no slot while the connect hangs");
-        }
+    assert_checkout_followed(&mut first, outcome, 1, &case).await;
+    if outcome == Outcome::Hang {
+        // The hung connect holds the only max_connecting slot: a new checkout waits
+        // (documented; the manager must bound connect).
+        drop(first);
+        let blocked = tokio::time::timeout(ms(20), h.pool.check_out()).await;
+        assert!(blocked.is_err(), "{case}: no slot while the connect hangs");
     }
     finish(&h, outcome, &case).await;
 }
@@ -222,13 +224,9 @@ async fn dropped_waiting_for_max_connecting(outcome: Outcome) {
 /// connect finishes before the drop, so the outcome is already in the checkout's channel.
 async fn dropped_while_connecting(outcome: Outcome) {
     let case = format!("connecting/{outcome:?}");
-    let h = Harness::ready(PoolOptions {
-        max_connecting: 2,
-        ..options()
-    });
+    let h = Harness::ready(matrix_options().max_connecting(2));
     h.mock().push([immediate_step(outcome)]);
-    let mut victim = Box::pin(h.pool.check_out());
-    assert!(poll_once(&mut victim).await.is_pending());
+    let victim = waiting_check_out(&h).await;
     assert_eq!(h.pool.stats().pending, 1, "{case}");
     h.settle().await;
     drop(victim);
@@ -277,10 +275,7 @@ async fn dropped_while_connecting(outcome: Outcome) {
         Outcome::Ok | Outcome::Slow => assert_eq!(s.available, 1, "{case}: {s:?}"),
         Outcome::Fail | Outcome::SlowFail => {
             assert_eq!(s.total, 0, "{case}: {s:?}");
-            assert!(h.rec.events().contains(&PoolEvent::ConnectionClosed {
-                connection_id: 1,
-                reason: CloseReason::Error
-            }));
+            assert!(h.closed(1, CloseReason::Error), "{case}");
         }
         Outcome::Hang => assert_eq!(s.pending, 1, "{case}: {s:?}"),
     }
@@ -297,32 +292,17 @@ async fn dropped_while_connecting(outcome: Outcome) {
 
 #[tokio::test(start_paused = true)]
 async fn checkout_dropped_in_the_queue() {
-    bounded(async move {
-        for outcome in OUTCOMES {
-            dropped_in_queue(outcome).await;
-        }
-    })
-    .await;
+    bounded(for_every_outcome(dropped_in_queue)).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn checkout_dropped_waiting_for_max_connecting() {
-    bounded(async move {
-        for outcome in OUTCOMES {
-            dropped_waiting_for_max_connecting(outcome).await;
-        }
-    })
-    .await;
+    bounded(for_every_outcome(dropped_waiting_for_max_connecting)).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn checkout_dropped_while_connecting() {
-    bounded(async move {
-        for outcome in OUTCOMES {
-            dropped_while_connecting(outcome).await;
-        }
-    })
-    .await;
+    bounded(for_every_outcome(dropped_while_connecting)).await;
 }
 
 /// A guard dropped while in use, its connection broken or not, with a checkout waiting.
@@ -330,28 +310,19 @@ async fn checkout_dropped_while_connecting() {
 async fn guard_dropped_in_use() {
     bounded(async move {
         for broken in [false, true] {
-            let h = Harness::ready(PoolOptions {
-                max_pool_size: 1,
-                ..options()
-            });
+            let h = Harness::ready(matrix_options().max_pool_size(1));
             let guard = h.pool.check_out().await.unwrap();
-            let waiter = tokio::spawn({
-                let pool = h.pool.clone();
-                async move { pool.check_out().await.map(|c| c.id()) }
-            });
+            let waiter = h.spawn_check_out();
             h.settle().await;
             assert_eq!(h.pool.stats().waiting, 1);
             if broken {
                 guard.break_it();
             }
             drop(guard);
-            let id = waiter.await.unwrap().unwrap();
+            let id = waiter.await.unwrap().unwrap().id();
             assert_eq!(id, if broken { 2 } else { 1 }, "broken = {broken}");
             if broken {
-                assert!(h.rec.events().contains(&PoolEvent::ConnectionClosed {
-                    connection_id: 1,
-                    reason: CloseReason::Error
-                }));
+                assert!(h.closed(1, CloseReason::Error));
             }
             finish(&h, Outcome::Ok, &format!("guard/broken={broken}")).await;
         }
@@ -364,10 +335,7 @@ async fn guard_dropped_in_use() {
 #[tokio::test(start_paused = true)]
 async fn timeout_while_connecting_keeps_the_connection() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions {
-            wait_queue_timeout: Some(ms(20)),
-            ..options()
-        });
+        let h = Harness::ready(matrix_options().wait_queue_timeout(ms(20)));
         h.mock().push([Step::Slow(ms(100))]);
         let err = h.pool.check_out().await.unwrap_err();
         assert!(
@@ -376,8 +344,7 @@ async fn timeout_while_connecting_keeps_the_connection() {
         );
         assert_eq!(h.failed_with(CheckOutFailReason::Timeout), 1);
         assert_eq!(h.pool.stats().pending, 1);
-        tokio::time::sleep(ms(100)).await;
-        h.settle().await;
+        h.advance(ms(100)).await;
         assert_eq!(h.pool.stats().available, 1);
         assert_eq!(h.pool.check_out().await.unwrap().id(), 1);
         finish(&h, Outcome::Ok, "timeout-while-connecting").await;
@@ -391,14 +358,14 @@ async fn timeout_while_connecting_keeps_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_on_a_multi_threaded_runtime() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions {
-            max_pool_size: 3,
-            max_connecting: 2,
-            min_pool_size: 1,
-            wait_queue_timeout: Some(ms(30)),
-            maintenance_interval: ms(5),
-            ..PoolOptions::default()
-        });
+        let h = Harness::ready(
+            options()
+                .max_pool_size(3)
+                .max_connecting(2)
+                .min_pool_size(1)
+                .wait_queue_timeout(ms(30))
+                .maintenance_interval(ms(5)),
+        );
         let mut steps = Vec::new();
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut rand = move || {

@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use brook_pool::{
-    CheckOutFailReason, ConnectErrorAction, EventHandler, Manager, Pool, PoolEvent, PoolOptions,
+    CheckOutFailReason, CloseReason, ConnectErrorAction, EventHandler, Manager, Pool, PoolError,
+    PoolEvent, PoolOptions, Pooled,
 };
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 /// What one `connect` call does.
 #[derive(Debug, Clone)]
@@ -198,6 +200,11 @@ impl Recorder {
         self.events.lock().unwrap().clone()
     }
 
+    /// Where the first event matching `pred` stands in the stream, if any did.
+    pub(crate) fn position(&self, pred: impl Fn(&PoolEvent) -> bool) -> Option<usize> {
+        self.events.lock().unwrap().iter().position(pred)
+    }
+
     pub(crate) fn count(&self, pred: impl Fn(&PoolEvent) -> bool) -> usize {
         self.events
             .lock()
@@ -282,6 +289,57 @@ impl Recorder {
     }
 }
 
+/// What a checkout from the mock's pool ends in.
+pub(crate) type CheckOutResult = Result<Pooled<MockManager>, PoolError<MockError>>;
+
+/// `PoolOptions` set one named field at a time, from the defaults:
+/// `options().max_pool_size(1).max_connecting(1)`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Options(PoolOptions);
+
+/// The default pool options, to adjust with [`Options`]' setters.
+pub(crate) fn options() -> Options {
+    Options::default()
+}
+
+impl Options {
+    pub(crate) fn max_pool_size(mut self, n: u32) -> Self {
+        self.0.max_pool_size = n;
+        self
+    }
+
+    pub(crate) fn min_pool_size(mut self, n: u32) -> Self {
+        self.0.min_pool_size = n;
+        self
+    }
+
+    pub(crate) fn max_connecting(mut self, n: u32) -> Self {
+        self.0.max_connecting = n;
+        self
+    }
+
+    pub(crate) fn max_idle_time(mut self, limit: Duration) -> Self {
+        self.0.max_idle_time = Some(limit);
+        self
+    }
+
+    pub(crate) fn wait_queue_timeout(mut self, limit: Duration) -> Self {
+        self.0.wait_queue_timeout = Some(limit);
+        self
+    }
+
+    pub(crate) fn maintenance_interval(mut self, every: Duration) -> Self {
+        self.0.maintenance_interval = every;
+        self
+    }
+}
+
+impl From<Options> for PoolOptions {
+    fn from(options: Options) -> PoolOptions {
+        options.0
+    }
+}
+
 /// A pool over a fresh mock, recording events.
 pub(crate) struct Harness {
     pub(crate) pool: Pool<MockManager>,
@@ -289,14 +347,15 @@ pub(crate) struct Harness {
 }
 
 impl Harness {
-    pub(crate) fn new(options: PoolOptions) -> Self {
+    /// A paused pool.
+    pub(crate) fn new(options: impl Into<PoolOptions>) -> Self {
         let rec = Recorder::default();
-        let pool = Pool::new(MockManager::new(), options, Some(rec.handler()));
+        let pool = Pool::new(MockManager::new(), options.into(), Some(rec.handler()));
         Harness { pool, rec }
     }
 
     /// A ready pool.
-    pub(crate) fn ready(options: PoolOptions) -> Self {
+    pub(crate) fn ready(options: impl Into<PoolOptions>) -> Self {
         let h = Harness::new(options);
         h.pool.ready();
         h
@@ -311,6 +370,36 @@ impl Harness {
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Lets `duration` of tokio time pass, then lets spawned tasks run.
+    pub(crate) async fn advance(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+        self.settle().await;
+    }
+
+    /// A checkout on a task of its own, so that the test can go on while it waits.
+    pub(crate) fn spawn_check_out(&self) -> JoinHandle<CheckOutResult> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move { pool.check_out().await })
+    }
+
+    /// Checks out `n` connections, all held at once, and returns their ids in checkout
+    /// order; they are checked back in when this returns.
+    pub(crate) async fn ids_of_checkouts(&self, n: usize) -> Vec<u64> {
+        let mut held = Vec::with_capacity(n);
+        for _ in 0..n {
+            held.push(self.pool.check_out().await.unwrap());
+        }
+        held.iter().map(Pooled::id).collect()
+    }
+
+    /// Was connection `connection_id` closed for `reason`?
+    pub(crate) fn closed(&self, connection_id: u64, reason: CloseReason) -> bool {
+        self.rec.events().contains(&PoolEvent::ConnectionClosed {
+            connection_id,
+            reason,
+        })
     }
 
     pub(crate) fn failed_with(&self, reason: CheckOutFailReason) -> usize {

@@ -9,14 +9,7 @@ use brook_pool::{
     CheckOutFailReason, CloseReason, Pool, PoolError, PoolEvent, PoolOptions, Pooled,
 };
 
-use crate::support::{Harness, MockManager, Recorder, Step, bounded, ms};
-
-fn closed(h: &Harness, connection_id: u64, reason: CloseReason) -> bool {
-    h.rec.events().contains(&PoolEvent::ConnectionClosed {
-        connection_id,
-        reason,
-    })
-}
+use crate::support::{Harness, MockManager, Recorder, Step, bounded, ms, options};
 
 /// Resolves `f` within `limit` of tokio time?
 async fn resolves<F: Future>(f: F, limit: Duration) -> bool {
@@ -26,11 +19,7 @@ async fn resolves<F: Future>(f: F, limit: Duration) -> bool {
 #[tokio::test(start_paused = true)]
 async fn dedicated_checkouts_do_not_count_against_max_pool_size() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions {
-            max_pool_size: 1,
-            wait_queue_timeout: Some(ms(50)),
-            ..PoolOptions::default()
-        });
+        let h = Harness::ready(options().max_pool_size(1).wait_queue_timeout(ms(50)));
         let normal = h.pool.check_out().await.unwrap();
         let dedicated = h.pool.check_out_dedicated().await.unwrap();
         assert!(dedicated.is_dedicated() && !normal.is_dedicated());
@@ -53,10 +42,7 @@ async fn dedicated_checkouts_do_not_count_against_max_pool_size() {
 #[tokio::test(start_paused = true)]
 async fn a_dedicated_checkout_takes_an_idle_connection_out_of_the_accounting() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions {
-            max_pool_size: 2,
-            ..PoolOptions::default()
-        });
+        let h = Harness::ready(options().max_pool_size(2));
         drop(h.pool.check_out().await.unwrap());
         assert_eq!(h.pool.stats().available, 1);
         let dedicated = h.pool.check_out_dedicated().await.unwrap();
@@ -69,7 +55,7 @@ async fn a_dedicated_checkout_takes_an_idle_connection_out_of_the_accounting() {
         assert_eq!((s.total, s.in_use, s.dedicated), (3, 2, 1));
         // Checked in while the pool is full: closed as surplus.
         drop(dedicated);
-        assert!(closed(&h, 1, CloseReason::Surplus));
+        assert!(h.closed(1, CloseReason::Surplus));
         assert_eq!(h.pool.stats().total, 2);
         drop((a, b));
         h.rec.check_consistency(true);
@@ -80,10 +66,7 @@ async fn a_dedicated_checkout_takes_an_idle_connection_out_of_the_accounting() {
 #[tokio::test(start_paused = true)]
 async fn a_dedicated_connection_checked_in_with_room_becomes_a_normal_one() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions {
-            max_pool_size: 2,
-            ..PoolOptions::default()
-        });
+        let h = Harness::ready(options().max_pool_size(2));
         let dedicated = h.pool.check_out_dedicated().await.unwrap();
         drop(dedicated);
         let s = h.pool.stats();
@@ -98,11 +81,7 @@ async fn a_dedicated_connection_checked_in_with_room_becomes_a_normal_one() {
 #[tokio::test(start_paused = true)]
 async fn a_dedicated_checkout_respects_max_connecting_and_pause() {
     bounded(async move {
-        let h = Harness::new(PoolOptions {
-            max_pool_size: 1,
-            max_connecting: 1,
-            ..PoolOptions::default()
-        });
+        let h = Harness::new(options().max_pool_size(1).max_connecting(1));
         let err = h.pool.check_out_dedicated().await.unwrap_err();
         assert!(
             matches!(err, PoolError::Cleared { generation: 0 }),
@@ -110,10 +89,7 @@ async fn a_dedicated_checkout_respects_max_connecting_and_pause() {
         );
         h.pool.ready();
         h.mock().push([Step::Slow(ms(30))]);
-        let first = tokio::spawn({
-            let pool = h.pool.clone();
-            async move { pool.check_out().await }
-        });
+        let first = h.spawn_check_out();
         h.settle().await;
         let t0 = tokio::time::Instant::now();
         let dedicated = h.pool.check_out_dedicated().await.unwrap();
@@ -129,7 +105,7 @@ async fn a_dedicated_checkout_respects_max_connecting_and_pause() {
 #[tokio::test(start_paused = true)]
 async fn generations_staleness_and_interruption() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions::default());
+        let h = Harness::ready(options());
         let a = h.pool.check_out().await.unwrap();
         assert_eq!((a.generation(), h.pool.generation()), (0, 0));
         assert!(!a.is_stale());
@@ -184,22 +160,27 @@ async fn generations_staleness_and_interruption() {
         // Checked in to a closed pool: PoolClosed wins over Stale.
         drop((a, b, c));
         for id in 1..=3 {
-            assert!(closed(&h, id, CloseReason::PoolClosed));
+            assert!(h.closed(id, CloseReason::PoolClosed));
         }
         h.rec.check_consistency(true);
     })
     .await;
 }
 
+/// Runs `body` to completion on a fresh current-thread runtime, outside any test runtime.
+fn on_a_current_thread_runtime<F: Future>(body: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(body)
+}
+
 #[test]
 fn pools_guards_and_futures_are_send() {
     fn assert_send<T: Send>(_: &T) {}
     fn assert_send_sync<T: Send + Sync>(_: &T) {}
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    on_a_current_thread_runtime(async {
         let pool = Pool::new(MockManager::new(), PoolOptions::default(), None);
         assert_send_sync(&pool);
         let checkout = pool.check_out();
@@ -216,11 +197,7 @@ fn pools_guards_and_futures_are_send() {
 #[test]
 fn interrupted_is_send_and_static() {
     fn assert_send_static<T: Send + 'static>(_: &T) {}
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    on_a_current_thread_runtime(async {
         let pool = Pool::new(MockManager::new(), PoolOptions::default(), None);
         pool.ready();
         let conn = pool.check_out().await.unwrap();
@@ -235,20 +212,14 @@ fn interrupted_is_send_and_static() {
 #[tokio::test(start_paused = true)]
 async fn idle_connections_are_reused_lifo() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions::default());
+        let h = Harness::ready(options());
         let c1 = h.pool.check_out().await.unwrap();
         let c2 = h.pool.check_out().await.unwrap();
         let c3 = h.pool.check_out().await.unwrap();
         drop(c1);
         drop(c3);
         drop(c2);
-        let order: Vec<u64> = {
-            let a = h.pool.check_out().await.unwrap();
-            let b = h.pool.check_out().await.unwrap();
-            let c = h.pool.check_out().await.unwrap();
-            vec![a.id(), b.id(), c.id()]
-        };
-        assert_eq!(order, [2, 3, 1]);
+        assert_eq!(h.ids_of_checkouts(3).await, [2, 3, 1]);
         assert_eq!(h.mock().attempts(), 3);
     })
     .await;
@@ -257,10 +228,7 @@ async fn idle_connections_are_reused_lifo() {
 #[tokio::test(start_paused = true)]
 async fn the_wait_queue_is_fifo() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions {
-            max_pool_size: 1,
-            ..PoolOptions::default()
-        });
+        let h = Harness::ready(options().max_pool_size(1));
         let first = h.pool.check_out().await.unwrap();
         let served = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
@@ -288,11 +256,7 @@ async fn the_wait_queue_is_fifo() {
 #[tokio::test(start_paused = true)]
 async fn max_idle_time_prunes_in_the_background() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions {
-            max_idle_time: Some(ms(50)),
-            maintenance_interval: ms(10),
-            ..PoolOptions::default()
-        });
+        let h = Harness::ready(options().max_idle_time(ms(50)).maintenance_interval(ms(10)));
         let a = h.pool.check_out().await.unwrap();
         let b = h.pool.check_out().await.unwrap();
         // Runs at 10, 20, ... ms; checks between them. Idle means idle for more than 50 ms.
@@ -301,10 +265,10 @@ async fn max_idle_time_prunes_in_the_background() {
         drop(b);
         tokio::time::sleep(ms(30)).await;
         // At 65 ms: a (idle 65 ms) pruned at 60; b (idle 30 ms) kept.
-        assert!(closed(&h, 1, CloseReason::Idle));
+        assert!(h.closed(1, CloseReason::Idle));
         assert_eq!(h.pool.stats().available, 1);
         tokio::time::sleep(ms(40)).await;
-        assert!(closed(&h, 2, CloseReason::Idle));
+        assert!(h.closed(2, CloseReason::Idle));
         assert_eq!(h.pool.stats().total, 0);
         assert_eq!(h.mock().open(), 0);
     })
@@ -314,12 +278,12 @@ async fn max_idle_time_prunes_in_the_background() {
 #[tokio::test(start_paused = true)]
 async fn min_pool_size_is_filled_after_ready_and_after_clear_and_ready() {
     bounded(async move {
-        let h = Harness::new(PoolOptions {
-            min_pool_size: 3,
-            max_connecting: 2,
-            maintenance_interval: ms(10),
-            ..PoolOptions::default()
-        });
+        let h = Harness::new(
+            options()
+                .min_pool_size(3)
+                .max_connecting(2)
+                .maintenance_interval(ms(10)),
+        );
         tokio::time::sleep(ms(100)).await;
         assert_eq!(h.mock().attempts(), 0, "nothing while paused");
         h.pool.ready();
@@ -327,16 +291,9 @@ async fn min_pool_size_is_filled_after_ready_and_after_clear_and_ready() {
         h.settle().await;
         let s = h.pool.stats();
         assert_eq!((s.available, s.total), (3, 3));
-        let ready_at = h
-            .rec
-            .events()
-            .iter()
-            .position(|e| *e == PoolEvent::PoolReady)
-            .unwrap();
+        let ready_at = h.rec.position(|e| *e == PoolEvent::PoolReady).unwrap();
         let first_created = h
             .rec
-            .events()
-            .iter()
             .position(|e| matches!(e, PoolEvent::ConnectionCreated { .. }))
             .unwrap();
         assert!(ready_at < first_created, "PoolReady comes before the fill");
@@ -348,12 +305,7 @@ async fn min_pool_size_is_filled_after_ready_and_after_clear_and_ready() {
         h.pool.ready();
         h.settle().await;
         assert_eq!(h.pool.stats().available, 3);
-        let ids: Vec<u64> = {
-            let a = h.pool.check_out().await.unwrap();
-            let b = h.pool.check_out().await.unwrap();
-            let c = h.pool.check_out().await.unwrap();
-            vec![a.id(), b.id(), c.id()]
-        };
+        let ids = h.ids_of_checkouts(3).await;
         assert_eq!(ids.iter().copied().max(), Some(6));
         assert_eq!(h.mock().attempts(), 6);
     })
@@ -363,21 +315,15 @@ async fn min_pool_size_is_filled_after_ready_and_after_clear_and_ready() {
 #[tokio::test(start_paused = true)]
 async fn min_pool_fill_backs_off_after_a_failure_until_the_next_run() {
     bounded(async move {
-        let h = Harness::new(PoolOptions {
-            min_pool_size: 1,
-            maintenance_interval: ms(100),
-            ..PoolOptions::default()
-        });
+        let h = Harness::new(options().min_pool_size(1).maintenance_interval(ms(100)));
         h.mock().set_default(Step::Fail);
         h.pool.ready();
         h.settle().await;
         assert_eq!(h.mock().attempts(), 1, "no retry storm");
-        tokio::time::sleep(ms(100)).await;
-        h.settle().await;
+        h.advance(ms(100)).await;
         assert_eq!(h.mock().attempts(), 2, "retried by the background run");
         h.mock().set_default(Step::Ok);
-        tokio::time::sleep(ms(100)).await;
-        h.settle().await;
+        h.advance(ms(100)).await;
         assert_eq!(h.pool.stats().available, 1);
     })
     .await;
@@ -386,11 +332,7 @@ async fn min_pool_fill_backs_off_after_a_failure_until_the_next_run() {
 #[tokio::test(start_paused = true)]
 async fn close_semantics() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions {
-            max_pool_size: 2,
-            max_connecting: 2,
-            ..PoolOptions::default()
-        });
+        let h = Harness::ready(options().max_pool_size(2).max_connecting(2));
         let idle = h.pool.check_out().await.unwrap();
         let in_use = h.pool.check_out().await.unwrap();
         drop(idle);
@@ -398,7 +340,7 @@ async fn close_semantics() {
         h.pool.close();
         h.pool.close();
         assert!(h.pool.is_closed() && !h.pool.is_ready());
-        assert!(closed(&h, 1, CloseReason::PoolClosed));
+        assert!(h.closed(1, CloseReason::PoolClosed));
         assert_eq!(
             h.rec.count(|e| *e == PoolEvent::PoolClosed),
             1,
@@ -406,7 +348,7 @@ async fn close_semantics() {
         );
         assert!(in_use.is_stale());
         drop(in_use);
-        assert!(closed(&h, 2, CloseReason::PoolClosed));
+        assert!(h.closed(2, CloseReason::PoolClosed));
 
         assert!(matches!(h.pool.check_out().await, Err(PoolError::Closed)));
         assert!(matches!(
@@ -433,18 +375,15 @@ async fn close_semantics() {
 #[tokio::test(start_paused = true)]
 async fn close_aborts_establishments() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions::default());
+        let h = Harness::ready(options());
         h.mock().set_default(Step::Hang);
-        let waiter = tokio::spawn({
-            let pool = h.pool.clone();
-            async move { pool.check_out().await.map(|c| c.id()) }
-        });
+        let waiter = h.spawn_check_out();
         h.settle().await;
         assert_eq!(h.pool.stats().pending, 1);
         h.pool.close();
         assert!(matches!(waiter.await.unwrap(), Err(PoolError::Closed)));
         assert_eq!(h.pool.stats().pending, 0);
-        assert!(closed(&h, 1, CloseReason::PoolClosed));
+        assert!(h.closed(1, CloseReason::PoolClosed));
     })
     .await;
 }
@@ -452,17 +391,11 @@ async fn close_aborts_establishments() {
 #[tokio::test(start_paused = true)]
 async fn clear_fails_waiters_and_closes_available_connections() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions {
-            max_pool_size: 2,
-            ..PoolOptions::default()
-        });
+        let h = Harness::ready(options().max_pool_size(2));
         let held = h.pool.check_out().await.unwrap();
         drop(h.pool.check_out().await.unwrap());
         let _full = h.pool.check_out().await.unwrap();
-        let waiter = tokio::spawn({
-            let pool = h.pool.clone();
-            async move { pool.check_out().await.map(|c| c.id()) }
-        });
+        let waiter = h.spawn_check_out();
         h.settle().await;
         h.pool.clear(false);
         assert!(matches!(
@@ -475,7 +408,7 @@ async fn clear_fails_waiters_and_closes_available_connections() {
         ));
         assert_eq!(h.failed_with(CheckOutFailReason::PoolCleared), 2);
         drop(held);
-        assert!(closed(&h, 1, CloseReason::Stale));
+        assert!(h.closed(1, CloseReason::Stale));
     })
     .await;
 }
@@ -483,15 +416,11 @@ async fn clear_fails_waiters_and_closes_available_connections() {
 #[tokio::test(start_paused = true)]
 async fn a_connect_error_fails_the_checkout_that_started_it_and_may_clear_the_pool() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions {
-            max_connecting: 1,
-            ..PoolOptions::default()
-        });
-        let spawn = |pool: Pool<MockManager>| tokio::spawn(async move { pool.check_out().await });
+        let h = Harness::ready(options().max_connecting(1));
         h.mock().push([Step::SlowFail(ms(10))]);
-        let first = spawn(h.pool.clone());
+        let first = h.spawn_check_out();
         h.settle().await;
-        let second = spawn(h.pool.clone());
+        let second = h.spawn_check_out();
         h.settle().await;
         assert_eq!(h.pool.stats().waiting, 2);
         assert!(matches!(first.await.unwrap(), Err(PoolError::Connect(_))));
@@ -503,9 +432,9 @@ async fn a_connect_error_fails_the_checkout_that_started_it_and_may_clear_the_po
         // failing checkout sees the connect error, the others the cleared error.
         h.mock().clear_on_error.store(true, Ordering::SeqCst);
         h.mock().push([Step::SlowFail(ms(10))]);
-        let a = spawn(h.pool.clone());
+        let a = h.spawn_check_out();
         h.settle().await;
-        let b = spawn(h.pool.clone());
+        let b = h.spawn_check_out();
         h.settle().await;
         assert!(matches!(a.await.unwrap(), Err(PoolError::Connect(_))));
         assert!(matches!(
@@ -535,16 +464,12 @@ async fn a_connect_error_fails_the_checkout_that_started_it_and_may_clear_the_po
 #[tokio::test(start_paused = true)]
 async fn a_checkout_blocked_by_max_connecting_takes_a_checked_in_connection() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions {
-            max_connecting: 1,
-            ..PoolOptions::default()
-        });
+        let h = Harness::ready(options().max_connecting(1));
         let held = h.pool.check_out().await.unwrap();
         h.mock().push([Step::Slow(ms(100))]);
-        let spawn = |pool: Pool<MockManager>| tokio::spawn(async move { pool.check_out().await });
-        let establishing = spawn(h.pool.clone());
+        let establishing = h.spawn_check_out();
         h.settle().await;
-        let blocked = spawn(h.pool.clone());
+        let blocked = h.spawn_check_out();
         h.settle().await;
         drop(held);
         let blocked = blocked.await.unwrap().unwrap();
@@ -558,14 +483,14 @@ async fn a_checkout_blocked_by_max_connecting_takes_a_checked_in_connection() {
 #[tokio::test(start_paused = true)]
 async fn broken_idle_connections_are_not_handed_out() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions::default());
+        let h = Harness::ready(options());
         let conn = h.pool.check_out().await.unwrap();
         let flag = Arc::clone(&conn.broken);
         drop(conn);
         flag.store(true, Ordering::SeqCst);
         let next = h.pool.check_out().await.unwrap();
         assert_eq!(next.id(), 2);
-        assert!(closed(&h, 1, CloseReason::Error));
+        assert!(h.closed(1, CloseReason::Error));
     })
     .await;
 }
@@ -573,7 +498,7 @@ async fn broken_idle_connections_are_not_handed_out() {
 #[tokio::test(start_paused = true)]
 async fn discard_emits_checked_in_then_closes_with_error() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions::default());
+        let h = Harness::ready(options());
         let conn = h.pool.check_out().await.unwrap();
         conn.discard();
         let events = h.rec.events();
@@ -638,7 +563,7 @@ async fn the_event_handler_may_call_into_the_pool() {
 #[tokio::test(start_paused = true)]
 async fn guards_outlive_the_pool_handles() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions::default());
+        let h = Harness::ready(options());
         let conn: Pooled<MockManager> = h.pool.check_out().await.unwrap();
         let rec = h.rec.clone();
         drop(h);
@@ -655,7 +580,7 @@ async fn guards_outlive_the_pool_handles() {
 #[tokio::test(start_paused = true)]
 async fn connection_ids_follow_creation_order_across_clears() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions::default());
+        let h = Harness::ready(options());
         let a = h.pool.check_out().await.unwrap();
         h.pool.clear(false);
         h.pool.ready();
@@ -669,7 +594,7 @@ async fn connection_ids_follow_creation_order_across_clears() {
 #[tokio::test(start_paused = true)]
 async fn debug_output_names_no_connection() {
     bounded(async move {
-        let h = Harness::ready(PoolOptions::default());
+        let h = Harness::ready(options());
         let conn = h.pool.check_out().await.unwrap();
         let pooled = format!("{conn:?}");
         assert!(
@@ -694,11 +619,10 @@ async fn closing_or_dropping_the_pool_ends_its_tasks() {
         };
         let base = alive();
         for close in [true, false] {
-            let h = Harness::ready(PoolOptions::default());
+            let h = Harness::ready(options());
             h.mock().set_default(Step::Hang);
             let live = h.mock().live_connects();
-            let pool = h.pool.clone();
-            let checkout = tokio::spawn(async move { pool.check_out().await.map(|c| c.id()) });
+            let checkout = h.spawn_check_out();
             h.settle().await;
             assert_eq!(live.load(Ordering::SeqCst), 1);
             assert_eq!(
