@@ -394,17 +394,16 @@ async fn run_command(
     mut session: HeldSession,
     limit: Option<Duration>,
 ) -> Done {
-    let fallback = at.clone().unwrap_or_else(|| exec.address().clone());
-    let failed = |e: Error, conn, session| Done {
+    let failed = |e: Error, conn, session, at: Option<ServerAddress>| Done {
         wire_version: e.wire_version(),
         outcome: Err(e),
         conn,
-        server: fallback.clone(),
+        server: at.unwrap_or_else(|| exec.address().clone()),
         session,
     };
     let body = match body {
         Ok(body) => body,
-        Err(e) => return failed(e, conn, session),
+        Err(e) => return failed(e, conn, session, at),
     };
     let usable = conn.filter(|c| {
         !c.is_broken() && !c.is_stale() && at.as_ref().is_none_or(|a| c.address() == a)
@@ -413,10 +412,14 @@ async fn run_command(
         Some(c) => c,
         None => match exec.check_out(at.as_ref(), Lease::Dedicated).await {
             Ok(c) => c,
-            Err(e) => return failed(e, None, session),
+            Err(e) => return failed(e, None, session, at),
         },
     };
-    let server = conn.address().clone();
+    // The cursor's server (the connection is on it), else the one the aggregate ran on.
+    let server = match at {
+        Some(at) => at,
+        None => conn.address().clone(),
+    };
     let wire = conn.description().max_wire_version;
     let outcome = exec
         .run_on(&mut conn, body, Some(&mut session), limit)
@@ -491,9 +494,10 @@ impl Core {
                 command,
             } => {
                 self.get_mores = self.get_mores.saturating_add(1);
+                let cluster_time = self.exec.cluster_time();
                 let body = self
                     .get_more_cache
-                    .body(&db, &command, self.lsid.as_ref())
+                    .body(&db, &command, self.lsid.as_ref(), cluster_time.as_ref())
                     .map(Body::Serialized);
                 let limit = self.exec.await_bound(self.machine.options().max_await_time);
                 (Some(server), body, Some(limit))

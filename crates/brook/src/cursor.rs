@@ -129,7 +129,13 @@ impl<T> Cursor<T> {
 
     fn start_get_more(&mut self) {
         let cmd = self.get_more.build(self.id, &self.ns, self.wire_version);
-        let body = self.cache.body(&self.ns.db, &cmd, self.session.lsid());
+        let cluster_time = self.exec.cluster_time();
+        let body = self.cache.body(
+            &self.ns.db,
+            &cmd,
+            self.session.lsid(),
+            cluster_time.as_ref(),
+        );
         let limit = self
             .get_more
             .max_await_time

@@ -53,6 +53,9 @@ const SERVER_DEFAULT_AWAIT: Duration = Duration::from_secs(1);
 /// server and a slow network; a dead peer is noticed within `maxAwaitTimeMS + 10 s`.
 pub const GET_MORE_GRACE: Duration = Duration::from_secs(10);
 
+/// A reply up to this size may be kept alive by the cluster time it carries.
+const SHARE_REPLY_UP_TO: usize = 16 * 1024;
+
 /// The bound of a background `killCursors` (selection, checkout and round trip).
 pub(crate) const KILL_CURSORS_BOUND: Duration = Duration::from_secs(10);
 
@@ -60,12 +63,13 @@ pub(crate) const KILL_CURSORS_BOUND: Duration = Duration::from_secs(10);
 pub(crate) const SHUTDOWN_STEP_BOUND: Duration = Duration::from_secs(5);
 
 /// A command body: built by a [`Command`], or already serialised (a cursor's getMore, sent
-/// again and again unchanged; its lsid is in it already).
+/// again and again unchanged).
 #[derive(Debug)]
 pub(crate) enum Body {
     /// Built: the executor adds the lsid (unless present) and `$clusterTime`.
     Built(CommandBody),
-    /// Serialised, lsid included: the executor appends `$clusterTime`.
+    /// Serialised and complete (lsid and `$clusterTime` included, see [`GetMoreCache`]):
+    /// sent as is.
     Serialized(SharedDoc),
 }
 
@@ -89,36 +93,52 @@ pub(crate) struct Executed<T> {
 
 /// A cursor's `getMore`, serialised once (with the session's lsid) and sent again
 /// unchanged while the command stays the same: one body per cursor rather than one per
-/// round trip. Shared by cursors and change streams.
+/// round trip. The cluster time to gossip is spliced onto it, and that too is kept while
+/// the cluster time does not change (an idle stream's round trips allocate no body).
+/// Shared by cursors and change streams.
 #[derive(Debug, Default)]
 pub(crate) struct GetMoreCache {
     cached: Option<(String, GetMore, SharedDoc)>,
+    /// The cluster time last spliced on, and the body with it.
+    spliced: Option<(SharedDoc, SharedDoc)>,
 }
 
 impl GetMoreCache {
-    /// The serialised body of `cmd` on `db` with `lsid`: the cached one when the command
-    /// is the one cached, else built and cached. (The lsid of a cursor or a stream does
-    /// not change during its life.)
+    /// The complete body of `cmd` on `db`: with `lsid` (the lsid of a cursor or a stream
+    /// does not change during its life) and `cluster_time` (from
+    /// [`Executor::cluster_time`]), ready for [`Body::Serialized`].
     pub(crate) fn body(
         &mut self,
         db: &str,
         cmd: &GetMore,
         lsid: Option<&Document>,
+        cluster_time: Option<&SharedDoc>,
     ) -> Result<SharedDoc, Error> {
-        if let Some((cached_db, cached, body)) = &self.cached
-            && cached_db == db
-            && cached == cmd
+        let base = match &self.cached {
+            Some((cached_db, cached, body)) if cached_db == db && cached == cmd => body.clone(),
+            _ => {
+                let mut built = cmd.build(db).map_err(Error::command)?;
+                if let Some(lsid) = lsid
+                    && !built.body.contains_key("lsid")
+                {
+                    built.body.insert("lsid", lsid.clone());
+                }
+                let body = SharedDoc::from_document(&built.body).map_err(Error::bson)?;
+                self.cached = Some((db.to_owned(), cmd.clone(), body.clone()));
+                self.spliced = None;
+                body
+            }
+        };
+        let Some(ct) = cluster_time else {
+            return Ok(base);
+        };
+        if let Some((spliced_ct, body)) = &self.spliced
+            && spliced_ct.as_bytes() == ct.as_bytes()
         {
             return Ok(body.clone());
         }
-        let mut built = cmd.build(db).map_err(Error::command)?;
-        if let Some(lsid) = lsid
-            && !built.body.contains_key("lsid")
-        {
-            built.body.insert("lsid", lsid.clone());
-        }
-        let body = SharedDoc::from_document(&built.body).map_err(Error::bson)?;
-        self.cached = Some((db.to_owned(), cmd.clone(), body.clone()));
+        let body = append_document(&base, "$clusterTime", ct.as_raw());
+        self.spliced = Some((ct.clone(), body.clone()));
         Ok(body)
     }
 }
@@ -293,13 +313,8 @@ impl Executor {
                     // readies the pool: selection waits for it rather than spinning.
                     server.mark_unknown_if_known("the pool was cleared");
                 }
-                Err(PoolError::Connect(e)) => {
-                    let err = Error::conn(e);
-                    if err.is_network() {
-                        server.mark_unknown(true, &err.to_string());
-                    }
-                    return Err(err);
-                }
+                // A failed handshake has been reported to the server by its pool's
+                // manager (marked unknown, pool cleared).
                 Err(e) => return Err(Error::from_pool(e, server.address())),
             }
         }
@@ -321,7 +336,6 @@ impl Executor {
             session,
             armed: true,
         };
-        let cluster_time = self.cluster_time();
         let sent = match body {
             Body::Built(mut body) => {
                 if let Some(s) = guard.session.as_deref_mut()
@@ -330,7 +344,7 @@ impl Executor {
                 {
                     body.body.insert("lsid", lsid.clone());
                 }
-                if let Some(ct) = &cluster_time {
+                if let Some(ct) = self.cluster_time() {
                     let ct = ct.to_document().map_err(Error::bson)?;
                     body.body.insert("$clusterTime", ct);
                 }
@@ -340,10 +354,6 @@ impl Executor {
                 conn.run_body_within(body, limit).await
             }
             Body::Serialized(body) => {
-                let body = match &cluster_time {
-                    Some(ct) => append_document(&body, "$clusterTime", ct.as_raw()),
-                    None => body,
-                };
                 if let Some(s) = guard.session.as_deref_mut() {
                     s.touch();
                 }
@@ -427,8 +437,8 @@ impl Executor {
             .map(|e| e.output)
     }
 
-    /// The highest cluster time seen, if any.
-    fn cluster_time(&self) -> Option<SharedDoc> {
+    /// The highest cluster time seen, if any: what every command gossips.
+    pub(crate) fn cluster_time(&self) -> Option<SharedDoc> {
         self.cluster_time
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -452,7 +462,7 @@ impl Executor {
             }
         }
         if let Some(ct) = cluster_time {
-            self.advance_cluster_time(ct);
+            self.advance_cluster_time(&reply.body, ct);
         }
         if !ok
             && let Err(brook_command::CommandError::Server(e)) =
@@ -464,7 +474,11 @@ impl Executor {
         }
     }
 
-    fn advance_cluster_time(&self, ct: &RawDocument) {
+    /// Keeps `ct` (the `$clusterTime` of `reply`) if it is higher than the one held. A
+    /// small reply's buffer is shared rather than copied (no allocation per getMore of a
+    /// busy stream, whose every reply moves the cluster time); a large one is not kept
+    /// alive for the sake of a hundred bytes.
+    fn advance_cluster_time(&self, reply: &SharedDoc, ct: &RawDocument) {
         let Ok(time) = ct.get_timestamp("clusterTime") else {
             return;
         };
@@ -473,7 +487,11 @@ impl Executor {
             .as_ref()
             .is_none_or(|(t, _)| (time.time, time.increment) > (t.time, t.increment));
         if newer {
-            *held = Some((time, SharedDoc::from_raw(ct)));
+            let kept = match reply.share(ct) {
+                Some(shared) if reply.as_bytes().len() <= SHARE_REPLY_UP_TO => shared,
+                _ => SharedDoc::from_raw(ct),
+            };
+            *held = Some((time, kept));
         }
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use brook_command::ServerError;
 use brook_conn::{ConnError, Connection, ConnectionOptions, ServerAddress, ServerKind};
-use brook_pool::{Manager, Pool, PoolEvent, PoolOptions};
+use brook_pool::{ConnectErrorAction, Manager, Pool, PoolEvent, PoolOptions};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -25,10 +25,14 @@ use crate::monitoring::{CmapEvent, EventHandler};
 /// `minHeartbeatFrequencyMS`).
 pub(crate) const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Opens connections to one server for its pool.
+/// Opens connections to one server for its pool, and reports failed handshakes to the
+/// server (SDAM: a network error before the handshake completes marks the server
+/// unknown and clears its pool — for checkouts and for the background minPoolSize fill
+/// alike).
 pub(crate) struct ConnManager {
     address: ServerAddress,
     options: ConnectionOptions,
+    server: Weak<Server>,
 }
 
 impl fmt::Debug for ConnManager {
@@ -50,6 +54,23 @@ impl Manager for ConnManager {
 
     fn is_broken(&self, conn: &Connection) -> bool {
         conn.is_broken() || conn.has_more_to_come()
+    }
+
+    fn on_connect_error(&self, error: &ConnError, generation: u64) -> ConnectErrorAction {
+        if !error.is_network() {
+            // A server that answered the hello with an error is up.
+            return ConnectErrorAction::Keep;
+        }
+        if let Some(server) = self.server.upgrade() {
+            if generation < server.pool.generation() {
+                // The pool was cleared since the attempt started: a stale error.
+                return ConnectErrorAction::Keep;
+            }
+            // Unknown, the pool cleared (here, before the pool reports the failed
+            // connection closed, as CMAP's event order wants), then the check.
+            server.mark_unknown(true, &error.to_string());
+        }
+        ConnectErrorAction::Keep
     }
 }
 
@@ -158,22 +179,25 @@ impl Server {
         info: ServerInfo,
         handler: Option<EventHandler<CmapEvent>>,
     ) -> Arc<Server> {
-        let manager = ConnManager {
-            address: address.clone(),
-            options: conn_options.clone(),
-        };
-        let events = pool_event_sink(address.clone(), handler);
-        let pool = Pool::new(manager, pool_options, Some(events));
-        pool.ready();
-        let (state, _) = watch::channel(ServerState::Known);
-        Arc::new(Server {
-            address,
-            pool,
-            conn_options,
-            state,
-            info: Mutex::new(info),
-            epoch: AtomicU64::new(0),
-            checking: AtomicBool::new(false),
+        Arc::new_cyclic(|server| {
+            let manager = ConnManager {
+                address: address.clone(),
+                options: conn_options.clone(),
+                server: server.clone(),
+            };
+            let events = pool_event_sink(address.clone(), handler);
+            let pool = Pool::new(manager, pool_options, Some(events));
+            pool.ready();
+            let (state, _) = watch::channel(ServerState::Known);
+            Server {
+                address,
+                pool,
+                conn_options,
+                state,
+                info: Mutex::new(info),
+                epoch: AtomicU64::new(0),
+                checking: AtomicBool::new(false),
+            }
         })
     }
 
@@ -206,21 +230,31 @@ impl Server {
     /// Marks the server unknown (selection waits), clears the pool if asked, and starts a
     /// check unless one runs.
     pub(crate) fn mark_unknown(self: &Arc<Self>, clear: bool, why: &str) {
-        if matches!(*self.state.borrow(), ServerState::Closed) {
+        if !self.set_unknown(why) {
             return;
         }
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        // Unknown first, then paused: a selection that still saw "known" and finds the
-        // pool paused selects again and then waits.
-        self.state
-            .send_replace(ServerState::Unknown(Arc::from(why)));
         if clear {
             warn!(server = %self.address, reason = why, "server marked unknown; pool cleared");
             self.pool.clear(false);
         } else {
             info!(server = %self.address, reason = why, "server marked unknown");
         }
+        // Only now: a check that finished before the clear would leave a paused pool
+        // under a known server.
         self.start_check();
+    }
+
+    /// Marks the server unknown; false once closed. (Unknown before the pool is paused:
+    /// a selection that still saw "known" and finds the pool paused selects again and
+    /// then waits.)
+    fn set_unknown(&self, why: &str) -> bool {
+        if matches!(*self.state.borrow(), ServerState::Closed) {
+            return false;
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.state
+            .send_replace(ServerState::Unknown(Arc::from(why)));
+        true
     }
 
     /// [`mark_unknown`](Self::mark_unknown) without clearing, unless the server is

@@ -597,3 +597,41 @@ async fn a_typed_decode_error_names_the_field_and_the_stream_goes_on() {
     let next = stream.next().await.unwrap().unwrap();
     assert_eq!(next.full_document.map(|d| d.n), Some(2));
 }
+
+/// SDAM through the pool's manager: a handshake that fails on the network clears the
+/// pool (PoolCleared before the failed connection's ConnectionClosed) and marks the
+/// server unknown. The operation, whose command was never sent, waits for the check
+/// (within serverSelectionTimeoutMS) and runs on a connection of the new generation.
+#[tokio::test]
+async fn a_failed_handshake_clears_the_pool_and_the_server_comes_back() {
+    let fake = server().await;
+    let (client, events) = recorded_client(&uri_of(&fake, "")).await;
+    fake.push_actions("hello", [Action::fault(Fault::CloseWithoutReply)]);
+    let db = client.database("app");
+    db.run_command(doc! { "ping": 1 }).await.unwrap();
+    assert_eq!(fake.queued("hello"), 0, "the failing handshake happened");
+    assert_eq!(fake.commands_named("ping").len(), 1, "sent once");
+    let events = events.lock().unwrap().clone();
+    let cleared = events
+        .iter()
+        .position(|e| matches!(e, PoolEvent::PoolCleared { .. }))
+        .expect("the pool was cleared");
+    let closed = events
+        .iter()
+        .position(|e| {
+            matches!(
+                e,
+                PoolEvent::ConnectionClosed {
+                    reason: CloseReason::Error,
+                    ..
+                }
+            )
+        })
+        .expect("the failed connection was closed");
+    assert!(cleared < closed, "{events:?}");
+    let readies = events
+        .iter()
+        .filter(|e| matches!(e, PoolEvent::PoolReady))
+        .count();
+    assert_eq!(readies, 2, "ready at creation, and again after the check");
+}
