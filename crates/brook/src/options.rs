@@ -213,7 +213,7 @@ impl fmt::Display for UriWarning {
 /// kept here, but brook does not implement their feature yet;
 /// [`Client::with_options`](crate::Client::with_options) refuses them when set, naming the
 /// option, rather than ignoring them.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ClientOptions {
     /// The seed list, in URI order.
@@ -322,6 +322,90 @@ pub struct ClientOptions {
     /// started, failed, checked out, checked in). Not from the connection string. The
     /// same events are emitted as `tracing` events with target `brook::pool`.
     pub cmap_event_handler: Option<crate::monitoring::EventHandler<crate::monitoring::CmapEvent>>,
+}
+
+impl fmt::Debug for ClientOptions {
+    /// Every field, with the secrets (the password of the credential, of the TLS key
+    /// file, of the proxy) shown as `<redacted>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("hosts", &self.hosts)
+            .field("srv", &self.srv)
+            .field("credential", &self.credential)
+            .field("default_database", &self.default_database)
+            .field("app_name", &self.app_name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("socket_timeout", &self.socket_timeout)
+            .field("server_selection_timeout", &self.server_selection_timeout)
+            .field("timeout", &self.timeout)
+            .field("compressors", &self.compressors)
+            .field("zlib_compression_level", &self.zlib_compression_level)
+            .field("max_pool_size", &self.max_pool_size)
+            .field("min_pool_size", &self.min_pool_size)
+            .field("max_idle_time", &self.max_idle_time)
+            .field("max_connecting", &self.max_connecting)
+            .field("wait_queue_timeout", &self.wait_queue_timeout)
+            .field("direct_connection", &self.direct_connection)
+            .field("replica_set", &self.replica_set)
+            .field("load_balanced", &self.load_balanced)
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_certificate_key_file", &self.tls_certificate_key_file)
+            .field(
+                "tls_certificate_key_file_password",
+                &self
+                    .tls_certificate_key_file_password
+                    .as_ref()
+                    .map(|_| "<redacted>"),
+            )
+            .field(
+                "tls_allow_invalid_certificates",
+                &self.tls_allow_invalid_certificates,
+            )
+            .field(
+                "tls_allow_invalid_hostnames",
+                &self.tls_allow_invalid_hostnames,
+            )
+            .field("tls_insecure", &self.tls_insecure)
+            .field(
+                "tls_disable_ocsp_endpoint_check",
+                &self.tls_disable_ocsp_endpoint_check,
+            )
+            .field(
+                "tls_disable_certificate_revocation_check",
+                &self.tls_disable_certificate_revocation_check,
+            )
+            .field("read_preference", &self.read_preference)
+            .field("read_preference_tags", &self.read_preference_tags)
+            .field("max_staleness_seconds", &self.max_staleness_seconds)
+            .field("read_concern_level", &self.read_concern_level)
+            .field("w", &self.w)
+            .field("w_timeout", &self.w_timeout)
+            .field("journal", &self.journal)
+            .field("retry_writes", &self.retry_writes)
+            .field("retry_reads", &self.retry_reads)
+            .field("heartbeat_frequency", &self.heartbeat_frequency)
+            .field("local_threshold", &self.local_threshold)
+            .field("server_monitoring_mode", &self.server_monitoring_mode)
+            .field("server_selection_try_once", &self.server_selection_try_once)
+            .field("srv_service_name", &self.srv_service_name)
+            .field("srv_max_hosts", &self.srv_max_hosts)
+            .field("proxy_host", &self.proxy_host)
+            .field("proxy_port", &self.proxy_port)
+            .field("proxy_username", &self.proxy_username)
+            .field(
+                "proxy_password",
+                &self.proxy_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("max_adaptive_retries", &self.max_adaptive_retries)
+            .field(
+                "enable_overload_retargeting",
+                &self.enable_overload_retargeting,
+            )
+            .field("warnings", &self.warnings)
+            .field("cmap_event_handler", &self.cmap_event_handler)
+            .finish()
+    }
 }
 
 const AUTH_MECHANISMS: &[&str] = &[
@@ -1223,5 +1307,28 @@ mod tests {
             .unwrap()
             .check_supported()
             .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        let o = ClientOptions::parse(
+            "mongodb://user:s3cret-pw@h/?tlsCertificateKeyFilePassword=k3y-pw\
+             &proxyHost=p&proxyUsername=u&proxyPassword=pr0xy-pw",
+        )
+        .expect("valid");
+        let shown = format!("{o:?} {o:#?}");
+        for secret in ["s3cret-pw", "k3y-pw", "pr0xy-pw"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        assert!(shown.contains("<redacted>"));
+        assert!(
+            shown.contains("proxy_host"),
+            "the other fields are still shown"
+        );
     }
 }
