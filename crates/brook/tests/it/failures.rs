@@ -120,11 +120,14 @@ async fn a_network_error_clears_the_pool_and_the_resume_uses_a_fresh_connection(
     stream.close().await.unwrap();
 }
 
-/// Failure path 2: a getMore the server accepts and never answers is a network timeout
-/// after maxAwaitTimeMS + the grace (here shortened by socketTimeoutMS, which bounds
-/// every read): the connection is discarded and the stream resumes.
-#[tokio::test]
-async fn a_get_more_that_never_answers_times_out_and_the_stream_resumes() {
+/// A stream (maxAwaitTimeMS 100) whose first getMore the server accepts and never
+/// answers; the resume's cursor then yields event 1.
+async fn stream_with_a_silent_get_more(
+    query: &str,
+) -> (
+    FakeServer,
+    brook::ChangeStream<brook::ChangeStreamEvent<Document>>,
+) {
     let fake = server().await;
     fake.push_actions(
         "aggregate",
@@ -137,15 +140,22 @@ async fn a_get_more_that_never_answers_times_out_and_the_stream_resumes() {
             next_batch(43, vec![ev(1)], None),
         ],
     );
-    let client = Client::connect(&uri_of(&fake, "&socketTimeoutMS=500"))
-        .await
-        .unwrap();
+    let client = Client::connect(&uri_of(&fake, query)).await.unwrap();
     let coll = client.database("app").collection::<Document>("items");
-    let mut stream = coll
+    let stream = coll
         .watch()
         .max_await_time(Duration::from_millis(100))
         .await
         .unwrap();
+    (fake, stream)
+}
+
+/// Failure path 2: a getMore the server accepts and never answers is a network timeout
+/// after maxAwaitTimeMS + the grace (here shortened by socketTimeoutMS, which bounds
+/// every read): the connection is discarded and the stream resumes.
+#[tokio::test]
+async fn a_get_more_that_never_answers_times_out_and_the_stream_resumes() {
+    let (_fake, mut stream) = stream_with_a_silent_get_more("&socketTimeoutMS=500").await;
     let event = tokio::time::timeout(WAIT, stream.next())
         .await
         .expect("no hang");
@@ -157,25 +167,7 @@ async fn a_get_more_that_never_answers_times_out_and_the_stream_resumes() {
 /// plus [`brook::GET_MORE_GRACE`].
 #[tokio::test]
 async fn without_socket_timeout_a_silent_get_more_is_bounded_by_the_grace() {
-    let fake = server().await;
-    fake.push_actions(
-        "aggregate",
-        [first(42, vec![], None), first(43, vec![], None)],
-    );
-    fake.push_actions(
-        "getMore",
-        [
-            Action::fault(Fault::Hang),
-            next_batch(43, vec![ev(1)], None),
-        ],
-    );
-    let client = Client::connect(&uri_of(&fake, "")).await.unwrap();
-    let coll = client.database("app").collection::<Document>("items");
-    let mut stream = coll
-        .watch()
-        .max_await_time(Duration::from_millis(100))
-        .await
-        .unwrap();
+    let (_fake, mut stream) = stream_with_a_silent_get_more("").await;
     let started = tokio::time::Instant::now();
     let bound = Duration::from_millis(100) + brook::GET_MORE_GRACE + Duration::from_secs(5);
     let event = tokio::time::timeout(bound, stream.next())
