@@ -78,6 +78,7 @@
 
 #![forbid(unsafe_code)]
 
+mod address;
 mod cursor;
 mod error;
 mod hello;
@@ -85,6 +86,7 @@ mod parse;
 mod simple;
 mod write;
 
+pub use address::{AddressError, DEFAULT_PORT, ServerAddress};
 pub use brook_wire::{DocumentSequence, Message, SharedDoc};
 use bson::{Bson, Document, Timestamp};
 

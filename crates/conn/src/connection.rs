@@ -10,11 +10,11 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, trace};
 
-use crate::address::ServerAddress;
 use crate::description::StreamDescription;
 use crate::error::ConnError;
 use crate::options::ConnectionOptions;
 use crate::stream::{self, Stream};
+use brook_command::ServerAddress;
 
 /// Process-wide source of request ids.
 static NEXT_REQUEST_ID: AtomicI32 = AtomicI32::new(1);

@@ -5,7 +5,7 @@ use std::time::Duration;
 use brook_command::HelloReply;
 use brook_wire::Compressor;
 
-use crate::address::ServerAddress;
+use brook_command::ServerAddress;
 
 /// The kind of server, from its hello reply (the server discovery specification's rules).
 #[non_exhaustive]

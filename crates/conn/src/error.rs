@@ -7,7 +7,7 @@ use brook_command::{CommandError, ServerError};
 
 use brook_wire::WireError;
 
-use crate::address::ServerAddress;
+use brook_command::ServerAddress;
 
 /// Everything that can go wrong on one connection.
 ///
@@ -187,6 +187,15 @@ pub enum ConnError {
         #[source]
         source: Box<CommandError>,
     },
+}
+
+impl From<brook_command::AddressError> for ConnError {
+    fn from(e: brook_command::AddressError) -> ConnError {
+        ConnError::InvalidAddress {
+            address: e.address,
+            reason: e.reason,
+        }
+    }
 }
 
 impl ConnError {

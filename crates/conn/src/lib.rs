@@ -115,7 +115,6 @@
 
 #![forbid(unsafe_code)]
 
-mod address;
 mod connection;
 mod description;
 mod error;
@@ -126,7 +125,7 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
-pub use address::{DEFAULT_PORT, ServerAddress};
+pub use brook_command::{AddressError, DEFAULT_PORT, ServerAddress};
 pub use connection::{Connection, next_request_id};
 pub use description::{ServerKind, StreamDescription, negotiate_compressor};
 pub use error::ConnError;

@@ -14,10 +14,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tracing::debug;
 
-use crate::address::ServerAddress;
 use crate::error::ConnError;
 use crate::options::ConnectionOptions;
 use crate::tls;
+use brook_command::ServerAddress;
 
 /// A plain TCP stream or a TLS stream over TCP.
 #[derive(Debug)]

@@ -12,9 +12,9 @@ use rustls::{
     SignatureScheme,
 };
 
-use crate::address::ServerAddress;
 use crate::error::ConnError;
 use crate::options::TlsOptions;
+use brook_command::ServerAddress;
 
 /// Builds the rustls client configuration the options describe.
 ///

@@ -4,8 +4,6 @@ use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-use crate::error::ConnError;
-
 /// The port a MongoDB server listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 27017;
 
@@ -41,12 +39,12 @@ impl ServerAddress {
     /// Parses `host`, `host:port`, `[ipv6]` or `[ipv6]:port`; the port defaults to
     /// [`DEFAULT_PORT`].
     ///
-    /// Refused with [`ConnError::InvalidAddress`]: an empty host, a port that is not a
+    /// Refused with [`AddressError`]: an empty host, a port that is not a
     /// number in `1..=65535`, an unbracketed IPv6 literal with a port (`::1:27017` is
     /// ambiguous; a bare `::1` is accepted), a bracketed part that is not an IPv6
     /// address, and Unix domain socket paths (not supported).
-    pub fn parse(input: &str) -> Result<ServerAddress, ConnError> {
-        let invalid = |reason: &'static str| ConnError::InvalidAddress {
+    pub fn parse(input: &str) -> Result<ServerAddress, AddressError> {
+        let invalid = |reason: &'static str| AddressError {
             address: input.to_owned(),
             reason,
         };
@@ -128,9 +126,9 @@ impl From<SocketAddr> for ServerAddress {
 }
 
 impl FromStr for ServerAddress {
-    type Err = ConnError;
+    type Err = AddressError;
 
-    fn from_str(s: &str) -> Result<ServerAddress, ConnError> {
+    fn from_str(s: &str) -> Result<ServerAddress, AddressError> {
         ServerAddress::parse(s)
     }
 }
@@ -145,6 +143,16 @@ impl fmt::Display for ServerAddress {
     }
 }
 
+/// A server address that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid server address {address:?}: {reason}")]
+pub struct AddressError {
+    /// The text as given.
+    pub address: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,7 +164,7 @@ mod tests {
 
     fn err(s: &str) -> &'static str {
         match ServerAddress::parse(s) {
-            Err(ConnError::InvalidAddress { reason, address }) => {
+            Err(AddressError { reason, address }) => {
                 assert_eq!(address, s);
                 reason
             }
