@@ -20,7 +20,12 @@ use crate::peer::{self, Peer};
 use crate::{Context, Error, Result, cargo, repo_root, run};
 
 /// The crates on the IO-free side of the line (skipped when not in the workspace).
-pub(crate) const IO_FREE: [&str; 3] = ["brook-wire", "brook-command", "brook-changestream"];
+pub(crate) const IO_FREE: [&str; 4] = [
+    "brook-wire",
+    "brook-command",
+    "brook-changestream",
+    "brook-topology",
+];
 
 /// Crates that mean IO and must not appear in an IO-free crate's dependency tree.
 pub(crate) const FORBIDDEN: [&str; 3] = ["tokio", "rustls", "socket2"];

@@ -1,0 +1,15 @@
+//! MongoDB server discovery and monitoring (SDAM) and server selection, without IO.
+//!
+//! [`TopologyDescription`] follows the SDAM specification: the driver feeds it each
+//! monitor's outcome ([`TopologyDescription::handle_hello`]) and each application error
+//! ([`TopologyDescription::handle_application_error`], which says whether to mark the
+//! server Unknown and clear its pool); [`selection`] picks servers for an operation by read
+//! preference, staleness and the latency window. Nothing here reads a clock, touches a
+//! socket or spawns: `now` is an argument, and the driver (`brook`) does the IO.
+
+#![forbid(unsafe_code)]
+
+pub mod description;
+
+pub use brook_command::ServerAddress;
+pub use description::{ServerDescription, ServerType, TopologyDescription, TopologyType};

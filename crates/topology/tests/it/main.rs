@@ -1,0 +1,1 @@
+//! brook-topology integration tests: the SDAM and server-selection spec runners.
