@@ -10,6 +10,9 @@
 #![forbid(unsafe_code)]
 
 pub mod description;
+pub mod rtt;
+pub mod sdam;
+pub mod selection;
 
 pub use brook_command::ServerAddress;
 pub use description::{ServerDescription, ServerType, TopologyDescription, TopologyType};

@@ -1,1 +1,3 @@
 //! brook-topology integration tests: the SDAM and server-selection spec runners.
+mod sdam;
+mod selection;

@@ -1,0 +1,1 @@
+//! Round-trip times: the moving average and the minimum of recent samples.

@@ -1,0 +1,1 @@
+//! SDAM: how hello replies and errors update a [`TopologyDescription`](crate::TopologyDescription).

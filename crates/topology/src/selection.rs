@@ -1,0 +1,1 @@
+//! Server selection: suitable servers by read preference, staleness and the latency window.

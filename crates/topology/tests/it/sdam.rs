@@ -1,0 +1,1 @@
+//! The SDAM spec runner: every unit test in `server-discovery-and-monitoring/tests`.
