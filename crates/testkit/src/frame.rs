@@ -122,6 +122,67 @@ pub(crate) fn plan_fault(fault: &Fault, request_id: i32, reply_id: i32, body: &[
     }
 }
 
+/// OP_QUERY's opcode (legacy; real servers answer it only for the handshake).
+pub(crate) const OP_QUERY: i32 = 2004;
+/// OP_REPLY's opcode.
+const OP_REPLY: i32 = 1;
+
+/// A decoded OP_QUERY: the request id, the full collection name (`admin.$cmd` for a
+/// command) and the query document.
+pub(crate) struct OpQuery {
+    pub(crate) request_id: i32,
+    pub(crate) collection: String,
+    pub(crate) query: bson::Document,
+}
+
+/// Decodes a whole OP_QUERY frame (header included): `flags`, `fullCollectionName`,
+/// `numberToSkip`, `numberToReturn`, the query, an optional field selector.
+pub(crate) fn decode_op_query(frame: &[u8]) -> Result<OpQuery, String> {
+    let i32_at = |at: usize| {
+        frame
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(i32::from_le_bytes)
+            .ok_or_else(|| "OP_QUERY: truncated".to_owned())
+    };
+    let request_id = i32_at(4)?;
+    let rest = frame.get(20..).ok_or("OP_QUERY: truncated")?;
+    let name_len = rest
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or("OP_QUERY: unterminated collection name")?;
+    let collection = std::str::from_utf8(rest.get(..name_len).unwrap_or_default())
+        .map_err(|_| "OP_QUERY: the collection name is not UTF-8".to_owned())?
+        .to_owned();
+    // flags (4) + name + NUL + numberToSkip (4) + numberToReturn (4)
+    let query_at = 20 + name_len + 1 + 8;
+    let query_bytes = frame.get(query_at..).ok_or("OP_QUERY: truncated")?;
+    let query = bson::Document::from_reader(query_bytes)
+        .map_err(|e| format!("OP_QUERY: the query is not a document: {e}"))?;
+    Ok(OpQuery {
+        request_id,
+        collection,
+        query,
+    })
+}
+
+/// Encodes an OP_REPLY carrying one document: responseFlags 0, cursorID 0, startingFrom
+/// 0, numberReturned 1.
+pub(crate) fn encode_op_reply(request_id: i32, response_to: i32, body: &[u8]) -> Vec<u8> {
+    let total = 16 + 4 + 8 + 4 + 4 + body.len();
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&i32::try_from(total).unwrap_or(i32::MAX).to_le_bytes());
+    out.extend_from_slice(&request_id.to_le_bytes());
+    out.extend_from_slice(&response_to.to_le_bytes());
+    out.extend_from_slice(&OP_REPLY.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0i64.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&1i32.to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,10 @@
 //!   (an empty cursor; a change-stream aggregate opens a cursor whose getMores return empty
 //!   batches with a `postBatchResumeToken`), getMore (43 CursorNotFound on unknown ids),
 //!   insert/update/delete, buildInfo, and 59 CommandNotFound for anything else;
+//! - answers the legacy OP_QUERY handshake (`isMaster`/`hello` on `<db>.$cmd`, with or
+//!   without a `$query` wrapper) with an OP_REPLY, as real servers do, so that drivers that
+//!   open with it (without serverApi) can be pointed at it; other OP_QUERY commands get
+//!   error 352, as from MongoDB 6;
 //! - records every command it receives ([`FakeServer::commands`]): name, `$db`, body,
 //!   document sequences, connection id, request id, flags and compressor; and every frame it
 //!   could not decode ([`FakeServer::decode_failures`]), after which it closes that

@@ -406,6 +406,19 @@ async fn serve_connection(mut stream: TcpStream, id: u64, shared: Arc<Shared>) {
     };
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
+        if let Some(len) = op_query_len(&buf) {
+            if len > limits.max_message_size {
+                shared.fail(id, format!("OP_QUERY of {len} bytes is over the limit"));
+                return;
+            }
+            if buf.len() >= len {
+                let frame = buf.split_to(len);
+                if let Flow::Close = handle_op_query(&mut stream, id, &shared, &frame).await {
+                    return;
+                }
+                continue;
+            }
+        }
         match brook_wire::decode(&mut buf, &limits) {
             Ok(Some(decoded)) => {
                 if let Flow::Close = handle_frame(&mut stream, id, &shared, decoded).await {
@@ -427,6 +440,96 @@ async fn serve_connection(mut stream: TcpStream, id: u64, shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// The declared length of the OP_QUERY at the front of `buf`, if one is there.
+fn op_query_len(buf: &[u8]) -> Option<usize> {
+    let header = buf.get(..16)?;
+    let word = |at: usize| {
+        header
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(i32::from_le_bytes)
+    };
+    if word(12)? != frame::OP_QUERY {
+        return None;
+    }
+    usize::try_from(word(0)?).ok().filter(|&len| len >= 16)
+}
+
+/// Answers a legacy OP_QUERY as MongoDB 6+ does: the handshake (`isMaster`, `ismaster` or
+/// `hello` on `<db>.$cmd`) gets its reply as an OP_REPLY, anything else error 352. The
+/// handshake is recorded and scripted like any command (a queued reply or the default;
+/// a queued fault closes the connection).
+async fn handle_op_query(
+    stream: &mut TcpStream,
+    id: u64,
+    shared: &Arc<Shared>,
+    bytes: &[u8],
+) -> Flow {
+    let query = match frame::decode_op_query(bytes) {
+        Ok(q) => q,
+        Err(message) => {
+            shared.fail(id, message);
+            return Flow::Close;
+        }
+    };
+    // Drivers may wrap the command: `{$query: {isMaster: 1}, $readPreference: ...}`.
+    let body = match query.query.get_document("$query") {
+        Ok(inner) => inner.clone(),
+        Err(_) => query.query.clone(),
+    };
+    let name = body.keys().next().cloned().unwrap_or_default();
+    let db = query
+        .collection
+        .strip_suffix(".$cmd")
+        .unwrap_or_default()
+        .to_owned();
+    let handshake = !db.is_empty() && matches!(name.as_str(), "isMaster" | "ismaster" | "hello");
+    let reply = if handshake {
+        let cmd = ReceivedCommand {
+            name,
+            db,
+            body,
+            sequences: Vec::new(),
+            connection_id: id,
+            request_id: query.request_id,
+            flags: MsgFlags::default(),
+            compressor: None,
+        };
+        shared.record(cmd.clone());
+        let mut action = shared.choose(&cmd);
+        loop {
+            match action {
+                Action::Delay(wait, then) => {
+                    tokio::time::sleep(wait).await;
+                    action = *then;
+                }
+                Action::Default => break default_reply(shared, &cmd).await,
+                Action::Reply(doc) => break doc,
+                // Faults, raw bytes and streams are OP_MSG matters: the connection closes.
+                _ => return Flow::Close,
+            }
+        }
+    } else {
+        doc! {
+            "ok": 0.0,
+            "errmsg": format!(
+                "Unsupported OP_QUERY command: {name}. The client driver may require an upgrade."
+            ),
+            "code": 352,
+            "codeName": "UnsupportedOpQueryCommand",
+        }
+    };
+    let Ok(body) = reply.to_vec() else {
+        shared.fail(id, "the OP_QUERY reply could not be serialised".to_owned());
+        return Flow::Close;
+    };
+    let out = frame::encode_op_reply(shared.reply_id(), query.request_id, &body);
+    if stream.write_all(&out).await.is_err() {
+        return Flow::Close;
+    }
+    Flow::Continue
 }
 
 fn to_document(doc: &SharedDoc) -> Result<Document, String> {

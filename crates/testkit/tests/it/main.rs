@@ -1117,3 +1117,83 @@ async fn uri_and_addresses() {
     })
     .await;
 }
+
+/// An OP_QUERY frame: `query` on `collection`, numberToReturn -1.
+fn op_query(request_id: i32, collection: &str, query: &Document) -> Vec<u8> {
+    let body = query.to_vec().unwrap();
+    let len = 16 + 4 + collection.len() + 1 + 8 + body.len();
+    let mut f = Vec::new();
+    f.extend_from_slice(&i32::try_from(len).unwrap().to_le_bytes());
+    f.extend_from_slice(&request_id.to_le_bytes());
+    f.extend_from_slice(&0i32.to_le_bytes());
+    f.extend_from_slice(&2004i32.to_le_bytes());
+    f.extend_from_slice(&0i32.to_le_bytes()); // flags
+    f.extend_from_slice(collection.as_bytes());
+    f.push(0);
+    f.extend_from_slice(&0i32.to_le_bytes()); // numberToSkip
+    f.extend_from_slice(&(-1i32).to_le_bytes()); // numberToReturn
+    f.extend_from_slice(&body);
+    f
+}
+
+/// Reads one OP_REPLY: (responseTo, numberReturned, the document).
+async fn read_op_reply(socket: &mut TcpStream) -> (i32, i32, Document) {
+    let mut header = [0u8; 16];
+    socket.read_exact(&mut header).await.unwrap();
+    let word = |b: &[u8], at: usize| i32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    assert_eq!(word(&header, 12), 1, "OP_REPLY");
+    let len = usize::try_from(word(&header, 0)).unwrap();
+    let mut rest = vec![0u8; len - 16];
+    socket.read_exact(&mut rest).await.unwrap();
+    let returned = word(&rest, 16);
+    let doc = Document::from_reader(&rest[20..]).unwrap();
+    (word(&header, 8), returned, doc)
+}
+
+/// Drivers without serverApi (Node's, older ones) open with a legacy OP_QUERY isMaster:
+/// the fake server answers it with an OP_REPLY as MongoDB does, records it like any
+/// command, refuses other OP_QUERY commands with 352, and the connection then speaks
+/// OP_MSG.
+#[tokio::test]
+async fn a_legacy_op_query_handshake_is_answered() {
+    within(async {
+        let server = start(ServerConfig::replica_set("rs0")).await;
+        let mut socket = TcpStream::connect(server.addr()).await.unwrap();
+        let hello = doc! { "$query": { "isMaster": 1, "helloOk": true }, "$readPreference": { "mode": "primaryPreferred" } };
+        socket.write_all(&op_query(7, "admin.$cmd", &hello)).await.unwrap();
+        let (response_to, returned, reply) = read_op_reply(&mut socket).await;
+        assert_eq!((response_to, returned), (7, 1));
+        assert!(reply.get_bool("ismaster").unwrap(), "{reply}");
+        assert_eq!(reply.get_str("setName").unwrap(), "rs0");
+        assert!(reply.get_i32("maxWireVersion").unwrap() >= 17);
+        let seen = server.commands_named("isMaster");
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].db, "admin");
+
+        socket
+            .write_all(&op_query(8, "app.$cmd", &doc! { "find": "items" }))
+            .await
+            .unwrap();
+        let (response_to, _, reply) = read_op_reply(&mut socket).await;
+        assert_eq!(response_to, 8);
+        assert_eq!(reply.get_i32("code").unwrap(), 352, "{reply}");
+
+        // The same connection goes on with OP_MSG.
+        let body = doc! { "ping": 1, "$db": "admin" }.to_vec().unwrap();
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&(21 + i32::try_from(body.len()).unwrap()).to_le_bytes());
+        frame.extend_from_slice(&9i32.to_le_bytes());
+        frame.extend_from_slice(&0i32.to_le_bytes());
+        frame.extend_from_slice(&2013i32.to_le_bytes());
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        frame.push(0);
+        frame.extend_from_slice(&body);
+        socket.write_all(&frame).await.unwrap();
+        let mut header = [0u8; 16];
+        socket.read_exact(&mut header).await.unwrap();
+        assert_eq!(i32::from_le_bytes(header[12..16].try_into().unwrap()), 2013);
+        assert_eq!(i32::from_le_bytes(header[8..12].try_into().unwrap()), 9);
+        assert!(server.decode_failures().is_empty());
+    })
+    .await;
+}
