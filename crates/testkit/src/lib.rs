@@ -29,6 +29,11 @@
 //! Dropping the server, or [`FakeServer::shutdown`], stops the listener and closes every
 //! connection.
 //!
+//! To point another driver at one by hand:
+//! `cargo run -p brook-testkit --example fake_server -- --replica-set rs0` prints its URI
+//! and serves until its standard input closes (pymongo, for one, connects to it with
+//! `directConnection=true`).
+//!
 //! # Example
 //!
 //! ```
