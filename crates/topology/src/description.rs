@@ -157,4 +157,26 @@ pub struct TopologyDescription {
     /// The smallest `logicalSessionTimeoutMinutes` of the data-bearing servers, `None`
     /// when one of them has none.
     pub logical_session_timeout_minutes: Option<i64>,
+    /// The options the topology was created with (they steer SDAM's transitions).
+    pub options: crate::sdam::TopologyOptions,
+    /// How many seeds the topology started from (a lone seed that turns out standalone
+    /// makes the topology Single; among several, a standalone is removed).
+    pub seed_count: usize,
+}
+
+impl Default for TopologyDescription {
+    /// An Unknown topology with no servers and default options.
+    fn default() -> Self {
+        TopologyDescription {
+            topology_type: TopologyType::Unknown,
+            set_name: None,
+            max_set_version: None,
+            max_election_id: None,
+            servers: BTreeMap::new(),
+            compatibility_error: None,
+            logical_session_timeout_minutes: None,
+            options: crate::sdam::TopologyOptions::default(),
+            seed_count: 0,
+        }
+    }
 }

@@ -16,3 +16,7 @@ pub mod selection;
 
 pub use brook_command::ServerAddress;
 pub use description::{ServerDescription, ServerType, TopologyDescription, TopologyType};
+pub use sdam::{
+    ApplicationError, ApplicationErrorKind, ErrorDecision, ErrorPhase, MAX_WIRE_VERSION,
+    MIN_WIRE_VERSION, SdamEvent, TopologyOptions,
+};
