@@ -17,6 +17,10 @@ pub mod selection;
 pub use brook_command::ServerAddress;
 pub use description::{ServerDescription, ServerType, TopologyDescription, TopologyType};
 pub use rtt::RttEstimator;
+pub use sdam::{
+    ApplicationError, ApplicationErrorKind, ErrorDecision, ErrorPhase, MAX_WIRE_VERSION,
+    MIN_WIRE_VERSION, SdamEvent, TopologyOptions,
+};
 pub use selection::{
     Operation, ReadPreference, ReadPreferenceMode, SelectionError, TagSet, in_latency_window,
     select_from_window, select_server, suitable_servers,
