@@ -558,8 +558,10 @@ impl TopologyDescription {
             }
         };
         if self.topology_type == TopologyType::LoadBalanced {
-            // Behind a load balancer the server is never marked Unknown.
-            decision.clear_pool = clear;
+            // Behind a load balancer the server is never marked Unknown nor checked, and
+            // an error before the handshake (no serviceId yet) changes nothing; after it,
+            // the pool clear is for the connection's serviceId only (the driver scopes it).
+            decision.clear_pool = clear && error.phase == ErrorPhase::AfterHandshake;
             return decision;
         }
         decision.mark_unknown = mark;
@@ -993,6 +995,29 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, SdamEvent::ServerDescriptionChanged { .. }))
         );
+    }
+
+    #[test]
+    fn a_load_balancer_is_never_marked_unknown() {
+        let lb = TopologyOptions {
+            load_balanced: true,
+            ..TopologyOptions::default()
+        };
+        let mut topology = TopologyDescription::new(vec![a()], lb);
+        let before = ApplicationError::new(
+            ApplicationErrorKind::Network,
+            ErrorPhase::BeforeHandshake,
+            0,
+        );
+        assert_eq!(
+            topology.handle_application_error(&a(), &before, 0),
+            ErrorDecision::default()
+        );
+        let after =
+            ApplicationError::new(ApplicationErrorKind::Network, ErrorPhase::AfterHandshake, 0);
+        let decision = topology.handle_application_error(&a(), &after, 0);
+        assert!(decision.clear_pool && !decision.mark_unknown && !decision.request_check);
+        assert_eq!(topology.servers[&a()].server_type, ServerType::LoadBalancer);
     }
 
     #[test]
