@@ -23,5 +23,5 @@ pub use sdam::{
 };
 pub use selection::{
     Operation, ReadPreference, ReadPreferenceMode, SelectionError, TagSet, in_latency_window,
-    select_from_window, select_server, suitable_servers,
+    read_preference_field, select_from_window, select_server, suitable_servers,
 };

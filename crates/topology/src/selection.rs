@@ -23,6 +23,8 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::time::{Duration, Instant};
 
+use bson::{Bson, Document, doc};
+
 use crate::{ServerAddress, ServerDescription, ServerType, TopologyDescription, TopologyType};
 
 /// The Max Staleness specification's `idleWritePeriodMS`: how often a primary writes a
@@ -118,6 +120,31 @@ impl ReadPreference {
         self
     }
 
+    /// The read preference as the server reads it:
+    /// `{mode, tags?, maxStalenessSeconds?}` (tags only when some set is non-empty).
+    pub fn to_document(&self) -> Document {
+        let mut document = doc! { "mode": self.mode.name() };
+        if self.tag_sets.iter().any(|set| !set.is_empty()) {
+            let tags: Vec<Bson> = self
+                .tag_sets
+                .iter()
+                .map(|set| {
+                    Bson::Document(
+                        set.iter()
+                            .map(|(name, value)| (name.clone(), Bson::String(value.clone())))
+                            .collect(),
+                    )
+                })
+                .collect();
+            document.insert("tags", tags);
+        }
+        if let Some(max_staleness) = self.max_staleness {
+            let seconds = i64::try_from(max_staleness.as_secs()).unwrap_or(i64::MAX);
+            document.insert("maxStalenessSeconds", seconds);
+        }
+        document
+    }
+
     /// Checks what the specification forbids whatever the topology: mode primary with a
     /// non-empty tag set or with `maxStalenessSeconds`.
     pub fn validate(&self) -> Result<(), SelectionError> {
@@ -132,6 +159,31 @@ impl ReadPreference {
         }
         Ok(())
     }
+}
+
+/// The `$readPreference` field to add to a read sent to `server` in `topology`, if any
+/// (Server Selection "Passing read preference to mongos and load balancers" and the
+/// OP_MSG rules for replica sets and direct connections):
+///
+/// - a standalone gets none;
+/// - a direct connection (Single) to anything but a mongos or a load balancer turns mode
+///   primary into `primaryPreferred`, so that a secondary answers;
+/// - otherwise mode primary sends none (it is the server's default), and every other
+///   mode is sent with its tag sets and `maxStalenessSeconds`.
+pub fn read_preference_field(
+    topology_type: TopologyType,
+    server_type: ServerType,
+    preference: &ReadPreference,
+) -> Option<Document> {
+    if server_type == ServerType::Standalone {
+        return None;
+    }
+    let routed = matches!(server_type, ServerType::Mongos | ServerType::LoadBalancer);
+    if preference.mode == ReadPreferenceMode::Primary {
+        return (topology_type == TopologyType::Single && !routed)
+            .then(|| doc! { "mode": ReadPreferenceMode::PrimaryPreferred.name() });
+    }
+    Some(preference.to_document())
 }
 
 /// What a server is being selected for.
@@ -594,4 +646,72 @@ pub fn select_server<'t>(
     let suitable = suitable_servers(topology, operation, deprioritized, heartbeat_frequency)?;
     let window = in_latency_window(&suitable, local_threshold);
     Ok(select_from_window(&window, operation_count, random))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagged_secondary() -> ReadPreference {
+        ReadPreference::new(ReadPreferenceMode::Secondary)
+            .with_tag_sets(vec![
+                TagSet::from([("dc".to_owned(), "ny".to_owned())]),
+                TagSet::new(),
+            ])
+            .with_max_staleness(Duration::from_secs(120))
+    }
+
+    #[test]
+    fn the_document_carries_tags_and_staleness() {
+        assert_eq!(
+            tagged_secondary().to_document(),
+            doc! {
+                "mode": "secondary",
+                "tags": [{ "dc": "ny" }, {}],
+                "maxStalenessSeconds": 120_i64,
+            }
+        );
+        let plain =
+            ReadPreference::new(ReadPreferenceMode::Nearest).with_tag_sets(vec![TagSet::new()]);
+        assert_eq!(plain.to_document(), doc! { "mode": "nearest" });
+    }
+
+    #[test]
+    fn primary_is_sent_only_on_a_direct_connection_to_a_member() {
+        let primary = ReadPreference::primary();
+        assert_eq!(
+            read_preference_field(TopologyType::Single, ServerType::RsSecondary, &primary),
+            Some(doc! { "mode": "primaryPreferred" })
+        );
+        for (topology, server) in [
+            (TopologyType::Single, ServerType::Standalone),
+            (TopologyType::Single, ServerType::Mongos),
+            (TopologyType::Sharded, ServerType::Mongos),
+            (TopologyType::LoadBalanced, ServerType::LoadBalancer),
+            (TopologyType::ReplicaSetWithPrimary, ServerType::RsPrimary),
+        ] {
+            assert_eq!(read_preference_field(topology, server, &primary), None);
+        }
+    }
+
+    #[test]
+    fn other_modes_are_sent_except_to_a_standalone() {
+        let secondary = tagged_secondary();
+        assert_eq!(
+            read_preference_field(TopologyType::Sharded, ServerType::Mongos, &secondary),
+            Some(secondary.to_document())
+        );
+        assert_eq!(
+            read_preference_field(
+                TopologyType::ReplicaSetNoPrimary,
+                ServerType::RsSecondary,
+                &secondary
+            ),
+            Some(secondary.to_document())
+        );
+        assert_eq!(
+            read_preference_field(TopologyType::Single, ServerType::Standalone, &secondary),
+            None
+        );
+    }
 }
