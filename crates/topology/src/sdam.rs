@@ -14,7 +14,9 @@ use brook_command::HelloReply;
 use bson::Document;
 use bson::oid::ObjectId;
 
-use crate::{ServerAddress, ServerDescription, ServerType, TopologyDescription, TopologyType};
+use crate::{
+    RttEstimator, ServerAddress, ServerDescription, ServerType, TopologyDescription, TopologyType,
+};
 
 /// The oldest wire version brook speaks: 6 (MongoDB 3.6), the first with `OP_MSG`, the
 /// only framing brook sends.
@@ -23,9 +25,6 @@ pub const MIN_WIRE_VERSION: i32 = 6;
 pub const MAX_WIRE_VERSION: i32 = 27;
 /// The MongoDB release of [`MIN_WIRE_VERSION`], named in compatibility errors.
 pub const MIN_SERVER_VERSION: &str = "3.6";
-
-/// Weight of a new sample in the round-trip-time moving average (SDAM: 0.2).
-const RTT_ALPHA: f64 = 0.2;
 
 /// The URI options that decide the initial topology and its transitions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -211,12 +210,13 @@ fn addresses(list: &[String]) -> Vec<ServerAddress> {
 }
 
 impl ServerDescription {
-    /// The description a successful hello gives (SDAM "Parsing a hello response"),
-    /// with the round-trip time averaged into `previous`'s.
+    /// The description a successful hello gives (SDAM "Parsing a hello response").
+    /// The round-trip times come from the monitor's `rtt` estimator (its average and
+    /// minimum, with this check's sample already added); without one, `previous`'s stay.
     pub fn from_hello(
         address: ServerAddress,
         reply: &HelloReply,
-        rtt: Option<Duration>,
+        rtt: Option<&RttEstimator>,
         previous: Option<&ServerDescription>,
         now: Instant,
     ) -> ServerDescription {
@@ -257,7 +257,7 @@ impl ServerDescription {
             .ok()
             .and_then(|lw| lw.get_datetime("lastWriteDate").ok())
             .map(|d| d.timestamp_millis());
-        let (round_trip_time, min_round_trip_time) = average_rtt(previous, rtt);
+        let (round_trip_time, min_round_trip_time) = round_trips(previous, rtt);
         ServerDescription {
             address,
             server_type,
@@ -345,25 +345,21 @@ impl ServerDescription {
     }
 }
 
-/// The new moving average and minimum of the round trips (SDAM: alpha 0.2). The minimum
-/// is the smallest sample seen since the server was last Unknown.
-fn average_rtt(
+/// The round-trip times a check reports: the monitor's estimator's average and minimum,
+/// or, when the check measured none (a streamed reply), the previous description's.
+fn round_trips(
     previous: Option<&ServerDescription>,
-    sample: Option<Duration>,
+    rtt: Option<&RttEstimator>,
 ) -> (Option<Duration>, Option<Duration>) {
-    let prev_avg = previous.and_then(|p| p.round_trip_time);
-    let prev_min = previous.and_then(|p| p.min_round_trip_time);
-    let Some(sample) = sample else {
-        return (prev_avg, prev_min);
-    };
-    let avg = match prev_avg {
-        Some(old) => Duration::from_secs_f64(
-            RTT_ALPHA * sample.as_secs_f64() + (1.0 - RTT_ALPHA) * old.as_secs_f64(),
+    match rtt {
+        Some(estimator) if estimator.average().is_some() => {
+            (estimator.average(), Some(estimator.min()))
+        }
+        _ => (
+            previous.and_then(|p| p.round_trip_time),
+            previous.and_then(|p| p.min_round_trip_time),
         ),
-        None => sample,
-    };
-    let min = Some(prev_min.map_or(sample, |m| m.min(sample)));
-    (Some(avg), min)
+    }
 }
 
 /// `None` sorts before any value, as SDAM's tuple comparison of electionIds wants.
@@ -466,16 +462,19 @@ impl TopologyDescription {
                 .all(|((a, x), (b, y))| a == b && x.same_as(y))
     }
 
-    /// A monitor's check of `address` finished: `Ok` with the hello reply (and the
-    /// check's round trip), or `Err` with why it failed (network error, `ok: 0`, ...,
-    /// after the one retry SDAM allows for a previously known server). Applies SDAM's
-    /// transitions and returns what changed. A failed check also means: clear the
-    /// server's pool (the driver does that).
+    /// A monitor's check of `address` finished: `Ok` with the hello reply, or `Err` with
+    /// why it failed (network error, `ok: 0`, ..., after the one retry SDAM allows for a
+    /// previously known server). `rtt` is the monitor's estimator after this check's
+    /// sample (`None` when the check measured no round trip, e.g. a streamed reply).
+    /// Applies SDAM's transitions and returns what changed. A reply whose
+    /// `topologyVersion` is older than the server's (same process, lower counter) is
+    /// ignored. A failed check also means: clear the server's pool and reset the
+    /// estimator (the driver does both).
     pub fn handle_hello(
         &mut self,
         address: &ServerAddress,
         reply: Result<&HelloReply, String>,
-        rtt: Option<Duration>,
+        rtt: Option<&RttEstimator>,
         now: Instant,
     ) -> Vec<SdamEvent> {
         let Some(previous) = self.servers.get(address) else {
@@ -1018,6 +1017,27 @@ mod tests {
         let decision = topology.handle_application_error(&a(), &after, 0);
         assert!(decision.clear_pool && !decision.mark_unknown && !decision.request_check);
         assert_eq!(topology.servers[&a()].server_type, ServerType::LoadBalancer);
+    }
+
+    #[test]
+    fn round_trips_come_from_the_monitor_estimator() -> Result<(), Box<dyn std::error::Error>> {
+        let body = doc! { "ok": 1, "isWritablePrimary": true, "maxWireVersion": 9 };
+        let reply = HelloReply::parse(&brook_command::SharedDoc::from_document(&body)?)?;
+        let mut topology = TopologyDescription::new(vec![a()], TopologyOptions::default());
+        let mut rtt = RttEstimator::new();
+        rtt.add_sample(Duration::from_millis(10));
+        rtt.add_sample(Duration::from_millis(20));
+        let now = Instant::now();
+        topology.handle_hello(&a(), Ok(&reply), Some(&rtt), now);
+        let server = &topology.servers[&a()];
+        assert_eq!(server.round_trip_time, Some(Duration::from_millis(12)));
+        assert_eq!(server.min_round_trip_time, Some(Duration::from_millis(10)));
+        // A check without a measured round trip keeps the last ones.
+        topology.handle_hello(&a(), Ok(&reply), None, now);
+        let server = &topology.servers[&a()];
+        assert_eq!(server.round_trip_time, Some(Duration::from_millis(12)));
+        assert_eq!(topology.topology_type, TopologyType::Single);
+        Ok(())
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use brook_command::{HelloReply, SharedDoc};
 use brook_topology::{
-    ApplicationError, ApplicationErrorKind, ErrorPhase, SdamEvent, ServerAddress,
+    ApplicationError, ApplicationErrorKind, ErrorPhase, RttEstimator, SdamEvent, ServerAddress,
     ServerDescription, ServerType, TopologyDescription, TopologyOptions, TopologyType,
 };
 use bson::{Bson, Document};
@@ -153,6 +153,8 @@ fn topology_type_name(t: TopologyType) -> &'static str {
 struct Client {
     topology: TopologyDescription,
     generations: BTreeMap<ServerAddress, u64>,
+    /// Each monitor's round-trip estimator.
+    rtts: BTreeMap<ServerAddress, RttEstimator>,
     events: Vec<SdamEvent>,
     now: Instant,
 }
@@ -165,6 +167,7 @@ impl Client {
         Client {
             topology,
             generations: BTreeMap::new(),
+            rtts: BTreeMap::new(),
             events,
             now: Instant::now(),
         }
@@ -177,6 +180,7 @@ impl Client {
     fn respond(&mut self, from: &ServerAddress, reply: &Value) {
         self.now += Duration::from_millis(10);
         let events = if reply.as_object().is_some_and(|o| o.is_empty()) {
+            self.rtts.remove(from);
             self.topology
                 .handle_hello(from, Err(String::from("network error")), None, self.now)
         } else {
@@ -192,12 +196,12 @@ impl Client {
             }
             let shared = SharedDoc::from_document(&doc).expect("encodable");
             match HelloReply::parse(&shared) {
-                Ok(hello) => self.topology.handle_hello(
-                    from,
-                    Ok(&hello),
-                    Some(Duration::from_millis(5)),
-                    self.now,
-                ),
+                Ok(hello) => {
+                    let rtt = self.rtts.entry(from.clone()).or_default();
+                    rtt.add_sample(Duration::from_millis(5));
+                    self.topology
+                        .handle_hello(from, Ok(&hello), Some(rtt), self.now)
+                }
                 Err(err) => self
                     .topology
                     .handle_hello(from, Err(err.to_string()), None, self.now),
