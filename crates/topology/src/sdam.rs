@@ -1,4 +1,4 @@
-//! SDAM: how hello replies and errors update a [`TopologyDescription`](crate::TopologyDescription).
+//! SDAM: how hello replies and errors update a [`TopologyDescription`].
 //!
 //! The driver owns the IO: its monitors run `hello` and hand each outcome to
 //! [`TopologyDescription::handle_hello`]; its executor hands every failed operation to
@@ -171,11 +171,7 @@ fn is_state_change(code: Option<i32>, message: &str) -> bool {
         Some(code) => NOT_PRIMARY_CODES.contains(&code) || RECOVERING_CODES.contains(&code),
         // Without a code, the legacy messages decide ("not master or secondary" and
         // "node is recovering" are recovering; "not master" is not-primary).
-        None => {
-            message.contains("not master")
-                || message.contains("node is recovering")
-                || message.contains("not primary")
-        }
+        None => message.contains("not master") || message.contains("node is recovering"),
     }
 }
 
