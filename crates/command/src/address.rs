@@ -14,7 +14,7 @@ pub const DEFAULT_PORT: u16 = 27017;
 /// `host:port`, putting IPv6 literals in brackets again, so that display and parse round-trip.
 ///
 /// ```
-/// use brook_conn::ServerAddress;
+/// use brook_command::ServerAddress;
 /// let a: ServerAddress = "[::1]".parse().unwrap();
 /// assert_eq!((a.host.as_str(), a.port), ("::1", 27017));
 /// assert_eq!(a.to_string(), "[::1]:27017");
