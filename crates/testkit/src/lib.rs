@@ -29,6 +29,38 @@
 //! Dropping the server, or [`FakeServer::shutdown`], stops the listener and closes every
 //! connection.
 //!
+//! # A replica set, to test a change-stream consumer against
+//!
+//! [`ReplicaSet::start`] runs several fake members (each a [`FakeServer`]) that answer as
+//! the members of one MongoDB 7.0/8.0 replica set, with streaming (awaitable, exhaust)
+//! hello, and one change-event log that whichever member is primary serves change streams
+//! from. Point any driver at [`ReplicaSet::uri`] (`mongodb://h1,h2,h3/?replicaSet=rs0`),
+//! feed events with [`ReplicaSet::insert_event`] (or insert through the driver), and
+//! script the failures a consumer must survive without losing or repeating an event:
+//! [`ReplicaSet::step_down`] and [`ReplicaSet::elect`], [`ReplicaSet::kill`] /
+//! [`ReplicaSet::stop`] and [`ReplicaSet::restart`] (same port), and
+//! [`ReplicaSet::blackhole`]. Non-primaries refuse change streams and writes with 10107
+//! NotWritablePrimary, a getMore on the wrong member gets 43 CursorNotFound, and a stream
+//! resumed with its last token on the new primary continues exactly after it.
+//!
+//! ```
+//! use bson::doc;
+//! use brook_testkit::{ReplicaSet, ReplicaSetConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), brook_testkit::TestkitError> {
+//! let set = ReplicaSet::start(ReplicaSetConfig::new("rs0")).await?;
+//! let uri = set.uri(); // give this to the consumer under test
+//! # let _ = uri;
+//! set.insert_event("shop.orders", doc! { "_id": 1 });
+//! set.step_down().await; // the consumer's getMore now fails with 10107
+//! set.elect(1).await?; // …and its resume lands on member 1, right after its token
+//! set.insert_event("shop.orders", doc! { "_id": 2 });
+//! # set.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! To point another driver at one by hand:
 //! `cargo run -p brook-testkit --example fake_server -- --replica-set rs0` prints its URI
 //! and serves until its standard input closes (pymongo, for one, connects to it with
@@ -94,6 +126,7 @@ mod listen;
 mod proxy;
 mod record;
 pub mod replay;
+mod replset;
 mod server;
 pub mod shapes;
 
@@ -103,6 +136,7 @@ pub use proxy::{
 };
 pub use record::{DecodeFailure, ReceivedCommand, ReceivedSequence};
 pub use replay::{ReplayConfig, ReplayServer};
+pub use replset::{ReplicaSet, ReplicaSetConfig, TopologyVersion};
 pub use server::{FakeServer, ServerConfig};
 
 /// Errors of brook-testkit.
@@ -112,4 +146,24 @@ pub enum TestkitError {
     /// The listener could not bind `127.0.0.1:0` (or read back its address).
     #[error("could not listen on 127.0.0.1:0: {0}")]
     Bind(#[source] std::io::Error),
+    /// A replica-set member could not listen again on its port.
+    #[error("could not listen again on {addr}: {source}")]
+    Rebind {
+        /// The member's address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A replica-set operation named a member the set does not have.
+    #[error("the replica set has {members} members: there is no member {index}")]
+    NoSuchMember {
+        /// The index asked for.
+        index: usize,
+        /// How many members the set has.
+        members: usize,
+    },
+    /// A replica-set operation needs a member that is down (killed or stopped).
+    #[error("member {0} of the replica set is down")]
+    MemberDown(usize),
 }

@@ -19,6 +19,7 @@ use crate::action::{Action, Fault, Handler};
 use crate::frame::{self, FaultPlan};
 use crate::listen::{Listening, lock};
 use crate::record::{DecodeFailure, ReceivedCommand, ReceivedSequence};
+use crate::replset::{AwaitHello, MemberLink};
 use crate::shapes::{self, BatchKind, HelloOptions, Topology};
 
 /// How a [`FakeServer`] presents itself and what it accepts.
@@ -137,6 +138,8 @@ struct Shared {
     next_cursor_id: AtomicI64,
     clock_base: u32,
     clock_increment: AtomicU32,
+    /// The replica-set member this server plays, if it is one ([`crate::ReplicaSet`]).
+    member: Option<MemberLink>,
 }
 
 impl Shared {
@@ -199,7 +202,8 @@ impl Shared {
 pub struct FakeServer {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    tasks: Listening,
+    /// `None` while stopped (a replica-set member killed and not restarted yet).
+    tasks: Mutex<Option<Listening>>,
 }
 
 impl fmt::Debug for FakeServer {
@@ -217,6 +221,23 @@ impl FakeServer {
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(TestkitError::Bind)?;
+        FakeServer::serve(listener, config, None)
+    }
+
+    /// Start serving `listener` as the replica-set member `member`.
+    pub(crate) fn start_member(
+        listener: TcpListener,
+        config: ServerConfig,
+        member: MemberLink,
+    ) -> Result<FakeServer, TestkitError> {
+        FakeServer::serve(listener, config, Some(member))
+    }
+
+    fn serve(
+        listener: TcpListener,
+        config: ServerConfig,
+        member: Option<MemberLink>,
+    ) -> Result<FakeServer, TestkitError> {
         let addr = listener.local_addr().map_err(TestkitError::Bind)?;
         let mut config = config;
         if config.hello.me.is_empty() {
@@ -241,21 +262,32 @@ impl FakeServer {
             next_cursor_id: AtomicI64::new(0x0001_0000_0000_0001),
             clock_base,
             clock_increment: AtomicU32::new(1),
+            member,
         });
-        let serving = Arc::clone(&shared);
-        let tasks = Listening::start(listener, move |stream| {
-            let id = serving
-                .accepted
-                .fetch_add(1, Ordering::SeqCst)
-                .wrapping_add(1);
-            serving.open.fetch_add(1, Ordering::SeqCst);
-            serve_connection(stream, id, Arc::clone(&serving))
-        });
+        let tasks = listen(listener, &shared);
         Ok(FakeServer {
             shared,
             addr,
-            tasks,
+            tasks: Mutex::new(Some(tasks)),
         })
+    }
+
+    /// Listen again on the same address after [`FakeServer::shutdown`] (a replica-set
+    /// member's restart): records, queues and the handler are kept. Does nothing if the
+    /// server is listening.
+    pub(crate) async fn relisten(&self) -> Result<(), TestkitError> {
+        if lock(&self.tasks).is_some() {
+            return Ok(());
+        }
+        let listener = crate::replset::bind_reusing(self.addr).await?;
+        let tasks = listen(listener, &self.shared);
+        *lock(&self.tasks) = Some(tasks);
+        Ok(())
+    }
+
+    /// Whether the server is listening (not shut down).
+    pub(crate) fn is_listening(&self) -> bool {
+        lock(&self.tasks).is_some()
     }
 
     /// The address the server listens on.
@@ -378,8 +410,23 @@ impl FakeServer {
     /// Stop accepting, close every connection, and wait until they are closed. The records
     /// stay readable. Calling it twice is harmless.
     pub async fn shutdown(&self) {
-        self.tasks.shutdown().await;
+        let tasks = lock(&self.tasks).take();
+        if let Some(tasks) = tasks {
+            tasks.shutdown().await;
+        }
     }
+}
+
+fn listen(listener: TcpListener, shared: &Arc<Shared>) -> Listening {
+    let serving = Arc::clone(shared);
+    Listening::start(listener, move |stream| {
+        let id = serving
+            .accepted
+            .fetch_add(1, Ordering::SeqCst)
+            .wrapping_add(1);
+        serving.open.fetch_add(1, Ordering::SeqCst);
+        serve_connection(stream, id, Arc::clone(&serving))
+    })
 }
 
 /// Decrements the open-connection count however the connection task ends (even aborted).
@@ -406,6 +453,13 @@ async fn serve_connection(mut stream: TcpStream, id: u64, shared: Arc<Shared>) {
     };
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
+        if let Some(member) = &shared.member
+            && member.blackholed()
+        {
+            // A blackholed member reads and drops everything, and never answers.
+            member.swallow(&mut stream).await;
+            return;
+        }
         if let Some(len) = op_query_len(&buf) {
             if len > limits.max_message_size {
                 shared.fail(id, format!("OP_QUERY of {len} bytes is over the limit"));
@@ -665,6 +719,12 @@ impl Replier<'_> {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Flow {
+        if let Some(member) = &self.shared.member
+            && member.blackholed()
+        {
+            member.swallow(self.stream).await;
+            return Flow::Close;
+        }
         match self.stream.write_all(bytes).await {
             Ok(()) => match self.stream.flush().await {
                 Ok(()) => Flow::Continue,
@@ -748,6 +808,11 @@ async fn perform(
                 action = *then;
             }
             Action::Default => {
+                if let Some(member) = &shared.member
+                    && let Some(wait) = member.awaitable_hello(cmd)
+                {
+                    return stream_hello(&mut replier, member, wait).await;
+                }
                 let reply = default_reply(shared, cmd).await;
                 return replier.reply(&reply, 0).await;
             }
@@ -820,25 +885,62 @@ fn version_for(wire: i32) -> (&'static str, [i32; 4]) {
     }
 }
 
+/// Answers an awaitable hello as a replica-set member does: once when its topology
+/// version changes or `maxAwaitTimeMS` passes, and (when the request allowed exhaust)
+/// again after every later change or wait, each reply flagged `moreToCome`, until the
+/// client goes away.
+async fn stream_hello(replier: &mut Replier<'_>, member: &MemberLink, wait: AwaitHello) -> Flow {
+    let exhaust = replier.cmd.exhaust_allowed();
+    let mut wait = wait;
+    loop {
+        let base = hello_options(&replier.shared.config, replier.cmd);
+        let Some(reply) = member.await_hello(&base, replier.cmd, &wait).await else {
+            return Flow::Close;
+        };
+        // An error (a member shutting down) ends the stream.
+        let more = exhaust && reply.get_f64("ok").is_ok_and(|ok| ok == 1.0);
+        let flags = if more { frame::FLAG_MORE_TO_COME } else { 0 };
+        if let Flow::Close = replier.reply(&reply, flags).await {
+            return Flow::Close;
+        }
+        if !more || replier.silent() {
+            return Flow::Continue;
+        }
+        wait = wait.after(&reply);
+    }
+}
+
+/// The hello options of the server's configuration, with the compressors negotiated
+/// with `cmd` and the legacy shape for `isMaster`.
+pub(crate) fn hello_options(config: &ServerConfig, cmd: &ReceivedCommand) -> HelloOptions {
+    let mut opts = config.hello.clone();
+    opts.legacy = cmd.name != "hello";
+    let asked: Vec<&str> = match cmd.body.get("compression") {
+        Some(Bson::Array(list)) => list.iter().filter_map(Bson::as_str).collect(),
+        _ => Vec::new(),
+    };
+    opts.compression = asked
+        .into_iter()
+        .filter(|c| config.hello.compression.iter().any(|s| s == c))
+        .map(str::to_owned)
+        .collect();
+    opts
+}
+
 /// The built-in reply to `cmd`.
 async fn default_reply(shared: &Arc<Shared>, cmd: &ReceivedCommand) -> Document {
     let config = &shared.config;
+    if let Some(member) = &shared.member
+        && let Some(reply) = member.answer(config, cmd).await
+    {
+        return reply;
+    }
     let ts = shared.tick();
     let gossip = config.hello.topology.has_cluster_time();
     let ns_of = |coll: &str| format!("{}.{}", cmd.db, coll);
     let reply = match cmd.name.as_str() {
         "hello" | "isMaster" | "ismaster" => {
-            let mut opts = config.hello.clone();
-            opts.legacy = cmd.name != "hello";
-            let asked: Vec<&str> = match cmd.body.get("compression") {
-                Some(Bson::Array(list)) => list.iter().filter_map(Bson::as_str).collect(),
-                _ => Vec::new(),
-            };
-            opts.compression = asked
-                .into_iter()
-                .filter(|c| config.hello.compression.iter().any(|s| s == c))
-                .map(str::to_owned)
-                .collect();
+            let opts = hello_options(config, cmd);
             let connection_id = i64::try_from(cmd.connection_id).unwrap_or(i64::MAX);
             // hello_reply already adds the cluster time where the topology has one.
             return shapes::hello_reply(&opts, connection_id, ts);

@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod proxy;
+mod replset;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
