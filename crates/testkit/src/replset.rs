@@ -557,6 +557,7 @@ impl MemberLink {
         let batch_size = as_usize(cmd.body.get("batchSize")).unwrap_or(DEFAULT_BATCH_SIZE);
         let deadline = tokio::time::Instant::now() + wait;
         let mut timed_out = false;
+        let mut waited = false;
         loop {
             let notified = self.set.changed.notified();
             tokio::pin!(notified);
@@ -569,17 +570,17 @@ impl MemberLink {
                     return shapes::cursor_not_found(id);
                 };
                 if member.stopping {
-                    member.cursors.remove(&id);
-                    let (code, name) = codes::INTERRUPTED_AT_SHUTDOWN;
-                    return shapes::with_cluster_time(
-                        shapes::error_reply(
-                            code,
-                            name,
-                            "interrupted at shutdown",
-                            &[shapes::RESUMABLE_CHANGE_STREAM_ERROR],
-                        ),
-                        now,
-                    );
+                    // A new getMore finds the member shutting down; a waiting one is
+                    // interrupted.
+                    let labels = &[shapes::RESUMABLE_CHANGE_STREAM_ERROR];
+                    let reply = if waited {
+                        member.cursors.remove(&id);
+                        let (code, name) = codes::INTERRUPTED_AT_SHUTDOWN;
+                        shapes::error_reply(code, name, "interrupted at shutdown", labels)
+                    } else {
+                        shutdown_in_progress(labels)
+                    };
+                    return shapes::with_cluster_time(reply, now);
                 }
                 let Some(cursor) = member.cursors.get(&id).cloned() else {
                     return shapes::with_cluster_time(shapes::cursor_not_found(id), now);
@@ -612,6 +613,7 @@ impl MemberLink {
                     );
                 }
             }
+            waited = true;
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 timed_out = true;
             }
@@ -938,9 +940,9 @@ impl ReplicaSet {
         Ok(())
     }
 
-    /// Shut member `index` down cleanly: for a moment it answers every new command with
-    /// 91 ShutdownInProgress (labelled `ResumableChangeStreamError` for change-stream
-    /// commands, `RetryableWriteError` for retryable writes), a waiting change-stream
+    /// Shut member `index` down cleanly: for a moment (50 ms) it answers every new command
+    /// but hello with 91 ShutdownInProgress (labelled `ResumableChangeStreamError` for
+    /// change-stream commands, `RetryableWriteError` for retryable writes), a waiting change-stream
     /// getMore with 11600 InterruptedAtShutdown and a waiting awaitable hello with 91;
     /// then it goes down as [`ReplicaSet::kill`] does.
     pub async fn stop(&self, index: usize) -> Result<(), TestkitError> {

@@ -433,12 +433,25 @@ async fn a_stopping_member_interrupts_a_waiting_get_more() {
         let set = start_set().await;
         let mut conn = connect(&set, 0).await;
         let id = cursor_id(&raw(&mut conn, change_stream(doc! {})).await);
-        let (reply, ()) = tokio::join!(raw(&mut conn, get_more(id, 5000)), async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            set.stop(0).await.unwrap();
-        });
+        let mut monitor = connect(&set, 0).await;
+        let seen = set.topology_version(0).unwrap();
+        let request = awaitable_hello(&seen, 5000);
+        let (reply, hello, ()) = tokio::join!(
+            raw(&mut conn, get_more(id, 5000)),
+            monitor.send(&request),
+            async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                set.stop(0).await.unwrap();
+            }
+        );
         assert_eq!(reply.get_i32("code").unwrap(), 11600);
         assert_eq!(labels(&reply), [RESUMABLE_CHANGE_STREAM_ERROR]);
+        let hello = hello.unwrap().unwrap();
+        assert!(
+            !hello.flags.contains(MsgFlags::MORE_TO_COME),
+            "an error ends the stream"
+        );
+        assert_eq!(body(&hello).get_i32("code").unwrap(), 91);
         assert!(!set.is_up(0).unwrap());
         assert_eq!(set.primary(), None);
     })
