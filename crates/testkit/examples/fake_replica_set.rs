@@ -1,13 +1,14 @@
 //! Runs a fake replica set on loopback ports and prints its URI, for pointing a change-stream
 //! consumer (brook, pymongo, any driver) at it by hand. Optionally it appends an insert event
-//! to `test.events` every few milliseconds, and fails over (the primary steps down, the next
-//! member is elected) every few milliseconds, so that one can watch the consumer resume
-//! without losing or repeating an event. It serves until its standard input closes (Ctrl-D)
+//! to `test.events` every few milliseconds, and fails over every few milliseconds (the primary
+//! steps down, or is killed, or shuts down cleanly, then the next member is elected and a
+//! dead member restarted), so that one can watch the consumer resume without losing or
+//! repeating an event. It serves until its standard input closes (Ctrl-D)
 //! or the given number of seconds has passed.
 //!
 //! ```text
 //! cargo run -p brook-testkit --example fake_replica_set -- [--replica-set NAME] [--members N]
-//!     [--events-every MS] [--failover-every MS] [--seconds N]
+//!     [--events-every MS] [--failover-every MS] [--failover step-down|kill|stop] [--seconds N]
 //! ```
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut seconds: Option<u64> = None;
     let mut events_every: Option<u64> = None;
     let mut failover_every: Option<u64> = None;
+    let mut style = String::from("step-down");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -33,6 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--failover-every" => {
                 failover_every = Some(args.next().ok_or("--failover-every MS")?.parse()?);
             }
+            "--failover" => style = args.next().ok_or("--failover STYLE")?,
             "--seconds" => seconds = Some(args.next().ok_or("--seconds N")?.parse()?),
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -67,9 +70,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 set.insert_event("test.events", doc! { "_id": next_id });
             }
             _ = failovers.tick(), if failover_every.is_some() => {
-                let next = set.primary().map_or(0, |p| (p + 1) % set.member_count());
-                set.step_down().await;
+                let old = set.primary().unwrap_or(0);
+                let next = (old + 1) % set.member_count();
+                match style.as_str() {
+                    "kill" => set.kill(old).await?,
+                    "stop" => set.stop(old).await?,
+                    _ => set.step_down().await,
+                }
                 set.elect(next).await?;
+                if !set.is_up(old)? {
+                    set.restart(old).await?;
+                }
                 eprintln!("member {next} ({}) is primary", set.hosts()[next]);
             }
         }
