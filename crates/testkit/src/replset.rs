@@ -292,6 +292,11 @@ fn is_write(name: &str) -> bool {
 }
 
 impl MemberLink {
+    /// The set's cluster time.
+    pub(crate) fn cluster_time(&self) -> Timestamp {
+        lock(&self.set.inner).now()
+    }
+
     pub(crate) fn blackholed(&self) -> bool {
         lock(&self.set.inner)
             .members
@@ -713,6 +718,13 @@ pub(crate) async fn bind_reusing(addr: SocketAddr) -> Result<TcpListener, Testki
 /// labelled `ResumableChangeStreamError` (an aggregate whose `$readPreference` is not
 /// `primary` is served). A getMore of a cursor another member opened (or one lost in a
 /// restart) gets 43 CursorNotFound.
+///
+/// Each member is scripted like any [`FakeServer`] ([`ReplicaSet::member`]): its queued
+/// actions, then its handler, come before the set's behaviour, which replaces the fake
+/// server's defaults ([`crate::Action::Default`]); commands the set does not care about
+/// (ping, find, buildInfo…) get the fake server's default replies, gossiping the set's
+/// cluster time. Change a member's state through the set, not through
+/// [`FakeServer::shutdown`].
 ///
 /// Dropping the set (or [`ReplicaSet::shutdown`]) closes everything.
 ///

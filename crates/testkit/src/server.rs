@@ -1021,7 +1021,12 @@ async fn default_reply(shared: &Arc<Shared>, cmd: &ReceivedCommand) -> Document 
         other => shapes::command_not_found(other),
     };
     if gossip {
-        shapes::with_cluster_time(reply, shared.now())
+        // A replica-set member gossips the set's clock, not its own.
+        let now = shared
+            .member
+            .as_ref()
+            .map_or_else(|| shared.now(), MemberLink::cluster_time);
+        shapes::with_cluster_time(reply, now)
     } else {
         reply
     }

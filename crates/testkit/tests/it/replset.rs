@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use brook_conn::{ConnError, Connection, ConnectionOptions, ServerAddress};
 use brook_testkit::shapes::RESUMABLE_CHANGE_STREAM_ERROR;
-use brook_testkit::{ReplicaSet, ReplicaSetConfig, TopologyVersion};
+use brook_testkit::{Action, ReplicaSet, ReplicaSetConfig, TopologyVersion};
 use brook_wire::{Message, MsgFlags};
 use bson::oid::ObjectId;
 use bson::{Bson, Document, doc};
@@ -169,6 +169,14 @@ async fn hello_shapes_follow_step_down_elect_and_reconfig() {
         assert_eq!(h.get_i32("setVersion").unwrap(), 2);
         assert_eq!(version_of(&h).counter, before[1].counter + 3);
         assert!(set.elect(7).await.is_err());
+
+        // Replies the set leaves to the fake server's defaults gossip the set's clock.
+        let mut conn = connect(&set, 1).await;
+        let pong = raw(&mut conn, doc! { "ping": 1 }).await;
+        assert_eq!(
+            pong.get_timestamp("operationTime").unwrap(),
+            set.cluster_time()
+        );
     })
     .await;
 }
@@ -353,6 +361,18 @@ async fn a_resume_on_the_new_primary_continues_exactly_after_the_token() {
             .get_document("_id")
             .unwrap()
             .clone();
+
+        // A member's queued actions come first, as on any fake server.
+        set.member(0).push_action(
+            "getMore",
+            Action::error(
+                11602,
+                "InterruptedDueToReplStateChange",
+                &[RESUMABLE_CHANGE_STREAM_ERROR],
+            ),
+        );
+        let scripted = raw(&mut old, get_more(id, 1000)).await;
+        assert_eq!(scripted.get_i32("code").unwrap(), 11602);
 
         set.step_down().await;
         let refused = raw(&mut old, get_more(id, 1000)).await;
