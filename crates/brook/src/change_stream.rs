@@ -740,6 +740,15 @@ impl<E> ChangeStream<E> {
         self.core.get_mores
     }
 
+    /// The server the stream's cursor is on (its getMores and killCursors go there);
+    /// `None` while a resume is opening a new cursor, and once the stream ended.
+    pub fn server_address(&self) -> Option<&ServerAddress> {
+        self.core
+            .machine
+            .cursor_server()
+            .filter(|_| self.core.machine.is_alive())
+    }
+
     /// Kills the server cursor (`killCursors` on the server that owns it, in the stream's
     /// session) and reports the outcome. A command in flight is abandoned. Closing a
     /// stream that already ended (exhausted, invalidated, failed) sends nothing and

@@ -61,8 +61,15 @@ impl Stats {
         self.events
     }
 
-    /// The status line at `now` (starts a new events/s window).
-    pub(crate) fn line(&mut self, now: Instant, get_mores: u64, resumes: u64) -> String {
+    /// The status line at `now` (starts a new events/s window); `server` is the one the
+    /// stream's cursor is on.
+    pub(crate) fn line(
+        &mut self,
+        now: Instant,
+        get_mores: u64,
+        resumes: u64,
+        server: Option<&dyn std::fmt::Display>,
+    ) -> String {
         let window = now
             .saturating_duration_since(self.window_start)
             .as_secs_f64();
@@ -79,13 +86,15 @@ impl Stats {
             Some(l) => format!("{} s", l.as_secs()),
             None => "-".to_owned(),
         };
+        let server = server.map_or_else(|| "-".to_owned(), ToString::to_string);
         format!(
-            "brook tail: {} events ({:.0}/s) | {} getMores | {} resumes | lag {} | up {} s",
+            "brook tail: {} events ({:.0}/s) | {} getMores | {} resumes | lag {} | on {} | up {} s",
             self.events,
             self.rate,
             get_mores,
             resumes,
             lag,
+            server,
             now.saturating_duration_since(self.started).as_secs()
         )
     }
@@ -135,13 +144,14 @@ mod tests {
         }
         s.event(None);
         assert_eq!(s.events(), 31);
-        let line = s.line(t0 + Duration::from_secs(2), 7, 1);
+        let line = s.line(t0 + Duration::from_secs(2), 7, 1, Some(&"db1:27017"));
         assert_eq!(
             line,
-            "brook tail: 31 events (16/s) | 7 getMores | 1 resumes | lag 12 ms | up 2 s"
+            "brook tail: 31 events (16/s) | 7 getMores | 1 resumes | lag 12 ms | on db1:27017 | up 2 s"
         );
         s.event(Some(Duration::from_secs(42)));
-        let line = s.line(t0 + Duration::from_secs(3), 8, 1);
+        let line = s.line(t0 + Duration::from_secs(3), 8, 1, None);
+        assert!(line.contains("| on - |"), "{line}");
         assert!(
             line.contains("(1/s)") && line.contains("lag 42 s"),
             "{line}"

@@ -234,7 +234,12 @@ async fn follow(
                 }
             },
             _ = ticker.tick(), if show_stats => {
-                let status = stats.line(Instant::now(), stream.get_more_count(), stream.resume_count());
+                let status = stats.line(
+                    Instant::now(),
+                    stream.get_more_count(),
+                    stream.resume_count(),
+                    stream.server_address().map(|a| a as &dyn std::fmt::Display),
+                );
                 eprint!("\r\x1b[K{status}");
             }
         }
@@ -245,6 +250,7 @@ async fn follow(
             Instant::now(),
             stream.get_more_count(),
             stream.resume_count(),
+            stream.server_address().map(|a| a as &dyn std::fmt::Display),
         );
         eprintln!("\r\x1b[K{status}");
     }

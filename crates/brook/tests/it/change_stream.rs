@@ -969,3 +969,18 @@ async fn repeated_get_mores_are_the_same_command_until_the_cursor_changes() {
         "a new requestID each time"
     );
 }
+
+/// The stream tells which server its cursor is on, and nothing once it ended.
+#[tokio::test]
+async fn the_stream_names_the_server_of_its_cursor() {
+    let fake = server(ServerConfig::replica_set("rs0")).await;
+    fake.push_actions("aggregate", [first(42, vec![], None)]);
+    fake.push_actions("getMore", [next_batch(0, vec![ev(1)], None)]);
+    let client = client_for(&fake, "").await;
+    let coll = client.database("app").collection::<Document>("items");
+    let mut stream = coll.watch().await.unwrap();
+    assert_eq!(stream.server_address(), Some(client.server_address()));
+    assert_eq!(n_of(&stream.next().await.unwrap().unwrap()), 1);
+    assert!(stream.next().await.is_none(), "the cursor was exhausted");
+    assert_eq!(stream.server_address(), None);
+}
