@@ -45,7 +45,7 @@ async fn handshake_describes_the_server() {
         "max wire version {}",
         client.max_wire_version()
     );
-    assert!(!client.server_address().host.is_empty());
+    assert!(!client.server_address().unwrap().host.is_empty());
     client.shutdown().await;
 }
 

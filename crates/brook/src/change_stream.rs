@@ -373,19 +373,19 @@ impl<E: ChangeStreamItem + 'static> IntoFuture for WatchBuilder<E> {
 /// The outcome of one command, with the connection it ran on (when still usable) and
 /// the stream's session, which the command held while it ran.
 struct Done {
-    outcome: Result<Reply, Error>,
+    /// The reply, and the server it came from.
+    outcome: Result<(ServerAddress, Reply), Error>,
     conn: Option<PooledConn>,
-    server: ServerAddress,
     wire_version: Option<i32>,
     session: HeldSession,
 }
 
 type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
 
-/// Runs one `aggregate` or `getMore` of the machine: on `conn` (the stream's own
-/// connection) when it is healthy, of the pool's current generation and on the right
-/// server; else on a new dedicated connection (selection waits while the server is
-/// unknown, e.g. after the network error that made the stream resume).
+/// Runs one `aggregate` or `getMore` of the machine. A getMore goes to its cursor's
+/// server (`at`); an aggregate to the server selected now (the primary after a failover,
+/// never the old one). On `conn` (the stream's own connection) when it is healthy, of
+/// its pool's current generation and on that server; else on a new dedicated connection.
 async fn run_command(
     exec: Arc<Executor>,
     conn: Option<PooledConn>,
@@ -394,42 +394,41 @@ async fn run_command(
     mut session: HeldSession,
     limit: Option<Duration>,
 ) -> Done {
-    let failed = |e: Error, conn, session, at: Option<ServerAddress>| Done {
+    let failed = |e: Error, conn, session| Done {
         wire_version: e.wire_version(),
         outcome: Err(e),
         conn,
-        server: at.unwrap_or_else(|| exec.address().clone()),
         session,
     };
     let body = match body {
         Ok(body) => body,
-        Err(e) => return failed(e, conn, session, at),
+        Err(e) => return failed(e, conn, session),
     };
-    let usable = conn.filter(|c| {
-        !c.is_broken() && !c.is_stale() && at.as_ref().is_none_or(|a| c.address() == a)
-    });
-    let mut conn = match usable {
-        Some(c) => c,
-        None => match exec.check_out(at.as_ref(), Lease::Dedicated).await {
-            Ok(c) => c,
-            Err(e) => return failed(e, None, session, at),
+    let target = match at {
+        Some(at) => at,
+        None => match exec.select_address().await {
+            Ok(address) => address,
+            Err(e) => return failed(e, conn, session),
         },
     };
-    // The cursor's server (the connection is on it), else the one the aggregate ran on.
-    let server = match at {
-        Some(at) => at,
-        None => conn.address().clone(),
+    let usable = conn.filter(|c| !c.is_broken() && !c.is_stale() && c.address() == &target);
+    let mut conn = match usable {
+        Some(c) => c,
+        None => match exec.check_out(Some(&target), Lease::Dedicated).await {
+            Ok(c) => c,
+            Err(e) => return failed(e, None, session),
+        },
     };
     let wire = conn.description().max_wire_version;
     let outcome = exec
         .run_on(&mut conn, body, Some(&mut session), limit)
-        .await;
+        .await
+        .map(|reply| (target, reply));
     // A broken connection goes back to the pool, which closes it.
     let conn = (!conn.is_broken()).then_some(conn);
     Done {
         outcome,
         conn,
-        server,
         wire_version: Some(wire),
         session,
     }
@@ -536,9 +535,9 @@ impl Core {
             self.conn = Some(conn);
         }
         match done.outcome {
-            Ok(reply) => {
+            Ok((server, reply)) => {
                 self.machine
-                    .handle_reply(done.server, done.wire_version.unwrap_or(0), reply);
+                    .handle_reply(server, done.wire_version.unwrap_or(0), reply);
             }
             Err(err) => {
                 self.machine
@@ -628,8 +627,8 @@ async fn finish_orphan(
     let done = tokio::time::timeout(ORPHAN_AGGREGATE_BOUND, pending)
         .await
         .ok()?;
-    if let Ok(reply) = done.outcome {
-        machine.handle_reply(done.server, done.wire_version.unwrap_or(0), reply);
+    if let Ok((server, reply)) = done.outcome {
+        machine.handle_reply(server, done.wire_version.unwrap_or(0), reply);
     }
     Some(done.session)
 }

@@ -3,16 +3,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use brook_conn::{Connection, ConnectionOptions, ServerAddress, ServerKind, TlsOptions};
+use brook_conn::{ConnectionOptions, ServerAddress, ServerKind, TlsOptions};
 use brook_pool::PoolOptions;
+use brook_topology::TopologyOptions;
 use brook_wire::Compressor;
 use bson::Document;
 
 use crate::change_stream::{Scope, WatchBuilder};
 use crate::db::Database;
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::event::ChangeStreamEvent;
-use crate::exec::{DEFAULT_SERVER_SELECTION_TIMEOUT, Executor, Server, ServerInfo};
+use crate::exec::{DEFAULT_SERVER_SELECTION_TIMEOUT, Executor, Topology, TopologySettings};
 use crate::options::{ClientOptions, Host};
 use crate::session::ClientSession;
 
@@ -20,8 +21,10 @@ use crate::session::ClientSession;
 const DEFAULT_MAX_POOL_SIZE: u32 = 100;
 /// The default `maxConnecting`.
 const DEFAULT_MAX_CONNECTING: u32 = 2;
-/// The pause between two rounds over the seed list during discovery.
-const DISCOVERY_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// The default `heartbeatFrequencyMS`.
+const DEFAULT_HEARTBEAT_FREQUENCY: Duration = Duration::from_secs(10);
+/// The default `localThresholdMS`.
+const DEFAULT_LOCAL_THRESHOLD: Duration = Duration::from_millis(15);
 
 /// A handle to a MongoDB deployment. Cheap to clone (an `Arc` inside); all clones share
 /// one executor: one connection pool per server, one session pool, one cluster time.
@@ -91,98 +94,6 @@ fn seed_addresses(o: &ClientOptions) -> Result<Vec<ServerAddress>, Error> {
         .collect()
 }
 
-/// Connect to seeds in order until a usable server handshakes; follow a replica set
-/// member's `primary`/`hosts` to the writable primary.
-async fn discover(o: &ClientOptions, conn_opts: &ConnectionOptions) -> Result<Connection, Error> {
-    let seeds = seed_addresses(o)?;
-    if seeds.is_empty() {
-        return Err(Error::invalid_argument(
-            "the connection string names no host",
-        ));
-    }
-    let direct = o.direct_connection == Some(true);
-    let limit = o
-        .server_selection_timeout
-        .unwrap_or(DEFAULT_SERVER_SELECTION_TIMEOUT);
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut problems: Vec<String> = Vec::new();
-    loop {
-        let mut candidates: Vec<ServerAddress> = seeds.clone();
-        let mut tried: Vec<ServerAddress> = Vec::new();
-        while let Some(addr) = (!candidates.is_empty()).then(|| candidates.remove(0)) {
-            if tried.contains(&addr) {
-                continue;
-            }
-            tried.push(addr.clone());
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if remaining.is_zero() {
-                break;
-            }
-            let conn = match tokio::time::timeout(remaining, Connection::connect(&addr, conn_opts))
-                .await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    problems.push(format!("{addr}: {e}"));
-                    continue;
-                }
-                Err(_) => {
-                    problems.push(format!("{addr}: timed out"));
-                    continue;
-                }
-            };
-            let d = conn.description();
-            if let Some(want) = &o.replica_set
-                && d.set_name.as_deref() != Some(want.as_str())
-            {
-                problems.push(format!(
-                    "{addr}: replica set name {:?} is not {want:?}",
-                    d.set_name
-                ));
-                continue;
-            }
-            if direct {
-                return Ok(conn);
-            }
-            match d.server_kind {
-                ServerKind::RsPrimary | ServerKind::Mongos => return Ok(conn),
-                ServerKind::Standalone if seeds.len() == 1 && o.replica_set.is_none() => {
-                    return Ok(conn);
-                }
-                ServerKind::Standalone => {
-                    problems.push(format!(
-                        "{addr}: a standalone server in a multi-host seed list"
-                    ));
-                }
-                kind if kind.is_replica_set_member() => {
-                    problems.push(format!("{addr}: {kind:?}, not the primary"));
-                    if let Some(primary) = d.primary.as_deref().and_then(|p| p.parse().ok()) {
-                        candidates.insert(0, primary);
-                    }
-                    for h in &d.hosts {
-                        if let Ok(a) = h.parse::<ServerAddress>() {
-                            candidates.push(a);
-                        }
-                    }
-                }
-                kind => problems.push(format!("{addr}: unusable server kind {kind:?}")),
-            }
-        }
-        if tokio::time::Instant::now() + DISCOVERY_RETRY_PAUSE >= deadline {
-            problems.dedup();
-            let tail = problems.len().saturating_sub(10);
-            return Err(Error::new(ErrorKind::ServerSelection {
-                message: format!(
-                    "no writable primary, mongos or standalone found within {limit:?}: {}",
-                    problems.get(tail..).unwrap_or_default().join("; ")
-                ),
-                timed_out: true,
-            }));
-        }
-        tokio::time::sleep(DISCOVERY_RETRY_PAUSE).await;
-    }
-}
-
 impl Client {
     /// Parse `uri` and connect: see [`Client::with_options`].
     pub async fn connect(uri: &str) -> Result<Client, Error> {
@@ -204,13 +115,13 @@ impl Client {
     /// to another member needs a new client.
     pub async fn with_options(options: ClientOptions) -> Result<Client, Error> {
         options.check_supported()?;
-        let conn_opts = to_connection_options(&options)?;
-        let conn = discover(&options, &conn_opts).await?;
-        let info = ServerInfo::of(&conn);
-        let address = conn.description().address.clone();
-        // The discovery connection did its job; the pool opens its own (CMAP counts and
-        // ids every connection it owns).
-        conn.close().await;
+        let conn_options = to_connection_options(&options)?;
+        let seeds = seed_addresses(&options)?;
+        if seeds.is_empty() {
+            return Err(Error::invalid_argument(
+                "the connection string names no host",
+            ));
+        }
         let defaults = PoolOptions::default();
         let pool_options = PoolOptions {
             max_pool_size: options.max_pool_size.unwrap_or(DEFAULT_MAX_POOL_SIZE),
@@ -220,10 +131,32 @@ impl Client {
             wait_queue_timeout: options.wait_queue_timeout.filter(|d| !d.is_zero()),
             ..defaults
         };
+        let selection_timeout = options
+            .server_selection_timeout
+            .unwrap_or(DEFAULT_SERVER_SELECTION_TIMEOUT);
+        let settings = TopologySettings {
+            conn_options,
+            pool_options,
+            heartbeat: options
+                .heartbeat_frequency
+                .unwrap_or(DEFAULT_HEARTBEAT_FREQUENCY),
+            local_threshold: options.local_threshold.unwrap_or(DEFAULT_LOCAL_THRESHOLD),
+            selection_timeout,
+        };
+        let mut topology_options = TopologyOptions::new();
+        topology_options.direct_connection = options.direct_connection;
+        topology_options.replica_set = options.replica_set.clone();
         let handler = options.cmap_event_handler.clone();
-        let server = Server::new(address, conn_opts, pool_options, info, handler);
+        let topology = Topology::start(seeds, topology_options, settings, handler);
+        // A client exists once the deployment answered: the first selection of the
+        // primary (or mongos, standalone, the one server of a direct connection).
+        let deadline = tokio::time::Instant::now() + selection_timeout;
+        if let Err(e) = topology.select(None, deadline).await {
+            topology.close();
+            return Err(e);
+        }
         Ok(Client {
-            exec: Executor::new(options, server),
+            exec: Executor::new(options, topology),
         })
     }
 
@@ -246,8 +179,9 @@ impl Client {
         self.exec.options()
     }
 
-    /// The address of the server every operation goes to.
-    pub fn server_address(&self) -> &ServerAddress {
+    /// The address of the primary (or mongos, standalone, the one server of a direct
+    /// connection) as the topology sees it now: where operations go.
+    pub fn server_address(&self) -> Option<ServerAddress> {
         self.exec.address()
     }
 

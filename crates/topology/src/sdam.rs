@@ -857,9 +857,11 @@ impl TopologyDescription {
 
         self.compatibility_error = None;
         for server in self.servers.values() {
+            // Unknown and PossiblePrimary have no wire versions yet (a possible primary is
+            // only another member's word); a load balancer reports none.
             if matches!(
                 server.server_type,
-                ServerType::Unknown | ServerType::LoadBalancer
+                ServerType::Unknown | ServerType::PossiblePrimary | ServerType::LoadBalancer
             ) {
                 continue;
             }

@@ -5,8 +5,9 @@
 //! [`ChangeStream`](crate::ChangeStream)) build commands and keep their own state; every
 //! command of every operation goes through [`Executor`], which
 //!
-//! 1. selects the server (today the one server the client found; it waits while an error
-//!    has marked the server unknown, up to `serverSelectionTimeoutMS`),
+//! 1. selects the server through the topology the monitors keep (the primary, a mongos,
+//!    the standalone, or a cursor's own server; it waits while none is suitable, up to
+//!    `serverSelectionTimeoutMS`),
 //! 2. checks a connection out of that server's CMAP pool (or runs on a connection the
 //!    caller holds: a change stream's own connection),
 //! 3. attaches the session's `lsid` and the highest `$clusterTime` seen,
@@ -20,6 +21,7 @@
 //! task bounded, and [`Executor::shutdown`] waits for it (bounded) before `endSessions`.
 
 mod server;
+mod topology;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +30,7 @@ use std::time::Duration;
 use brook_command::{Command, CommandBody, EndSessions, GetMore, KillCursors, Reply, SharedDoc};
 use brook_conn::ServerAddress;
 use brook_pool::PoolError;
+use brook_topology::{ApplicationError, ApplicationErrorKind, ErrorPhase};
 use bson::raw::RawBsonRef;
 use bson::{Document, RawDocument, Timestamp};
 use bytes::{BufMut, BytesMut};
@@ -39,7 +42,8 @@ use crate::error::{Error, ErrorKind};
 use crate::options::ClientOptions;
 use crate::session::{END_SESSIONS_BATCH, HeldSession, SessionGuard, SessionPool, SessionRef};
 
-pub(crate) use server::{ErrorImpact, PooledConn, Server, ServerInfo, server_error_impact};
+pub(crate) use server::{PooledConn, ServerInfo};
+pub(crate) use topology::{Topology, TopologySettings};
 
 /// The default `serverSelectionTimeoutMS`.
 pub(crate) const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,6 +59,9 @@ pub const GET_MORE_GRACE: Duration = Duration::from_secs(10);
 
 /// A reply up to this size may be kept alive by the cluster time it carries.
 const SHARE_REPLY_UP_TO: usize = 16 * 1024;
+
+/// The pause before selecting again after a checkout found the pool cleared.
+const CLEARED_PAUSE: Duration = Duration::from_millis(10);
 
 /// The bound of a background `killCursors` (selection, checkout and round trip).
 pub(crate) const KILL_CURSORS_BOUND: Duration = Duration::from_secs(10);
@@ -154,7 +161,7 @@ struct Tasks {
 #[derive(Debug)]
 pub(crate) struct Executor {
     options: ClientOptions,
-    server: Arc<Server>,
+    topology: Arc<Topology>,
     sessions: Arc<SessionPool>,
     /// The highest `$clusterTime` received, in a buffer of its own.
     cluster_time: Mutex<Option<(Timestamp, SharedDoc)>>,
@@ -181,14 +188,14 @@ impl Drop for AbandonGuard<'_> {
 }
 
 impl Executor {
-    pub(crate) fn new(options: ClientOptions, server: Arc<Server>) -> Arc<Executor> {
+    pub(crate) fn new(options: ClientOptions, topology: Arc<Topology>) -> Arc<Executor> {
         let selection_timeout = options
             .server_selection_timeout
             .unwrap_or(DEFAULT_SERVER_SELECTION_TIMEOUT);
         let socket_timeout = options.socket_timeout.filter(|d| !d.is_zero());
         Arc::new(Executor {
             options,
-            server,
+            topology,
             sessions: Arc::new(SessionPool::default()),
             cluster_time: Mutex::new(None),
             shut_down: AtomicBool::new(false),
@@ -202,14 +209,17 @@ impl Executor {
         &self.options
     }
 
-    /// The one server's address.
-    pub(crate) fn address(&self) -> &ServerAddress {
-        self.server.address()
+    /// The primary's address (else the first server known): where operations go.
+    pub(crate) fn address(&self) -> Option<ServerAddress> {
+        self.topology.primary_info().map(|(address, _)| address)
     }
 
-    /// What the last handshake with the server said.
+    /// What the last check of the primary (else of a known server) said.
     pub(crate) fn server_info(&self) -> ServerInfo {
-        self.server.info()
+        self.topology
+            .primary_info()
+            .map(|(_, info)| info)
+            .unwrap_or_else(ServerInfo::unknown)
     }
 
     pub(crate) fn sessions(&self) -> &Arc<SessionPool> {
@@ -225,7 +235,7 @@ impl Executor {
 
     /// An implicit session, when the server supports sessions.
     pub(crate) fn implicit_session(&self) -> HeldSession {
-        match self.server.info().logical_session_timeout {
+        match self.server_info().logical_session_timeout {
             Some(timeout) => {
                 HeldSession::Implicit(SessionGuard::new(Arc::clone(&self.sessions), timeout))
             }
@@ -246,45 +256,12 @@ impl Executor {
         }
     }
 
-    /// Waits until the server may be selected, up to `deadline`. `at` names the server a
-    /// cursor lives on.
-    async fn select(
-        &self,
-        at: Option<&ServerAddress>,
-        deadline: Instant,
-    ) -> Result<Arc<Server>, Error> {
-        let server = &self.server;
-        if let Some(at) = at
-            && at != server.address()
-        {
-            return Err(Error::new(ErrorKind::ServerSelection {
-                message: format!("server {at} is not part of the deployment"),
-                timed_out: false,
-            }));
-        }
-        let mut state = server.subscribe();
-        loop {
-            let now = state.borrow_and_update().clone();
-            let why = match now {
-                server::ServerState::Known => return Ok(Arc::clone(server)),
-                server::ServerState::Closed => return Err(Error::new(ErrorKind::Shutdown)),
-                server::ServerState::Unknown(why) => why,
-            };
-            match tokio::time::timeout_at(deadline, state.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(Error::new(ErrorKind::Shutdown)),
-                Err(_) => {
-                    return Err(Error::new(ErrorKind::ServerSelection {
-                        message: format!(
-                            "{} is unavailable after {:?}: {why}",
-                            server.address(),
-                            self.selection_timeout
-                        ),
-                        timed_out: true,
-                    }));
-                }
-            }
-        }
+    /// The address of the server an operation without a server of its own goes to now
+    /// (selection, waiting up to `serverSelectionTimeoutMS`).
+    pub(crate) async fn select_address(&self) -> Result<ServerAddress, Error> {
+        let deadline = Instant::now() + self.selection_timeout;
+        let server = self.topology.select(None, deadline).await?;
+        Ok(server.address().clone())
     }
 
     /// Selects the server (`at`, or the deployment's) and checks a connection out of its
@@ -298,7 +275,7 @@ impl Executor {
     ) -> Result<PooledConn, Error> {
         let deadline = Instant::now() + self.selection_timeout;
         loop {
-            let server = self.select(at, deadline).await?;
+            let server = self.topology.select(at, deadline).await?;
             let pool = server.pool();
             let out = match lease {
                 Lease::Shared => pool.check_out().await,
@@ -307,14 +284,14 @@ impl Executor {
             match out {
                 Ok(conn) => return Ok(conn),
                 Err(PoolError::Cleared { .. }) if Instant::now() < deadline => {
-                    // Selection saw the server known just before the clear that also
-                    // marks it unknown. Should a pool ever be paused under a known server,
-                    // marking it unknown (without clearing again) starts the check that
-                    // readies the pool: selection waits for it rather than spinning.
-                    server.mark_unknown_if_known("the pool was cleared");
+                    // Cleared between selection and checkout: the error that cleared it
+                    // has made the server unknown, or soon will; select again after a
+                    // breath rather than spin.
+                    server.request_check();
+                    tokio::time::sleep(CLEARED_PAUSE).await;
                 }
-                // A failed handshake has been reported to the server by its pool's
-                // manager (marked unknown, pool cleared).
+                // A failed handshake has been reported to the topology by the pool's
+                // manager (SDAM: Unknown, pool cleared).
                 Err(e) => return Err(Error::from_pool(e, server.address())),
             }
         }
@@ -351,13 +328,23 @@ impl Executor {
                 if let Some(s) = guard.session.as_deref_mut() {
                     s.touch();
                 }
-                conn.run_body_within(body, limit).await
+                let interrupted = conn.interrupted();
+                tokio::select! {
+                    biased;
+                    sent = conn.run_body_within(body, limit) => sent,
+                    () = interrupted => Err(interrupted_error(conn, wire)),
+                }
             }
             Body::Serialized(body) => {
                 if let Some(s) = guard.session.as_deref_mut() {
                     s.touch();
                 }
-                conn.run_serialized_within(body, limit).await
+                let interrupted = conn.interrupted();
+                tokio::select! {
+                    biased;
+                    sent = conn.run_serialized_within(body, limit) => sent,
+                    () = interrupted => Err(interrupted_error(conn, wire)),
+                }
             }
         };
         guard.armed = false;
@@ -373,12 +360,16 @@ impl Executor {
                 {
                     s.mark_dirty();
                 }
-                if err.is_network() && !err.is_timeout() {
-                    self.server.handle_error(
-                        ErrorImpact::MarkUnknownAndClear,
-                        conn.generation(),
-                        &err.to_string(),
-                    );
+                if err.is_network() {
+                    let kind = if err.is_timeout() {
+                        ApplicationErrorKind::Timeout
+                    } else {
+                        ApplicationErrorKind::Network
+                    };
+                    let error =
+                        ApplicationError::new(kind, ErrorPhase::AfterHandshake, conn.generation())
+                            .with_max_wire_version(wire);
+                    self.topology.handle_error(conn.address(), &error);
                 }
                 Err(err)
             }
@@ -468,9 +459,20 @@ impl Executor {
             && let Err(brook_command::CommandError::Server(e)) =
                 brook_command::check_ok(reply.body.as_raw())
         {
-            let impact = server_error_impact(&e, wire);
-            self.server
-                .handle_error(impact, conn.generation(), &e.to_string());
+            let topology_version = reply
+                .body
+                .as_raw()
+                .get_document("topologyVersion")
+                .ok()
+                .and_then(|d| bson::Document::try_from(d).ok());
+            let kind = ApplicationErrorKind::Server {
+                code: e.code,
+                message: e.message.clone(),
+                topology_version,
+            };
+            let error = ApplicationError::new(kind, ErrorPhase::AfterHandshake, conn.generation())
+                .with_max_wire_version(wire);
+            self.topology.handle_error(conn.address(), &error);
         }
     }
 
@@ -598,7 +600,21 @@ impl Executor {
                 debug!(error = %e, "endSessions failed");
             }
         }
-        self.server.close();
+        self.topology.close();
+    }
+}
+
+/// The error of an exchange cut short because the connection's pool was cleared with
+/// `interrupt_in_use` (the server's monitor lost it): a network error, so a change
+/// stream resumes at once on a server that is still there.
+fn interrupted_error(conn: &PooledConn, wire: i32) -> brook_conn::ConnError {
+    brook_conn::ConnError::Io {
+        address: conn.address().clone(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "interrupted: the server's monitor lost it and its pool was cleared",
+        ),
+        wire_version: Some(wire),
     }
 }
 

@@ -80,7 +80,9 @@ async fn a_network_error_clears_the_pool_and_the_resume_uses_a_fresh_connection(
     let proxy = Proxy::start(fake.addr(), ProxyConfig::pass_through())
         .await
         .unwrap();
-    let (client, events) = recorded_client(&proxy.uri_with("serverSelectionTimeoutMS=5000")).await;
+    let (client, events) =
+        recorded_client(&proxy.uri_with("serverSelectionTimeoutMS=5000&directConnection=true"))
+            .await;
     let db = client.database("app");
     let pings = (0..3).map(|_| db.run_command(doc! { "ping": 1 }));
     for r in futures_util::future::join_all(pings).await {
@@ -506,10 +508,11 @@ async fn a_server_that_stays_down_fails_selection_in_time() {
     let proxy = Proxy::start(fake.addr(), ProxyConfig::pass_through())
         .await
         .unwrap();
-    let client =
-        Client::connect(&proxy.uri_with("serverSelectionTimeoutMS=700&connectTimeoutMS=200"))
-            .await
-            .unwrap();
+    let client = Client::connect(
+        &proxy.uri_with("serverSelectionTimeoutMS=700&connectTimeoutMS=200&directConnection=true"),
+    )
+    .await
+    .unwrap();
     let db = client.database("app");
     db.run_command(doc! { "ping": 1 }).await.unwrap();
     // The server goes away: the listener closes with every connection.

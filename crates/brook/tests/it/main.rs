@@ -3,5 +3,6 @@
 
 mod change_stream;
 mod client;
+mod failover;
 mod failures;
 mod spec_uri;

@@ -1,0 +1,302 @@
+//! The deployment as the client follows it: brook-topology's [`TopologyDescription`],
+//! fed by one monitor per server, and the servers (pool and monitor) its events open and
+//! close. Selection waits here for a suitable server.
+
+use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use brook_command::HelloReply;
+use brook_conn::{ConnectionOptions, ServerAddress};
+use brook_pool::PoolOptions;
+use brook_topology::selection::{self, describe_topology};
+use brook_topology::{
+    ApplicationError, Operation, ReadPreference, RttEstimator, SdamEvent, ServerType,
+    TopologyDescription, TopologyOptions,
+};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::server::{Server, ServerInfo};
+use crate::error::{Error, ErrorKind};
+use crate::monitoring::{CmapEvent, EventHandler};
+
+/// How the topology's servers are made.
+#[derive(Debug, Clone)]
+pub(crate) struct TopologySettings {
+    pub(crate) conn_options: ConnectionOptions,
+    pub(crate) pool_options: PoolOptions,
+    pub(crate) heartbeat: Duration,
+    pub(crate) local_threshold: Duration,
+    pub(crate) selection_timeout: Duration,
+}
+
+/// The deployment: its description and its servers.
+pub(crate) struct Topology {
+    description: Mutex<TopologyDescription>,
+    servers: Mutex<BTreeMap<ServerAddress, Arc<Server>>>,
+    /// Bumped on every change of the description: selection waits on it.
+    changed: watch::Sender<u64>,
+    settings: TopologySettings,
+    handler: Option<EventHandler<CmapEvent>>,
+    closed: AtomicBool,
+    random: AtomicU64,
+}
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topology")
+            .field("type", &self.lock_description().topology_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Primary: what every operation of brook reads and writes with today.
+fn primary() -> &'static ReadPreference {
+    static PRIMARY: std::sync::OnceLock<ReadPreference> = std::sync::OnceLock::new();
+    PRIMARY.get_or_init(ReadPreference::primary)
+}
+
+impl Topology {
+    /// Starts following the deployment from `seeds`: one server (pool and monitor) per
+    /// seed.
+    pub(crate) fn start(
+        seeds: Vec<ServerAddress>,
+        options: TopologyOptions,
+        settings: TopologySettings,
+        handler: Option<EventHandler<CmapEvent>>,
+    ) -> Arc<Topology> {
+        let description = TopologyDescription::new(seeds, options);
+        let addresses: Vec<ServerAddress> = description.servers.keys().cloned().collect();
+        let (changed, _) = watch::channel(0);
+        let topology = Arc::new(Topology {
+            description: Mutex::new(description),
+            servers: Mutex::new(BTreeMap::new()),
+            changed,
+            settings,
+            handler,
+            closed: AtomicBool::new(false),
+            random: AtomicU64::new(RandomState::new().hash_one(0u8)),
+        });
+        for address in addresses {
+            topology.open_server(address);
+        }
+        topology
+    }
+
+    fn lock_description(&self) -> MutexGuard<'_, TopologyDescription> {
+        self.description.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_servers(&self) -> MutexGuard<'_, BTreeMap<ServerAddress, Arc<Server>>> {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn open_server(self: &Arc<Self>, address: ServerAddress) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut servers = self.lock_servers();
+        if servers.contains_key(&address) {
+            return;
+        }
+        let s = &self.settings;
+        let server = Server::start(
+            self,
+            address.clone(),
+            s.conn_options.clone(),
+            s.pool_options.clone(),
+            s.heartbeat,
+            self.handler.clone(),
+        );
+        servers.insert(address, server);
+    }
+
+    pub(crate) fn server(&self, address: &ServerAddress) -> Option<Arc<Server>> {
+        self.lock_servers().get(address).cloned()
+    }
+
+    /// A monitor's outcome.
+    pub(crate) fn on_check(
+        self: &Arc<Self>,
+        address: &ServerAddress,
+        reply: Result<&HelloReply, String>,
+        rtt: Option<&RttEstimator>,
+    ) {
+        let events =
+            self.lock_description()
+                .handle_hello(address, reply, rtt, std::time::Instant::now());
+        self.apply(events);
+    }
+
+    /// An application error on a connection to `address` (SDAM "error handling").
+    pub(crate) fn handle_error(
+        self: &Arc<Self>,
+        address: &ServerAddress,
+        error: &ApplicationError,
+    ) {
+        let Some(server) = self.server(address) else {
+            return;
+        };
+        let generation = server.pool().generation();
+        let decision = self
+            .lock_description()
+            .handle_application_error(address, error, generation);
+        if decision.clear_pool {
+            info!(server = %address, ?error, "pool cleared after an error");
+            server.pool().clear(false);
+        }
+        if decision.request_check {
+            server.request_check();
+        }
+        self.apply(decision.events);
+    }
+
+    /// Opens and closes servers as the events say, readies a server's pool once it is
+    /// known, and wakes selection.
+    fn apply(self: &Arc<Self>, events: Vec<SdamEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            match event {
+                SdamEvent::ServerOpening { address } => self.open_server(address),
+                SdamEvent::ServerClosed { address } => {
+                    let removed = self.lock_servers().remove(&address);
+                    if let Some(server) = removed {
+                        debug!(server = %address, "server left the topology");
+                        server.close();
+                    }
+                }
+                SdamEvent::ServerDescriptionChanged { address, new, .. } => {
+                    if new.server_type != ServerType::Unknown
+                        && let Some(server) = self.server(&address)
+                    {
+                        server.pool().ready();
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn next_random(&self, n: usize) -> usize {
+        // xorshift64: enough to spread load between two servers.
+        let mut x = self.random.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random.store(x, Ordering::Relaxed);
+        usize::try_from(x % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
+    }
+
+    /// A server for an operation: `at` (a cursor's server) once it is known, else the
+    /// primary (or mongos, standalone, the one server of a direct connection). Waits for a
+    /// topology change while none is suitable, asking every monitor for a check, up to
+    /// `deadline`.
+    pub(crate) async fn select(
+        &self,
+        at: Option<&ServerAddress>,
+        deadline: Instant,
+    ) -> Result<Arc<Server>, Error> {
+        let mut changes = self.changed.subscribe();
+        loop {
+            changes.borrow_and_update();
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::new(ErrorKind::Shutdown));
+            }
+            let found = {
+                let description = self.lock_description();
+                match at {
+                    Some(at) => match description.servers.get(at) {
+                        Some(s) if s.server_type != ServerType::Unknown => Some(at.clone()),
+                        Some(_) => None,
+                        None => {
+                            return Err(Error::new(ErrorKind::ServerSelection {
+                                message: format!("server {at} is no longer part of the deployment"),
+                                timed_out: false,
+                            }));
+                        }
+                    },
+                    None => {
+                        let servers = self.lock_servers();
+                        let picked = selection::select_server(
+                            &description,
+                            Operation::Read(primary()),
+                            &[],
+                            self.settings.heartbeat,
+                            self.settings.local_threshold,
+                            |a| servers.get(a).map_or(0, |s| s.pool().stats().in_use as u64),
+                            |n| self.next_random(n),
+                        );
+                        match picked {
+                            Ok(server) => server.map(|s| s.address.clone()),
+                            Err(e) => {
+                                return Err(Error::new(ErrorKind::ServerSelection {
+                                    message: e.to_string(),
+                                    timed_out: false,
+                                }));
+                            }
+                        }
+                    }
+                }
+            };
+            if let Some(address) = found
+                && let Some(server) = self.server(&address)
+            {
+                return Ok(server);
+            }
+            for server in self.lock_servers().values() {
+                server.request_check();
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Error::new(ErrorKind::Shutdown)),
+                Err(_) => {
+                    let seen = describe_topology(&self.lock_description());
+                    let wanted = at.map_or_else(|| "the primary".to_owned(), ToString::to_string);
+                    return Err(Error::new(ErrorKind::ServerSelection {
+                        message: format!(
+                            "no server for {wanted} within {:?}; the deployment as seen: {seen}",
+                            self.settings.selection_timeout
+                        ),
+                        timed_out: true,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// What the last check of the primary (else of any known server) said.
+    pub(crate) fn primary_info(&self) -> Option<(ServerAddress, ServerInfo)> {
+        let description = self.lock_description();
+        let servers = self.lock_servers();
+        let rank = |t: ServerType| match t {
+            ServerType::RsPrimary | ServerType::Standalone | ServerType::Mongos => 0,
+            ServerType::Unknown => 2,
+            _ => 1,
+        };
+        let mut known: Vec<_> = description.servers.values().collect();
+        known.sort_by_key(|s| rank(s.server_type));
+        known.into_iter().find_map(|s| {
+            let info = servers.get(&s.address)?.info()?;
+            Some((s.address.clone(), info))
+        })
+    }
+
+    /// Stops every monitor and closes every pool; selection fails from now on.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let servers = std::mem::take(&mut *self.lock_servers());
+        for server in servers.values() {
+            server.close();
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
