@@ -56,17 +56,24 @@
 //!    Nothing in a connection string is silently ignored.
 //!
 //! Options kept but without effect by design for now: `retryWrites`/`retryReads` (brook
-//! does not retry yet), `heartbeatFrequencyMS`, `localThresholdMS`,
-//! `serverMonitoringMode` and `serverSelectionTryOnce` (no replica-set monitoring yet).
+//! does not retry yet), `localThresholdMS` (only the primary is selected so far),
+//! `serverMonitoringMode` (monitors poll) and `serverSelectionTryOnce`.
 //!
 //! # Servers and connections
 //!
-//! `connect` tries the seeds in order until one completes the hello handshake. A
-//! standalone (single seed), a mongos or a replica-set primary is used as is; with
-//! `directConnection=true` the one seed is used whatever it is. A replica-set member that
-//! is not the primary sends the search to its `primary`, then its `hosts`. The search
-//! repeats until `serverSelectionTimeoutMS` (default 30 s). Every operation then goes to
-//! that one server (replica-set monitoring and failover come with the topology layer).
+//! The client follows the deployment as the SDAM specification says (the
+//! `brook-topology` crate): one monitor per server, on a connection of its own, checks it
+//! with `hello` every `heartbeatFrequencyMS` (default 10 s; sooner when an error or a
+//! waiting operation asks, never more often than every 500 ms), and the topology adds
+//! the members a replica set names and drops the ones it does not. `connect` returns once
+//! a primary (or a mongos, a standalone, the one server of `directConnection=true`) is
+//! found, within `serverSelectionTimeoutMS` (default 30 s); a seed list holding only a
+//! secondary is enough. Every operation selects afresh, so after an election operations
+//! and change-stream resumes go to the new primary, while a cursor's getMores and
+//! killCursors stay on its own server. A failed heartbeat marks the server Unknown and
+//! clears its pool, interrupting the commands in flight on it: a change stream stuck in a
+//! getMore on a lost primary resumes at once on the new one. Only the primary read
+//! preference is supported so far; polling monitors (not the streaming protocol).
 //!
 //! One executor runs every command of every operation: it selects the server, checks a
 //! connection out of the server's pool, attaches the session's `lsid` and the highest
@@ -76,9 +83,10 @@
 //! `maxIdleTimeMS`, `waitQueueTimeoutMS`, a FIFO wait queue, and generations. A network
 //! error (or a failed handshake) clears the pool — every connection made before it is
 //! closed instead of reused — and marks the server unknown; operations then wait (up to
-//! `serverSelectionTimeoutMS`) until a fresh handshake finds it again. "Not primary" and
+//! `serverSelectionTimeoutMS`) until its monitor finds it again. "Not primary" and
 //! "node is recovering" errors mark the server unknown too (and clear the pool for
-//! shutdown codes and servers before 4.2). Pool events reach
+//! shutdown codes and servers before 4.2). The topology decides these (SDAM "error
+//! handling"), also for failed handshakes. Pool events reach
 //! [`ClientOptions::cmap_event_handler`] and `tracing` (target `brook::pool`); see
 //! [`monitoring`].
 //!
