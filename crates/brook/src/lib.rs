@@ -98,8 +98,11 @@
 //! [`GET_MORE_GRACE`] (10 s), or `socketTimeoutMS` when shorter: past it the connection
 //! is discarded as after a network timeout, and a change stream resumes. Background
 //! `killCursors` are bounded by 10 s, each `endSessions` at shutdown by 5 s. Without
-//! `socketTimeoutMS`, other commands are bounded only by TCP keepalive noticing a dead
-//! peer (client-side operation timeouts, `timeoutMS`, come later).
+//! `socketTimeoutMS`, a command on a server that stops answering is cut short by that
+//! server's monitor: a failed heartbeat (within about `heartbeatFrequencyMS` plus twice
+//! `connectTimeoutMS`) interrupts every command in flight on it. A server that keeps
+//! answering heartbeats but not one slow command is bounded only by `socketTimeoutMS`
+//! (client-side operation timeouts, `timeoutMS`, come later).
 //!
 //! # Sessions
 //!
