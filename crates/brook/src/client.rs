@@ -147,7 +147,8 @@ impl Client {
         topology_options.direct_connection = options.direct_connection;
         topology_options.replica_set = options.replica_set.clone();
         let handler = options.cmap_event_handler.clone();
-        let topology = Topology::start(seeds, topology_options, settings, handler);
+        let sdam_handler = options.sdam_event_handler.clone();
+        let topology = Topology::start(seeds, topology_options, settings, handler, sdam_handler);
         // A client exists once the deployment answered: the first selection of the
         // primary (or mongos, standalone, the one server of a direct connection).
         let deadline = tokio::time::Instant::now() + selection_timeout;

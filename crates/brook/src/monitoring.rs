@@ -1,6 +1,9 @@
 //! What the driver is doing, for the user: connection pool (CMAP) events, delivered to an
 //! [`EventHandler`] set on [`ClientOptions::cmap_event_handler`](crate::ClientOptions)
-//! and emitted as `tracing` events (target `brook::pool`).
+//! and emitted as `tracing` events (target `brook::pool`); server discovery and
+//! monitoring (SDAM) events, delivered to
+//! [`ClientOptions::sdam_event_handler`](crate::ClientOptions) and emitted as `tracing`
+//! events (target `brook::sdam`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -66,5 +69,68 @@ pub(crate) fn trace_pool_event(address: &ServerAddress, event: &PoolEvent) {
         _ => {
             debug!(target: "brook::pool", server = %address, ?event, "connection pool event");
         }
+    }
+}
+
+/// The SDAM description types an [`SdamEvent`] carries (from brook-topology).
+pub use brook_topology::{
+    SdamEvent as DescriptionEvent, ServerDescription, ServerType, TopologyDescription,
+    TopologyOptions, TopologyType,
+};
+
+/// A server discovery and monitoring event (the SDAM specification's monitoring events).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SdamEvent {
+    /// The topology opened, a server opened or closed, a server's or the topology's
+    /// description changed (each only when it changed by SDAM's equality rule).
+    Description(DescriptionEvent),
+    /// The client shut down: every monitor stopped, every pool closed.
+    TopologyClosed,
+    /// A monitor is checking a server.
+    HeartbeatStarted {
+        /// The server.
+        address: ServerAddress,
+    },
+    /// A check succeeded.
+    HeartbeatSucceeded {
+        /// The server.
+        address: ServerAddress,
+        /// How long the check took (a new connection's handshake, or a hello).
+        duration: std::time::Duration,
+    },
+    /// A check failed.
+    HeartbeatFailed {
+        /// The server.
+        address: ServerAddress,
+        /// How long until it failed.
+        duration: std::time::Duration,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Hands `event` to the user's handler and emits it as a `tracing` event (target
+/// `brook::sdam`: description changes at debug, heartbeats at trace).
+pub(crate) fn emit_sdam(handler: Option<&EventHandler<SdamEvent>>, event: SdamEvent) {
+    match &event {
+        SdamEvent::HeartbeatStarted { .. } | SdamEvent::HeartbeatSucceeded { .. } => {
+            trace!(target: "brook::sdam", ?event, "heartbeat");
+        }
+        SdamEvent::HeartbeatFailed { address, error, .. } => {
+            debug!(target: "brook::sdam", server = %address, error, "heartbeat failed");
+        }
+        SdamEvent::Description(DescriptionEvent::ServerDescriptionChanged {
+            address, new, ..
+        }) => {
+            debug!(target: "brook::sdam", server = %address, kind = ?new.server_type, "server description changed");
+        }
+        SdamEvent::Description(DescriptionEvent::TopologyDescriptionChanged { new, .. }) => {
+            debug!(target: "brook::sdam", kind = ?new.topology_type, "topology description changed");
+        }
+        other => debug!(target: "brook::sdam", event = ?other, "topology event"),
+    }
+    if let Some(h) = handler {
+        h.call(&event);
     }
 }

@@ -322,6 +322,11 @@ pub struct ClientOptions {
     /// started, failed, checked out, checked in). Not from the connection string. The
     /// same events are emitted as `tracing` events with target `brook::pool`.
     pub cmap_event_handler: Option<crate::monitoring::EventHandler<crate::monitoring::CmapEvent>>,
+    /// Called with every SDAM monitoring event (topology and server descriptions opening,
+    /// changing and closing; heartbeats started, succeeded and failed). Not from the
+    /// connection string. The same events are emitted as `tracing` events with target
+    /// `brook::sdam`.
+    pub sdam_event_handler: Option<crate::monitoring::EventHandler<crate::monitoring::SdamEvent>>,
 }
 
 impl fmt::Debug for ClientOptions {
@@ -404,6 +409,7 @@ impl fmt::Debug for ClientOptions {
             )
             .field("warnings", &self.warnings)
             .field("cmap_event_handler", &self.cmap_event_handler)
+            .field("sdam_event_handler", &self.sdam_event_handler)
             .finish()
     }
 }

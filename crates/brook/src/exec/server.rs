@@ -16,7 +16,7 @@ use tokio::task::AbortHandle;
 use tracing::debug;
 
 use super::topology::Topology;
-use crate::monitoring::{CmapEvent, EventHandler};
+use crate::monitoring::{CmapEvent, EventHandler, SdamEvent};
 
 /// The shortest pause between two checks of one server (SDAM's
 /// `minHeartbeatFrequencyMS`).
@@ -226,6 +226,11 @@ async fn monitor(
     loop {
         let started = std::time::Instant::now();
         let had_connection = conn.is_some();
+        if let Some(top) = topology.upgrade() {
+            top.heartbeat(SdamEvent::HeartbeatStarted {
+                address: address.clone(),
+            });
+        }
         let outcome = match conn.as_mut() {
             Some(c) => c.run("admin", &Hello::new()).await,
             None => match Connection::connect(&address, &options).await {
@@ -244,6 +249,10 @@ async fn monitor(
         let Some(me) = server.upgrade() else { return };
         match outcome {
             Ok(reply) => {
+                top.heartbeat(SdamEvent::HeartbeatSucceeded {
+                    address: address.clone(),
+                    duration: elapsed,
+                });
                 retried = false;
                 rtt.add_sample(elapsed);
                 *me.info.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -251,6 +260,11 @@ async fn monitor(
                 top.on_check(&address, Ok(&reply), Some(&rtt));
             }
             Err(e) if had_connection && !retried => {
+                top.heartbeat(SdamEvent::HeartbeatFailed {
+                    address: address.clone(),
+                    duration: elapsed,
+                    error: e.to_string(),
+                });
                 // One immediate retry on a new connection before the server is Unknown.
                 debug!(server = %address, error = %e, "heartbeat failed; retrying once");
                 conn = None;
@@ -258,7 +272,11 @@ async fn monitor(
                 continue;
             }
             Err(e) => {
-                debug!(server = %address, error = %e, "heartbeat failed");
+                top.heartbeat(SdamEvent::HeartbeatFailed {
+                    address: address.clone(),
+                    duration: elapsed,
+                    error: e.to_string(),
+                });
                 conn = None;
                 retried = false;
                 rtt.reset();

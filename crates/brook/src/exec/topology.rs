@@ -15,8 +15,8 @@ use brook_conn::{ConnectionOptions, ServerAddress};
 use brook_pool::PoolOptions;
 use brook_topology::selection::{self, describe_topology};
 use brook_topology::{
-    ApplicationError, Operation, ReadPreference, RttEstimator, SdamEvent, ServerType,
-    TopologyDescription, TopologyOptions,
+    ApplicationError, Operation, ReadPreference, RttEstimator, SdamEvent as DescriptionEvent,
+    ServerType, TopologyDescription, TopologyOptions,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -24,7 +24,7 @@ use tracing::{debug, info};
 
 use super::server::{Server, ServerInfo};
 use crate::error::{Error, ErrorKind};
-use crate::monitoring::{CmapEvent, EventHandler};
+use crate::monitoring::{CmapEvent, EventHandler, SdamEvent, emit_sdam};
 
 /// How the topology's servers are made.
 #[derive(Debug, Clone)]
@@ -44,6 +44,7 @@ pub(crate) struct Topology {
     changed: watch::Sender<u64>,
     settings: TopologySettings,
     handler: Option<EventHandler<CmapEvent>>,
+    sdam_handler: Option<EventHandler<SdamEvent>>,
     closed: AtomicBool,
     random: AtomicU64,
 }
@@ -70,8 +71,12 @@ impl Topology {
         options: TopologyOptions,
         settings: TopologySettings,
         handler: Option<EventHandler<CmapEvent>>,
+        sdam_handler: Option<EventHandler<SdamEvent>>,
     ) -> Arc<Topology> {
         let description = TopologyDescription::new(seeds, options);
+        for event in description.opening_events() {
+            emit_sdam(sdam_handler.as_ref(), SdamEvent::Description(event));
+        }
         let addresses: Vec<ServerAddress> = description.servers.keys().cloned().collect();
         let (changed, _) = watch::channel(0);
         let topology = Arc::new(Topology {
@@ -80,6 +85,7 @@ impl Topology {
             changed,
             settings,
             handler,
+            sdam_handler,
             closed: AtomicBool::new(false),
             random: AtomicU64::new(RandomState::new().hash_one(0u8)),
         });
@@ -159,21 +165,25 @@ impl Topology {
 
     /// Opens and closes servers as the events say, readies a server's pool once it is
     /// known, and wakes selection.
-    fn apply(self: &Arc<Self>, events: Vec<SdamEvent>) {
+    fn apply(self: &Arc<Self>, events: Vec<DescriptionEvent>) {
         if events.is_empty() {
             return;
         }
         for event in events {
+            emit_sdam(
+                self.sdam_handler.as_ref(),
+                SdamEvent::Description(event.clone()),
+            );
             match event {
-                SdamEvent::ServerOpening { address } => self.open_server(address),
-                SdamEvent::ServerClosed { address } => {
+                DescriptionEvent::ServerOpening { address } => self.open_server(address),
+                DescriptionEvent::ServerClosed { address } => {
                     let removed = self.lock_servers().remove(&address);
                     if let Some(server) = removed {
                         debug!(server = %address, "server left the topology");
                         server.close();
                     }
                 }
-                SdamEvent::ServerDescriptionChanged { address, new, .. } => {
+                DescriptionEvent::ServerDescriptionChanged { address, new, .. } => {
                     if new.server_type != ServerType::Unknown
                         && let Some(server) = self.server(&address)
                     {
@@ -292,11 +302,23 @@ impl Topology {
 
     /// Stops every monitor and closes every pool; selection fails from now on.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        let servers = std::mem::take(&mut *self.lock_servers());
-        for server in servers.values() {
-            server.close();
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let servers = std::mem::take(&mut *self.lock_servers());
+        for (address, server) in &servers {
+            server.close();
+            let event = DescriptionEvent::ServerClosed {
+                address: address.clone(),
+            };
+            emit_sdam(self.sdam_handler.as_ref(), SdamEvent::Description(event));
+        }
+        emit_sdam(self.sdam_handler.as_ref(), SdamEvent::TopologyClosed);
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Reports a monitor's heartbeat event.
+    pub(crate) fn heartbeat(&self, event: SdamEvent) {
+        emit_sdam(self.sdam_handler.as_ref(), event);
     }
 }

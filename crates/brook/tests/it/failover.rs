@@ -159,3 +159,77 @@ async fn discovery_from_a_secondary_alone_finds_the_primary() {
         .unwrap();
     assert_eq!(rs.member(0).commands_named("ping").len(), 1);
 }
+
+/// SDAM events reach the handler set on the client options: the topology and its
+/// servers opening, heartbeats, description changes as members are found, the primary's
+/// change after an election, and the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdam_events_reach_the_handler() {
+    use brook::monitoring::{DescriptionEvent, EventHandler, SdamEvent, ServerType};
+    use std::sync::{Arc, Mutex};
+
+    let rs = set().await;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let uri = format!(
+        "mongodb://{}/?replicaSet=rs0&heartbeatFrequencyMS=500&serverSelectionTimeoutMS=5000",
+        rs.hosts()[1]
+    );
+    let mut options = brook::ClientOptions::parse(&uri).unwrap();
+    options.sdam_event_handler = Some(EventHandler::new(move |e: &SdamEvent| {
+        sink.lock().unwrap().push(e.clone());
+    }));
+    let client = Client::with_options(options).await.unwrap();
+    rs.step_down().await;
+    rs.elect(2).await.unwrap();
+    let new_primary = rs.hosts()[2].clone();
+    let seen_new_primary = || {
+        events.lock().unwrap().iter().any(|e| {
+            matches!(e, SdamEvent::Description(DescriptionEvent::ServerDescriptionChanged { address, new, .. })
+                if address.to_string() == new_primary && new.server_type == ServerType::RsPrimary)
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen_new_primary() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new primary was never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.shutdown().await;
+    let events = events.lock().unwrap().clone();
+    assert!(matches!(
+        events.first(),
+        Some(SdamEvent::Description(DescriptionEvent::TopologyOpening))
+    ));
+    let opened = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                SdamEvent::Description(DescriptionEvent::ServerOpening { .. })
+            )
+        })
+        .count();
+    assert_eq!(opened, 3, "the seed, then the two members it named");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, SdamEvent::HeartbeatStarted { .. }))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, SdamEvent::HeartbeatSucceeded { .. }))
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        SdamEvent::Description(DescriptionEvent::TopologyDescriptionChanged { .. })
+    )));
+    assert!(
+        matches!(events.last(), Some(SdamEvent::TopologyClosed)),
+        "{:?}",
+        events.last()
+    );
+}
