@@ -633,6 +633,41 @@ async fn finish_orphan(
     Some(done.session)
 }
 
+/// After the machine was closed: finishes an `aggregate` left in flight (bounded), then
+/// runs every `killCursors` the machine hands out (`initial`, taken out earlier, first),
+/// each bounded, in the stream's session. Returns the first kill's error and the session
+/// the `aggregate` held.
+async fn kill_after_close(
+    exec: &Executor,
+    machine: &mut ChangeStreamMachine<ServerAddress>,
+    pending: Option<InFlight>,
+    initial: Vec<Outgoing<ServerAddress>>,
+    lsid: Option<Document>,
+) -> (Result<(), Error>, Option<HeldSession>) {
+    let returned = finish_orphan(machine, pending).await;
+    let mut lsid = LsidOnly(lsid);
+    let mut result = Ok(());
+    let later: Vec<_> = std::iter::from_fn(|| machine.poll_command()).collect();
+    for out in initial.into_iter().chain(later) {
+        if let Outgoing::KillCursors {
+            server,
+            db,
+            command,
+        } = out
+        {
+            let outcome = exec
+                .kill_cursors_bounded(&server, &db, &command, &mut lsid)
+                .await;
+            if let Err(e) = outcome
+                && result.is_ok()
+            {
+                result = Err(e);
+            }
+        }
+    }
+    (result, returned)
+}
+
 impl Drop for Core {
     fn drop(&mut self) {
         let pending = self.close_machine();
@@ -642,23 +677,10 @@ impl Drop for Core {
         }
         let mut machine = self.machine.clone();
         let exec = Arc::clone(&self.exec);
-        let mut lsid = LsidOnly(self.lsid.clone());
+        let lsid = self.lsid.clone();
         let session = self.session.take();
         self.exec.spawn(async move {
-            let returned = finish_orphan(&mut machine, pending).await;
-            let later = std::iter::from_fn(|| machine.poll_command());
-            for out in kills.into_iter().chain(later.collect::<Vec<_>>()) {
-                if let Outgoing::KillCursors {
-                    server,
-                    db,
-                    command,
-                } = out
-                {
-                    let _ = exec
-                        .kill_cursors_bounded(&server, &db, &command, &mut lsid)
-                        .await;
-                }
-            }
+            let (_, returned) = kill_after_close(&exec, &mut machine, pending, kills, lsid).await;
             drop((session, returned));
         });
     }
@@ -755,28 +777,11 @@ impl<E> ChangeStream<E> {
     pub async fn close(mut self) -> Result<(), Error> {
         let core = &mut self.core;
         let pending = core.close_machine();
-        if let Some(session) = finish_orphan(&mut core.machine, pending).await {
+        let lsid = core.lsid.clone();
+        let (result, returned) =
+            kill_after_close(&core.exec, &mut core.machine, pending, Vec::new(), lsid).await;
+        if let Some(session) = returned {
             core.session = Some(session);
-        }
-        let mut lsid = LsidOnly(core.lsid.clone());
-        let mut result = Ok(());
-        while let Some(out) = core.machine.poll_command() {
-            if let Outgoing::KillCursors {
-                server,
-                db,
-                command,
-            } = out
-            {
-                let outcome = core
-                    .exec
-                    .kill_cursors_bounded(&server, &db, &command, &mut lsid)
-                    .await;
-                if let Err(e) = outcome
-                    && result.is_ok()
-                {
-                    result = Err(e);
-                }
-            }
         }
         result
     }

@@ -309,43 +309,46 @@ impl Executor {
         limit: Option<Duration>,
     ) -> Result<Reply, Error> {
         let wire = conn.description().max_wire_version;
+        let mut body = body;
+        // Converted before anything is armed: a failure here sends nothing.
+        let cluster_time = match &body {
+            Body::Built(_) => self
+                .cluster_time()
+                .map(|ct| ct.to_document())
+                .transpose()
+                .map_err(Error::bson)?,
+            // A serialised body carries its lsid and `$clusterTime` (see `GetMoreCache`).
+            Body::Serialized(_) => None,
+        };
         let mut guard = AbandonGuard {
             session,
             armed: true,
         };
-        let sent = match body {
-            Body::Built(mut body) => {
-                if let Some(s) = guard.session.as_deref_mut()
-                    && !body.body.contains_key("lsid")
-                    && let Some(lsid) = s.lsid()
-                {
-                    body.body.insert("lsid", lsid.clone());
-                }
-                if let Some(ct) = self.cluster_time() {
-                    let ct = ct.to_document().map_err(Error::bson)?;
-                    body.body.insert("$clusterTime", ct);
-                }
-                if let Some(s) = guard.session.as_deref_mut() {
-                    s.touch();
-                }
-                let interrupted = conn.interrupted();
-                tokio::select! {
-                    biased;
-                    sent = conn.run_body_within(body, limit) => sent,
-                    () = interrupted => Err(interrupted_error(conn, wire)),
-                }
+        if let Body::Built(built) = &mut body {
+            if let Some(lsid) = guard.session.as_deref().and_then(SessionRef::lsid)
+                && !built.body.contains_key("lsid")
+            {
+                built.body.insert("lsid", lsid.clone());
             }
-            Body::Serialized(body) => {
-                if let Some(s) = guard.session.as_deref_mut() {
-                    s.touch();
-                }
-                let interrupted = conn.interrupted();
-                tokio::select! {
-                    biased;
-                    sent = conn.run_serialized_within(body, limit) => sent,
-                    () = interrupted => Err(interrupted_error(conn, wire)),
-                }
+            if let Some(ct) = cluster_time {
+                built.body.insert("$clusterTime", ct);
             }
+        }
+        if let Some(s) = guard.session.as_deref_mut() {
+            s.touch();
+        }
+        let interrupted = conn.interrupted();
+        let sent = tokio::select! {
+            biased;
+            sent = async {
+                match body {
+                    Body::Built(built) => conn.run_body_within(built, limit).await,
+                    Body::Serialized(serialized) => {
+                        conn.run_serialized_within(serialized, limit).await
+                    }
+                }
+            } => sent,
+            () = interrupted => Err(interrupted_error(conn, wire)),
         };
         guard.armed = false;
         match sent {
