@@ -142,6 +142,9 @@ impl Client {
                 .unwrap_or(DEFAULT_HEARTBEAT_FREQUENCY),
             local_threshold: options.local_threshold.unwrap_or(DEFAULT_LOCAL_THRESHOLD),
             selection_timeout,
+            monitoring_mode: options
+                .server_monitoring_mode
+                .unwrap_or(crate::options::ServerMonitoringMode::Auto),
         };
         let mut topology_options = TopologyOptions::new();
         topology_options.direct_connection = options.direct_connection;

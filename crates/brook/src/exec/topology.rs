@@ -34,6 +34,8 @@ pub(crate) struct TopologySettings {
     pub(crate) heartbeat: Duration,
     pub(crate) local_threshold: Duration,
     pub(crate) selection_timeout: Duration,
+    /// `serverMonitoringMode` (auto when the URI says nothing).
+    pub(crate) monitoring_mode: crate::options::ServerMonitoringMode,
 }
 
 /// The deployment: its description and its servers.
