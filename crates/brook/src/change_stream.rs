@@ -22,8 +22,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind};
 use crate::event::{ChangeStreamEvent, RawChangeEvent, ResumeToken};
-use crate::exec::{Body, Executor, GetMoreCache, Lease, PooledConn};
+use crate::exec::{Body, Executor, GetMoreCache, Lease, PooledConn, Target as ServerTarget};
+use crate::options::ReadPreference;
 use crate::session::{ClientSession, ExplicitSession, HeldSession, LsidOnly, SessionRef};
+use tracing::debug;
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -188,6 +190,7 @@ pub struct WatchBuilder<E> {
     scope: Scope,
     options: ChangeStreamOptions,
     session: Option<Arc<ExplicitSession>>,
+    read_preference: ReadPreference,
     _marker: PhantomData<fn() -> E>,
 }
 
@@ -202,12 +205,13 @@ impl<E> fmt::Debug for WatchBuilder<E> {
 }
 
 impl<E> WatchBuilder<E> {
-    pub(crate) fn new(exec: Arc<Executor>, scope: Scope) -> Self {
+    pub(crate) fn new(exec: Arc<Executor>, scope: Scope, read_preference: ReadPreference) -> Self {
         WatchBuilder {
             exec,
             scope,
             options: ChangeStreamOptions::default(),
             session: None,
+            read_preference,
             _marker: PhantomData,
         }
     }
@@ -283,6 +287,15 @@ impl<E> WatchBuilder<E> {
         self
     }
 
+    /// The read preference that selects the server of the stream's `aggregate` (the
+    /// first and every resume's): the collection's, database's or client's by default
+    /// (primary unless the connection string says otherwise). Its `getMore`s follow the
+    /// cursor to that server.
+    pub fn read_preference(mut self, read_preference: ReadPreference) -> Self {
+        self.read_preference = read_preference;
+        self
+    }
+
     /// Run every command of the stream in this session: the `aggregate`, each `getMore`
     /// and `killCursors`, and the `aggregate` of every resume carry its `lsid`. Without
     /// it the stream takes an implicit session for its whole life. The stream keeps a
@@ -308,6 +321,7 @@ impl<E> WatchBuilder<E> {
             scope: self.scope,
             options: self.options,
             session: self.session,
+            read_preference: self.read_preference,
             _marker: PhantomData,
         }
     }
@@ -337,6 +351,7 @@ impl<E> WatchBuilder<E> {
             last_error: None,
             get_mores: 0,
             get_more_cache: GetMoreCache::default(),
+            read_preference: Arc::new(self.read_preference),
         };
         // Run the initial aggregate (and nothing else) to completion here. If this future
         // is dropped meanwhile, the stream's Drop finishes the aggregate in the
@@ -383,9 +398,11 @@ struct Done {
 type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// Runs one `aggregate` or `getMore` of the machine. A getMore goes to its cursor's
-/// server (`at`); an aggregate to the server selected now (the primary after a failover,
-/// never the old one). On `conn` (the stream's own connection) when it is healthy, of
-/// its pool's current generation and on that server; else on a new dedicated connection.
+/// server (`at`); an aggregate to the server selected now by the stream's read
+/// preference (the primary after a failover, never the old one), and is retried once on
+/// a retryable error (`retryReads`, on by default), on a server selected afresh. On
+/// `conn` (the stream's own connection) when it is healthy, of its pool's current
+/// generation and on that server; else on a new dedicated connection.
 async fn run_command(
     exec: Arc<Executor>,
     conn: Option<PooledConn>,
@@ -393,44 +410,172 @@ async fn run_command(
     body: Result<Body, Error>,
     mut session: HeldSession,
     limit: Option<Duration>,
+    preference: Arc<ReadPreference>,
 ) -> Done {
-    let failed = |e: Error, conn, session| Done {
-        wire_version: e.wire_version(),
-        outcome: Err(e),
-        conn,
-        session,
-    };
     let body = match body {
         Ok(body) => body,
-        Err(e) => return failed(e, conn, session),
+        Err(e) => {
+            return Done {
+                wire_version: e.wire_version(),
+                outcome: Err(e),
+                conn,
+                session,
+            };
+        }
     };
-    let target = match at {
-        Some(at) => at,
-        None => match exec.select_address().await {
-            Ok(address) => address,
-            Err(e) => return failed(e, conn, session),
+    let Some(at) = at else {
+        return run_aggregate(exec, conn, body, session, preference).await;
+    };
+    let attempt = run_once(
+        &exec,
+        conn,
+        ServerTarget::At(&at),
+        &[],
+        body,
+        &mut session,
+        limit,
+    )
+    .await;
+    Done {
+        outcome: attempt.outcome,
+        conn: attempt.conn,
+        wire_version: attempt.wire_version,
+        session,
+    }
+}
+
+/// The stream's aggregate, with the Retryable Reads specification's one retry.
+async fn run_aggregate(
+    exec: Arc<Executor>,
+    conn: Option<PooledConn>,
+    body: Body,
+    mut session: HeldSession,
+    preference: Arc<ReadPreference>,
+) -> Done {
+    let retry_body = match (&body, exec.options().retry_reads) {
+        (_, Some(false)) => None,
+        (Body::Built(built), _) => Some(built.clone()),
+        (Body::Serialized(_), _) => None,
+    };
+    let target = ServerTarget::Read(&preference);
+    let attempt = run_once(&exec, conn, target, &[], body, &mut session, None).await;
+    let retry_body = retry_body.filter(|_| is_retryable_read(&attempt.outcome));
+    let Some(retry_body) = retry_body else {
+        return Done {
+            outcome: attempt.outcome,
+            conn: attempt.conn,
+            wire_version: attempt.wire_version,
+            session,
+        };
+    };
+    debug!(server = ?attempt.server, "change stream aggregate failed; retrying once");
+    let deprioritized: Vec<ServerAddress> = attempt.server.iter().cloned().collect();
+    let retry = run_once(
+        &exec,
+        attempt.conn,
+        target,
+        &deprioritized,
+        Body::Built(retry_body),
+        &mut session,
+        None,
+    )
+    .await;
+    // No server for the retry: the first outcome is the one to report.
+    let (outcome, wire_version) = if retry.server.is_none() {
+        (attempt.outcome, attempt.wire_version)
+    } else {
+        (retry.outcome, retry.wire_version)
+    };
+    Done {
+        outcome,
+        conn: retry.conn,
+        wire_version,
+        session,
+    }
+}
+
+/// Whether an aggregate's outcome is a retryable read error: a failure
+/// ([`Error::is_retryable_read`]) or an `ok: 0` reply with a retryable code.
+fn is_retryable_read(outcome: &Result<(ServerAddress, Reply), Error>) -> bool {
+    match outcome {
+        Err(e) => e.is_retryable_read(),
+        Ok((_, reply)) => match brook_command::check_ok(reply.body.as_raw()) {
+            Err(e @ brook_command::CommandError::Server(_)) => {
+                Error::command(e).is_retryable_read()
+            }
+            _ => false,
+        },
+    }
+}
+
+/// The outcome of one attempt of a stream's command.
+struct Attempt {
+    outcome: Result<(ServerAddress, Reply), Error>,
+    /// The connection, when still usable.
+    conn: Option<PooledConn>,
+    /// The wire version of the connection the command ran on.
+    wire_version: Option<i32>,
+    /// The server selected (`None`: selection failed).
+    server: Option<ServerAddress>,
+}
+
+/// One attempt: selects for `target` (leaving out `deprioritized` while others are
+/// suitable), reuses `conn` when it is on the selected server and healthy, adds the
+/// selection's `$readPreference` to a built body, runs it.
+async fn run_once(
+    exec: &Executor,
+    conn: Option<PooledConn>,
+    target: ServerTarget<'_>,
+    deprioritized: &[ServerAddress],
+    mut body: Body,
+    session: &mut HeldSession,
+    limit: Option<Duration>,
+) -> Attempt {
+    let selected = match exec.select(target, deprioritized).await {
+        Ok(selected) => selected,
+        Err(e) => {
+            return Attempt {
+                outcome: Err(e),
+                conn,
+                wire_version: None,
+                server: None,
+            };
+        }
+    };
+    let address = selected.server.address().clone();
+    let usable = conn.filter(|c| !c.is_broken() && !c.is_stale() && c.address() == &address);
+    let (mut conn, _operation) = match usable {
+        Some(c) => (c, selected.operation),
+        None => match exec
+            .check_out(ServerTarget::At(&address), Lease::Dedicated, &[])
+            .await
+        {
+            Ok(checked) => (checked.conn, checked.operation),
+            Err(e) => {
+                return Attempt {
+                    outcome: Err(e),
+                    conn: None,
+                    wire_version: None,
+                    server: Some(address),
+                };
+            }
         },
     };
-    let usable = conn.filter(|c| !c.is_broken() && !c.is_stale() && c.address() == &target);
-    let mut conn = match usable {
-        Some(c) => c,
-        None => match exec.check_out(Some(&target), Lease::Dedicated).await {
-            Ok(c) => c,
-            Err(e) => return failed(e, None, session),
-        },
-    };
+    if let (Body::Built(built), Some(preference)) = (&mut body, selected.read_preference) {
+        built.body.insert("$readPreference", preference);
+    }
     let wire = conn.description().max_wire_version;
     let outcome = exec
-        .run_on(&mut conn, body, Some(&mut session), limit)
+        .run_on(&mut conn, body, Some(session), limit)
         .await
-        .map(|reply| (target, reply));
+        .map(|reply| (address.clone(), reply));
     // A broken connection goes back to the pool, which closes it.
     let conn = (!conn.is_broken()).then_some(conn);
-    Done {
+    Attempt {
         outcome,
         conn,
         wire_version: Some(wire),
-        session,
+        server: Some(address),
     }
 }
 
@@ -466,6 +611,8 @@ struct Core {
     get_mores: u64,
     /// The cursor's `getMore`, serialised once per cursor with the lsid.
     get_more_cache: GetMoreCache,
+    /// Selects the server of each `aggregate` (the first and every resume's).
+    read_preference: Arc<ReadPreference>,
 }
 
 impl Core {
@@ -510,6 +657,7 @@ impl Core {
             body,
             session,
             limit,
+            Arc::clone(&self.read_preference),
         )));
     }
 

@@ -13,7 +13,7 @@ use crate::change_stream::{Scope, WatchBuilder};
 use crate::db::Database;
 use crate::error::Error;
 use crate::event::ChangeStreamEvent;
-use crate::exec::{DEFAULT_SERVER_SELECTION_TIMEOUT, Executor, Topology, TopologySettings};
+use crate::exec::{DEFAULT_SERVER_SELECTION_TIMEOUT, Executor, Target, Topology, TopologySettings};
 use crate::options::{ClientOptions, Host};
 use crate::session::ClientSession;
 
@@ -103,18 +103,21 @@ impl Client {
     /// Connect with parsed options.
     ///
     /// Refuses options that carry warnings or ask for what brook does not do yet
-    /// ([`ClientOptions::check_supported`]). Then connects to the seeds in order until one
-    /// handshakes: a standalone (single seed), a mongos or a replica set primary is used
-    /// as is (any server with `directConnection=true`); a secondary points the search at
-    /// its `primary` and its `hosts`. Rounds repeat until `serverSelectionTimeoutMS`
-    /// (default 30 s). The server found is used for every operation, through a CMAP
-    /// connection pool (`maxPoolSize`, `minPoolSize`, `maxConnecting`, `maxIdleTimeMS`,
-    /// `waitQueueTimeoutMS`). A network error clears the pool and marks the server
-    /// unknown until a fresh handshake finds it again; operations wait for that up to
-    /// `serverSelectionTimeoutMS`. There is no replica-set monitoring yet, so a failover
-    /// to another member needs a new client.
+    /// ([`ClientOptions::check_supported`]), and an invalid read preference (tags or
+    /// `maxStalenessSeconds` with mode primary). Then follows the deployment as the SDAM
+    /// specification says: one monitor per server (seeds first, then the hosts the
+    /// members report), a CMAP connection pool per server, and server selection by read
+    /// preference within the latency window (`localThresholdMS`). Returns once a server
+    /// for the client's default read preference answered, or fails after
+    /// `serverSelectionTimeoutMS` (default 30 s) with an error describing the deployment
+    /// as seen. Later operations select again each time, so a client follows elections,
+    /// members added and removed, and mongoses coming and going.
     pub async fn with_options(options: ClientOptions) -> Result<Client, Error> {
         options.check_supported()?;
+        options
+            .effective_read_preference()
+            .validate()
+            .map_err(|e| Error::invalid_argument(e.to_string()))?;
         let conn_options = to_connection_options(&options)?;
         let seeds = seed_addresses(&options)?;
         if seeds.is_empty() {
@@ -152,10 +155,16 @@ impl Client {
         let handler = options.cmap_event_handler.clone();
         let sdam_handler = options.sdam_event_handler.clone();
         let topology = Topology::start(seeds, topology_options, settings, handler, sdam_handler);
-        // A client exists once the deployment answered: the first selection of the
-        // primary (or mongos, standalone, the one server of a direct connection).
+        // A client exists once the deployment answered: the first selection of a
+        // server for its default read preference (the primary, a mongos, the
+        // standalone, the one server of a direct connection, or a secondary for
+        // `readPreference=secondary`).
         let deadline = tokio::time::Instant::now() + selection_timeout;
-        if let Err(e) = topology.select(None, deadline).await {
+        let preference = options.effective_read_preference();
+        if let Err(e) = topology
+            .select(Target::Read(&preference), &[], deadline)
+            .await
+        {
             topology.close();
             return Err(e);
         }
@@ -227,7 +236,11 @@ impl Client {
     /// `allChangesForCluster: true`. Set options on the builder, then `.await` it for a
     /// [`ChangeStream`](crate::ChangeStream); see the [crate docs](crate#change-streams).
     pub fn watch(&self) -> WatchBuilder<ChangeStreamEvent<Document>> {
-        WatchBuilder::new(Arc::clone(&self.exec), Scope::Cluster)
+        WatchBuilder::new(
+            Arc::clone(&self.exec),
+            Scope::Cluster,
+            self.exec.default_read_preference().clone(),
+        )
     }
 
     /// End the client. Later operations on this client or its clones fail with an error

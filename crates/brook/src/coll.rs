@@ -24,6 +24,8 @@ use crate::client::Client;
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorKind};
 use crate::event::ChangeStreamEvent;
+use crate::exec::{Retry, Target};
+use crate::options::ReadPreference;
 
 /// Bytes of an OP_MSG that are not the documents of the sequence: the header, the flags,
 /// the command body (name, `$db`, `lsid`, `ordered`, write concern) and the section
@@ -74,6 +76,7 @@ pub struct Collection<T> {
     client: Client,
     db: String,
     name: String,
+    read_preference: ReadPreference,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -83,6 +86,7 @@ impl<T> Clone for Collection<T> {
             client: self.client.clone(),
             db: self.db.clone(),
             name: self.name.clone(),
+            read_preference: self.read_preference.clone(),
             _marker: PhantomData,
         }
     }
@@ -165,13 +169,31 @@ pub(crate) fn split_batches(
 }
 
 impl<T> Collection<T> {
-    pub(crate) fn new(client: Client, db: &str, name: &str) -> Collection<T> {
+    pub(crate) fn new(
+        client: Client,
+        db: &str,
+        name: &str,
+        read_preference: ReadPreference,
+    ) -> Collection<T> {
         Collection {
             client,
             db: db.to_string(),
             name: name.to_string(),
+            read_preference,
             _marker: PhantomData,
         }
+    }
+
+    /// The same collection, reading with `read_preference` (finds, aggregates and change
+    /// streams; writes always go to the primary). The default is the database's.
+    pub fn with_read_preference(mut self, read_preference: ReadPreference) -> Collection<T> {
+        self.read_preference = read_preference;
+        self
+    }
+
+    /// The read preference of this collection's reads.
+    pub fn read_preference(&self) -> &ReadPreference {
+        &self.read_preference
     }
 
     /// The collection's name.
@@ -191,7 +213,12 @@ impl<T> Collection<T> {
 
     /// The same collection, read and written as another type.
     pub fn clone_with_type<U>(&self) -> Collection<U> {
-        Collection::new(self.client.clone(), &self.db, &self.name)
+        Collection::new(
+            self.client.clone(),
+            &self.db,
+            &self.name,
+            self.read_preference.clone(),
+        )
     }
 
     /// Update the first document matching `filter` with `update` (update operators such
@@ -219,7 +246,11 @@ impl<T> Collection<T> {
     pub async fn delete_one(&self, filter: Document) -> Result<DeleteResult, Error> {
         let mut cmd = Delete::new(self.name.clone(), vec![DeleteStatement::one(filter)]);
         cmd.write_concern = self.client.exec.options().write_concern();
-        let reply = self.client.exec.execute_implicit(&self.db, &cmd).await?;
+        let reply = self
+            .client
+            .exec
+            .execute_implicit(&self.db, &cmd, Target::Primary, Retry::Write)
+            .await?;
         if !reply.write_errors.is_empty() || reply.write_concern_error.is_some() {
             return Err(write_failure(
                 reply.write_errors,
@@ -244,6 +275,7 @@ impl<T> Collection<T> {
                 db: self.db.clone(),
                 coll: self.name.clone(),
             },
+            self.read_preference.clone(),
         )
     }
 
@@ -254,6 +286,7 @@ impl<T> Collection<T> {
             &self.db,
             AggregateTarget::Collection(self.name.clone()),
             pipeline,
+            self.read_preference.clone(),
         )
     }
 }
@@ -272,7 +305,11 @@ impl<T: Serialize> Collection<T> {
         }
         let mut cmd = Insert::new(self.name.clone(), vec![doc]);
         cmd.write_concern = self.client.exec.options().write_concern();
-        let reply = self.client.exec.execute_implicit(&self.db, &cmd).await?;
+        let reply = self
+            .client
+            .exec
+            .execute_implicit(&self.db, &cmd, Target::Primary, Retry::Write)
+            .await?;
         if !reply.write_errors.is_empty() || reply.write_concern_error.is_some() {
             return Err(write_failure(
                 reply.write_errors,
@@ -311,6 +348,7 @@ impl<T: DeserializeOwned> Collection<T> {
         FindBuilder {
             coll: self,
             cmd: Find::new(self.name.clone(), filter),
+            read_preference: None,
         }
     }
 }
@@ -378,7 +416,9 @@ impl<T> InsertMany<'_, T> {
             let mut cmd = Insert::new(self.coll.name.clone(), batch);
             cmd.ordered = self.ordered;
             cmd.write_concern = inner.options().write_concern();
-            let reply = inner.execute_implicit(&self.coll.db, &cmd).await?;
+            let reply = inner
+                .execute_implicit(&self.coll.db, &cmd, Target::Primary, Retry::Write)
+                .await?;
             applied += u64::try_from(reply.n).unwrap_or(0);
             let failed: Vec<usize> = reply.write_errors.iter().map(|e| e.index).collect();
             for (offset, (_, id)) in docs
@@ -466,7 +506,9 @@ impl<T> UpdateOne<'_, T> {
         let inner = &self.coll.client.exec;
         let mut cmd = Update::new(self.coll.name.clone(), vec![self.statement]);
         cmd.write_concern = inner.options().write_concern();
-        let reply = inner.execute_implicit(&self.coll.db, &cmd).await?;
+        let reply = inner
+            .execute_implicit(&self.coll.db, &cmd, Target::Primary, Retry::Write)
+            .await?;
         if !reply.write_errors.is_empty() || reply.write_concern_error.is_some() {
             return Err(write_failure(
                 reply.write_errors,
@@ -507,6 +549,7 @@ fn millis(d: Duration) -> u64 {
 pub struct FindBuilder<'a, T> {
     coll: &'a Collection<T>,
     cmd: Find,
+    read_preference: Option<ReadPreference>,
 }
 
 impl<T> fmt::Debug for FindBuilder<'_, T> {
@@ -573,6 +616,12 @@ impl<T> FindBuilder<'_, T> {
         self.cmd.collation = Some(collation);
         self
     }
+
+    /// The read preference of this find (the collection's by default).
+    pub fn read_preference(mut self, read_preference: ReadPreference) -> Self {
+        self.read_preference = Some(read_preference);
+        self
+    }
 }
 
 impl<'a, T: 'a> IntoFuture for FindBuilder<'a, T> {
@@ -584,8 +633,19 @@ impl<'a, T: 'a> IntoFuture for FindBuilder<'a, T> {
             let inner = &self.coll.client.exec;
             inner.check_open()?;
             let mut session = inner.implicit_session();
+            let preference = self
+                .read_preference
+                .as_ref()
+                .unwrap_or(&self.coll.read_preference);
+            let target = Target::Read(preference);
             let executed = inner
-                .execute(&self.coll.db, &self.cmd, Some(&mut session), None)
+                .execute(
+                    &self.coll.db,
+                    &self.cmd,
+                    Some(&mut session),
+                    target,
+                    Retry::Read,
+                )
                 .await?;
             let spec = GetMoreOptions {
                 batch_size: self.cmd.batch_size,
@@ -603,6 +663,7 @@ pub struct AggregateBuilder<'a, T> {
     client: &'a Client,
     db: &'a str,
     cmd: Aggregate,
+    read_preference: ReadPreference,
     max_await_time: Option<Duration>,
     _marker: PhantomData<fn() -> T>,
 }
@@ -622,11 +683,13 @@ impl<'a, T> AggregateBuilder<'a, T> {
         db: &'a str,
         target: AggregateTarget,
         pipeline: Vec<Document>,
+        read_preference: ReadPreference,
     ) -> Self {
         AggregateBuilder {
             client,
             db,
             cmd: Aggregate::new(target, pipeline),
+            read_preference,
             max_await_time: None,
             _marker: PhantomData,
         }
@@ -668,12 +731,20 @@ impl<'a, T> AggregateBuilder<'a, T> {
         self
     }
 
+    /// The read preference of this aggregate (the collection's or database's by
+    /// default). A pipeline with `$out` or `$merge` always runs on the primary.
+    pub fn read_preference(mut self, read_preference: ReadPreference) -> Self {
+        self.read_preference = read_preference;
+        self
+    }
+
     /// Read the results as another type.
     pub fn with_type<U>(self) -> AggregateBuilder<'a, U> {
         AggregateBuilder {
             client: self.client,
             db: self.db,
             cmd: self.cmd,
+            read_preference: self.read_preference,
             max_await_time: self.max_await_time,
             _marker: PhantomData,
         }
@@ -689,8 +760,19 @@ impl<'a, T: 'a> IntoFuture for AggregateBuilder<'a, T> {
             let inner = &self.client.exec;
             inner.check_open()?;
             let mut session = inner.implicit_session();
+            // `$out` and `$merge` write: to the primary, and never retried.
+            let writes = self
+                .cmd
+                .pipeline
+                .iter()
+                .any(|stage| stage.contains_key("$out") || stage.contains_key("$merge"));
+            let (target, retry) = if writes {
+                (Target::Primary, Retry::No)
+            } else {
+                (Target::Read(&self.read_preference), Retry::Read)
+            };
             let executed = inner
-                .execute(self.db, &self.cmd, Some(&mut session), None)
+                .execute(self.db, &self.cmd, Some(&mut session), target, retry)
                 .await?;
             let spec = GetMoreOptions {
                 batch_size: self.cmd.batch_size,

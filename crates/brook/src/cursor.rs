@@ -15,7 +15,7 @@ use futures_core::Stream;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::exec::{Body, Executed, Executor, GetMoreCache, Lease};
+use crate::exec::{Body, Executed, Executor, GetMoreCache, Lease, Target};
 use crate::session::{HeldSession, SessionRef};
 
 type GetMoreFuture =
@@ -146,7 +146,11 @@ impl<T> Cursor<T> {
         self.in_flight = Some(Box::pin(async move {
             let res = async {
                 let body = body?;
-                let mut conn = exec.check_out(Some(&server), Lease::Shared).await?;
+                let checked = exec
+                    .check_out(Target::At(&server), Lease::Shared, &[])
+                    .await?;
+                let _operation = checked.operation;
+                let mut conn = checked.conn;
                 let wire = conn.description().max_wire_version;
                 let reply = exec
                     .run_on(&mut conn, Body::Serialized(body), Some(&mut session), limit)

@@ -8,20 +8,38 @@ use crate::client::Client;
 use crate::coll::{AggregateBuilder, Collection};
 use crate::error::Error;
 use crate::event::ChangeStreamEvent;
+use crate::exec::{Retry, Target};
+use crate::options::ReadPreference;
 
 /// A handle to one database. Cheap to clone; no IO until an operation runs.
 #[derive(Debug, Clone)]
 pub struct Database {
     client: Client,
     name: String,
+    read_preference: ReadPreference,
 }
 
 impl Database {
     pub(crate) fn new(client: Client, name: &str) -> Database {
+        let read_preference = client.exec.default_read_preference().clone();
         Database {
             client,
             name: name.to_string(),
+            read_preference,
         }
+    }
+
+    /// The same database, reading with `read_preference` (aggregates and change
+    /// streams, and the collections it hands out). The default is the client's
+    /// (`readPreference` and friends in the connection string, else primary).
+    pub fn with_read_preference(mut self, read_preference: ReadPreference) -> Database {
+        self.read_preference = read_preference;
+        self
+    }
+
+    /// The read preference of this database's reads.
+    pub fn read_preference(&self) -> &ReadPreference {
+        &self.read_preference
     }
 
     /// The database's name.
@@ -36,7 +54,12 @@ impl Database {
 
     /// A collection whose documents are read and written as `T`.
     pub fn collection<T>(&self, name: &str) -> Collection<T> {
-        Collection::new(self.client.clone(), &self.name, name)
+        Collection::new(
+            self.client.clone(),
+            &self.name,
+            name,
+            self.read_preference.clone(),
+        )
     }
 
     /// A collection of raw BSON documents (no per-field decoding).
@@ -50,7 +73,11 @@ impl Database {
     /// `is_server_error()` is true.
     pub async fn run_command(&self, command: Document) -> Result<Document, Error> {
         let cmd = RunCommand::new(command);
-        let reply = self.client.exec.execute_implicit(&self.name, &cmd).await?;
+        let reply = self
+            .client
+            .exec
+            .execute_implicit(&self.name, &cmd, Target::Primary, Retry::No)
+            .await?;
         reply.to_document().map_err(Error::bson)
     }
 
@@ -60,6 +87,7 @@ impl Database {
         WatchBuilder::new(
             std::sync::Arc::clone(&self.client.exec),
             Scope::Database(self.name.clone()),
+            self.read_preference.clone(),
         )
     }
 
@@ -70,6 +98,7 @@ impl Database {
             &self.name,
             AggregateTarget::Database,
             pipeline,
+            self.read_preference.clone(),
         )
     }
 }

@@ -10,6 +10,15 @@ use brook_conn::ConnError;
 /// A shorthand for `Result<T, brook::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The codes after which a read or a write is retried (the Retryable Reads and Writes
+/// specifications): the server is stepping down, shutting down, or unreachable.
+const RETRYABLE_CODES: [i32; 12] = [
+    11600, 11602, 10107, 13435, 13436, 189, 91, 7, 6, 89, 9001, 262,
+];
+
+/// The label servers (wire version 9+) put on errors after which a write may be retried.
+const RETRYABLE_WRITE_LABEL: &str = "RetryableWriteError";
+
 /// What went wrong (private: the public surface is [`Error`]'s predicates, so that
 /// no type of brook's inner crates is reachable from a public signature).
 #[derive(Debug, thiserror::Error)]
@@ -415,6 +424,42 @@ impl Error {
             self.wire_version().unwrap_or(0),
             FailedCommand::GetMore,
         )
+    }
+
+    /// Whether a read that failed with this error is retried once (the Retryable Reads
+    /// specification): a network error (a timeout included), a pool cleared under the
+    /// operation, or a server error whose code says the server is stepping down, shutting
+    /// down or unreachable. Server selection failures are not retried.
+    pub fn is_retryable_read(&self) -> bool {
+        if self.is_network() || self.is_pool_cleared() {
+            return true;
+        }
+        self.server_error()
+            .and_then(|e| e.code)
+            .is_some_and(|code| RETRYABLE_CODES.contains(&code) || code == 134)
+    }
+
+    /// Whether a retryable write that failed with this error is retried once (the
+    /// Retryable Writes specification): a network error, a pool cleared under the
+    /// operation, an error labelled `RetryableWriteError` (which servers of wire version
+    /// 9 and newer attach), and before wire version 9 a top-level or write concern error
+    /// with one of the spec's codes. A write error (`writeErrors`) never is.
+    pub fn is_retryable_write(&self) -> bool {
+        if self.is_network() || self.is_pool_cleared() || self.has_label(RETRYABLE_WRITE_LABEL) {
+            return true;
+        }
+        if self.wire_version().is_some_and(|w| w >= 9) {
+            return false;
+        }
+        let code = match &self.0.kind {
+            ErrorKind::Write {
+                write_concern_error: Some(w),
+                ..
+            } => Some(w.code),
+            ErrorKind::Write { .. } => None,
+            _ => self.server_error().and_then(|e| e.code),
+        };
+        code.is_some_and(|code| RETRYABLE_CODES.contains(&code))
     }
 
     /// Whether a change stream ended because an event had no `_id` (a pipeline stage

@@ -257,8 +257,8 @@ pub use event::{
 };
 pub use exec::GET_MORE_GRACE;
 pub use options::{
-    Acknowledgment, ClientOptions, Credential, DEFAULT_PORT, Host, ReadPreferenceMode,
-    ServerMonitoringMode, UriWarning, UriWarningKind,
+    Acknowledgment, ClientOptions, Credential, DEFAULT_PORT, Host, ReadPreference,
+    ReadPreferenceMode, ServerMonitoringMode, TagSet, UriWarning, UriWarningKind,
 };
 pub use session::ClientSession;
 

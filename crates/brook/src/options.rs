@@ -113,45 +113,19 @@ pub enum Acknowledgment {
     Custom(String),
 }
 
-/// A read preference mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ReadPreferenceMode {
-    /// `primary`.
-    Primary,
-    /// `primaryPreferred`.
-    PrimaryPreferred,
-    /// `secondary`.
-    Secondary,
-    /// `secondaryPreferred`.
-    SecondaryPreferred,
-    /// `nearest`.
-    Nearest,
-}
+pub use brook_topology::{ReadPreference, ReadPreferenceMode, TagSet};
 
-impl ReadPreferenceMode {
-    /// The spec's spelling.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ReadPreferenceMode::Primary => "primary",
-            ReadPreferenceMode::PrimaryPreferred => "primaryPreferred",
-            ReadPreferenceMode::Secondary => "secondary",
-            ReadPreferenceMode::SecondaryPreferred => "secondaryPreferred",
-            ReadPreferenceMode::Nearest => "nearest",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        [
-            ReadPreferenceMode::Primary,
-            ReadPreferenceMode::PrimaryPreferred,
-            ReadPreferenceMode::Secondary,
-            ReadPreferenceMode::SecondaryPreferred,
-            ReadPreferenceMode::Nearest,
-        ]
-        .into_iter()
-        .find(|m| m.as_str().eq_ignore_ascii_case(s))
-    }
+/// The mode named `s` (the URI's spelling, any case).
+fn parse_read_preference_mode(s: &str) -> Option<ReadPreferenceMode> {
+    [
+        ReadPreferenceMode::Primary,
+        ReadPreferenceMode::PrimaryPreferred,
+        ReadPreferenceMode::Secondary,
+        ReadPreferenceMode::SecondaryPreferred,
+        ReadPreferenceMode::Nearest,
+    ]
+    .into_iter()
+    .find(|m| m.name().eq_ignore_ascii_case(s))
 }
 
 /// `serverMonitoringMode`.
@@ -720,7 +694,7 @@ impl Parser {
             "tlsdisablecertificaterevocationcheck" => {
                 self.opts.tls_disable_certificate_revocation_check = self.bool_opt(o, v)
             }
-            "readpreference" => match ReadPreferenceMode::parse(v) {
+            "readpreference" => match parse_read_preference_mode(v) {
                 Some(m) => self.opts.read_preference = Some(m),
                 None => self.warn(
                     o,
@@ -1105,6 +1079,23 @@ impl ClientOptions {
         Some(wc)
     }
 
+    /// The read preference the URI gives (`readPreference`, `readPreferenceTags`,
+    /// `maxStalenessSeconds`; `-1` means no bound): the client's default for reads and
+    /// change streams. Primary when the URI says nothing.
+    pub fn effective_read_preference(&self) -> ReadPreference {
+        let mut preference = ReadPreference::new(self.read_preference.unwrap_or_default());
+        if let Some(tags) = &self.read_preference_tags {
+            preference.tag_sets = tags.clone();
+        }
+        if let Some(seconds) = self
+            .max_staleness_seconds
+            .and_then(|s| u64::try_from(s).ok())
+        {
+            preference.max_staleness = Some(Duration::from_secs(seconds));
+        }
+        preference
+    }
+
     /// Check that brook can honour every option that was set: no warnings, no features
     /// that are parsed but not implemented yet. `Client::with_options` calls this.
     pub fn check_supported(&self) -> Result<(), Error> {
@@ -1132,7 +1123,7 @@ impl ClientOptions {
         if self.hosts.iter().any(|h| matches!(h, Host::Unix { .. })) {
             return unsupported("Unix domain socket hosts");
         }
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 9] = [
             (self.load_balanced == Some(true), "loadBalanced=true"),
             (self.timeout.is_some(), "timeoutMS"),
             (
@@ -1147,13 +1138,6 @@ impl ClientOptions {
                 self.tls_disable_certificate_revocation_check.is_some(),
                 "tlsDisableCertificateRevocationCheck",
             ),
-            (
-                self.read_preference
-                    .is_some_and(|m| m != ReadPreferenceMode::Primary),
-                "readPreference other than primary",
-            ),
-            (self.read_preference_tags.is_some(), "readPreferenceTags"),
-            (self.max_staleness_seconds.is_some(), "maxStalenessSeconds"),
             (self.read_concern_level.is_some(), "readConcernLevel"),
             (self.proxy_host.is_some(), "SOCKS5 proxy options"),
             (

@@ -19,6 +19,9 @@ pub(crate) struct ServerSession {
     /// A network error happened while it was in use: the server may still think it is in
     /// use, so it is never reused.
     pub(crate) dirty: bool,
+    /// The last `txnNumber` used in this session (retryable writes); the next write
+    /// uses one more. Kept with the session through the pool, as the server expects.
+    pub(crate) txn_number: i64,
 }
 
 impl ServerSession {
@@ -30,6 +33,7 @@ impl ServerSession {
             },
             last_use: now,
             dirty: false,
+            txn_number: 0,
         }
     }
 
@@ -108,6 +112,7 @@ pub(crate) struct ExplicitSession {
     id: Document,
     last_use: Mutex<Instant>,
     dirty: AtomicBool,
+    txn_number: std::sync::atomic::AtomicI64,
     timeout: Duration,
 }
 
@@ -121,6 +126,7 @@ impl ClientSession {
                 id: server.id,
                 last_use: Mutex::new(server.last_use),
                 dirty: AtomicBool::new(false),
+                txn_number: std::sync::atomic::AtomicI64::new(server.txn_number),
                 timeout,
             }),
         }
@@ -163,6 +169,7 @@ impl Drop for ExplicitSession {
             id: std::mem::take(&mut self.id),
             last_use,
             dirty: self.dirty.load(Ordering::Acquire),
+            txn_number: self.txn_number.load(Ordering::Acquire),
         };
         self.pool.release(session, self.timeout, Instant::now());
     }
@@ -177,6 +184,9 @@ pub(crate) trait SessionRef: Send {
     /// A command of the session failed on the network or was abandoned mid-flight: the
     /// server may still consider the session in use, so it must never be reused.
     fn mark_dirty(&mut self);
+    /// The `txnNumber` of a new retryable write in this session (one more than the
+    /// last), or `None` for a session that cannot carry one (no lsid).
+    fn next_txn_number(&mut self) -> Option<i64>;
 }
 
 /// Just an lsid: for a command sent in a session that something else holds (the
@@ -192,6 +202,10 @@ impl SessionRef for LsidOnly {
     fn touch(&mut self) {}
 
     fn mark_dirty(&mut self) {}
+
+    fn next_txn_number(&mut self) -> Option<i64> {
+        None
+    }
 }
 
 /// An implicit session checked out for one operation or one cursor; returned to the
@@ -228,6 +242,12 @@ impl SessionRef for SessionGuard {
         if let Some(s) = self.session.as_mut() {
             s.dirty = true;
         }
+    }
+
+    fn next_txn_number(&mut self) -> Option<i64> {
+        let s = self.session.as_mut()?;
+        s.txn_number = s.txn_number.saturating_add(1);
+        Some(s.txn_number)
     }
 }
 
@@ -273,6 +293,18 @@ impl SessionRef for HeldSession {
             HeldSession::None => {}
             HeldSession::Implicit(g) => g.mark_dirty(),
             HeldSession::Explicit(s) => s.mark_dirty(),
+        }
+    }
+
+    fn next_txn_number(&mut self) -> Option<i64> {
+        match self {
+            HeldSession::None => None,
+            HeldSession::Implicit(g) => g.next_txn_number(),
+            HeldSession::Explicit(s) => Some(
+                s.txn_number
+                    .fetch_add(1, Ordering::AcqRel)
+                    .saturating_add(1),
+            ),
         }
     }
 }

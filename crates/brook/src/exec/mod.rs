@@ -39,11 +39,11 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::error::{Error, ErrorKind};
-use crate::options::ClientOptions;
+use crate::options::{ClientOptions, ReadPreference};
 use crate::session::{END_SESSIONS_BATCH, HeldSession, SessionGuard, SessionPool, SessionRef};
 
 pub(crate) use server::{PooledConn, ServerInfo};
-pub(crate) use topology::{Topology, TopologySettings};
+pub(crate) use topology::{OperationGuard, Selected, Target, Topology, TopologySettings};
 
 /// The default `serverSelectionTimeoutMS`.
 pub(crate) const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,6 +88,57 @@ pub(crate) enum Lease {
     /// Held by a change stream for its life, outside the `maxPoolSize` accounting (a long
     /// poll never makes another operation wait), in the pool's generations all the same.
     Dedicated,
+}
+
+/// Whether, and how, an operation is retried once after a retryable error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Never (commands, getMore, killCursors, unacknowledged writes).
+    No,
+    /// A retryable read (`retryReads`): find, aggregate without `$out`/`$merge`, a change
+    /// stream's aggregate.
+    Read,
+    /// A retryable write (`retryWrites`): one with a `txnNumber` in its session.
+    Write,
+}
+
+/// The session again, for one more command of the same operation.
+fn reborrow<'a>(session: &'a mut Option<&mut dyn SessionRef>) -> Option<&'a mut dyn SessionRef> {
+    match session {
+        Some(s) => Some(&mut **s),
+        None => None,
+    }
+}
+
+/// `primaryPreferred`: where `endSessions` goes (any server will do, the primary first).
+fn primary_preferred() -> &'static ReadPreference {
+    static PREFERENCE: std::sync::OnceLock<ReadPreference> = std::sync::OnceLock::new();
+    PREFERENCE
+        .get_or_init(|| ReadPreference::new(crate::options::ReadPreferenceMode::PrimaryPreferred))
+}
+
+/// Whether the server behind `d` accepts a `txnNumber`: it supports sessions and is not
+/// a standalone (Retryable Writes specification).
+fn supports_retryable_writes(d: &brook_conn::StreamDescription) -> bool {
+    d.logical_session_timeout.is_some() && d.server_kind != brook_conn::ServerKind::Standalone
+}
+
+/// The error a server without document-level locking (MMAPv1) gives a `txnNumber`.
+fn is_unsupported_txn_number(err: &Error) -> bool {
+    err.code() == Some(20)
+        && err
+            .server_message()
+            .is_some_and(|m| m.starts_with("Transaction numbers"))
+}
+
+/// A connection checked out for an operation, and what selection said about it.
+#[derive(Debug)]
+pub(crate) struct CheckedOut {
+    pub(crate) conn: PooledConn,
+    /// The `$readPreference` the operation's command carries, if any.
+    pub(crate) read_preference: Option<Document>,
+    /// Counts the operation against its server while it runs.
+    pub(crate) operation: OperationGuard,
 }
 
 /// A command's output, and where it ran.
@@ -169,6 +220,8 @@ pub(crate) struct Executor {
     tasks: Tasks,
     selection_timeout: Duration,
     socket_timeout: Option<Duration>,
+    /// The client's read preference (from the connection string), every handle's default.
+    read_preference: ReadPreference,
 }
 
 /// Marks the session dirty if the command is dropped before its outcome is known.
@@ -193,7 +246,9 @@ impl Executor {
             .server_selection_timeout
             .unwrap_or(DEFAULT_SERVER_SELECTION_TIMEOUT);
         let socket_timeout = options.socket_timeout.filter(|d| !d.is_zero());
+        let read_preference = options.effective_read_preference();
         Arc::new(Executor {
+            read_preference,
             options,
             topology,
             sessions: Arc::new(SessionPool::default()),
@@ -207,6 +262,11 @@ impl Executor {
 
     pub(crate) fn options(&self) -> &ClientOptions {
         &self.options
+    }
+
+    /// The client's default read preference.
+    pub(crate) fn default_read_preference(&self) -> &ReadPreference {
+        &self.read_preference
     }
 
     /// The primary's address (else the first server known): where operations go.
@@ -256,33 +316,48 @@ impl Executor {
         }
     }
 
-    /// The address of the server an operation without a server of its own goes to now
-    /// (selection, waiting up to `serverSelectionTimeoutMS`).
-    pub(crate) async fn select_address(&self) -> Result<ServerAddress, Error> {
+    /// Selects a server for `target` (leaving out `deprioritized` servers while others
+    /// are suitable), waiting up to `serverSelectionTimeoutMS`.
+    pub(crate) async fn select(
+        &self,
+        target: Target<'_>,
+        deprioritized: &[ServerAddress],
+    ) -> Result<Selected, Error> {
         let deadline = Instant::now() + self.selection_timeout;
-        let server = self.topology.select(None, deadline).await?;
-        Ok(server.address().clone())
+        self.topology.select(target, deprioritized, deadline).await
     }
 
-    /// Selects the server (`at`, or the deployment's) and checks a connection out of its
-    /// pool. A pool cleared between selection and checkout sends the checkout back to
-    /// selection, within the same `serverSelectionTimeoutMS`. A connection that fails to
-    /// establish on the network marks the server unknown and clears its pool.
+    /// Selects the server for `target` (leaving out `deprioritized` servers while others
+    /// are suitable) and checks a connection out of its pool. A pool cleared between
+    /// selection and checkout sends the checkout back to selection, within the same
+    /// `serverSelectionTimeoutMS`. A connection that fails to establish on the network
+    /// marks the server unknown and clears its pool.
     pub(crate) async fn check_out(
         &self,
-        at: Option<&ServerAddress>,
+        target: Target<'_>,
         lease: Lease,
-    ) -> Result<PooledConn, Error> {
+        deprioritized: &[ServerAddress],
+    ) -> Result<CheckedOut, Error> {
         let deadline = Instant::now() + self.selection_timeout;
         loop {
-            let server = self.topology.select(at, deadline).await?;
+            let selected = self
+                .topology
+                .select(target, deprioritized, deadline)
+                .await?;
+            let server = &selected.server;
             let pool = server.pool();
             let out = match lease {
                 Lease::Shared => pool.check_out().await,
                 Lease::Dedicated => pool.check_out_dedicated().await,
             };
             match out {
-                Ok(conn) => return Ok(conn),
+                Ok(conn) => {
+                    return Ok(CheckedOut {
+                        conn,
+                        read_preference: selected.read_preference,
+                        operation: selected.operation,
+                    });
+                }
                 Err(PoolError::Cleared { .. }) if Instant::now() < deadline => {
                     // Cleared between selection and checkout: the error that cleared it
                     // has made the server unknown, or soon will; select again after a
@@ -379,44 +454,138 @@ impl Executor {
         }
     }
 
-    /// Selects, checks out, runs `cmd` (in `session`) and parses its reply. Fails once
-    /// the client is shut down.
+    /// Selects a server for `target`, checks out, runs `cmd` (in `session`) and parses
+    /// its reply, retrying once as `retry` allows. Fails once the client is shut down.
     pub(crate) async fn execute<C: Command>(
         &self,
         db: &str,
         cmd: &C,
         session: Option<&mut dyn SessionRef>,
-        at: Option<&ServerAddress>,
+        target: Target<'_>,
+        retry: Retry,
     ) -> Result<Executed<C::Output>, Error> {
         self.check_open()?;
-        self.run_command(db, cmd, session, at).await
+        self.run_command(db, cmd, session, target, retry).await
+    }
+
+    /// Whether `retry` is on for this client (`retryReads` / `retryWrites`, both on by
+    /// default).
+    fn retry_enabled(&self, retry: Retry) -> bool {
+        match retry {
+            Retry::No => false,
+            Retry::Read => self.options.retry_reads != Some(false),
+            Retry::Write => {
+                self.options.retry_writes != Some(false)
+                    && self.options.w != Some(crate::options::Acknowledgment::Nodes(0))
+            }
+        }
     }
 
     /// [`execute`](Self::execute) without the shutdown check: for the client's own
     /// commands (background kills, which shutdown waits for).
+    ///
+    /// Retries (Retryable Reads and Writes specifications): a read or write whose first
+    /// attempt fails with a retryable error ([`Error::is_retryable_read`],
+    /// [`Error::is_retryable_write`]) runs once more on a server selected afresh, the
+    /// failed one left out while another is suitable. A write carries a `txnNumber`
+    /// (the same on both attempts) when the server supports retryable writes and the
+    /// session has an lsid; otherwise it is not retried. If the retry cannot select a
+    /// server, or a write's retry reports `NoWritesPerformed`, the first error is
+    /// returned; otherwise the retry's.
     async fn run_command<C: Command>(
         &self,
         db: &str,
         cmd: &C,
-        session: Option<&mut dyn SessionRef>,
-        at: Option<&ServerAddress>,
+        mut session: Option<&mut dyn SessionRef>,
+        target: Target<'_>,
+        retry: Retry,
     ) -> Result<Executed<C::Output>, Error> {
-        let body = cmd.build(db).map_err(Error::command)?;
-        let mut conn = self.check_out(at, Lease::Shared).await?;
-        let address = conn.address().clone();
-        let wire_version = conn.description().max_wire_version;
-        let reply = self
-            .run_on(&mut conn, Body::Built(body), session, None)
-            .await?;
-        drop(conn);
-        let output = cmd
-            .handle_reply(reply)
-            .map_err(|e| Error::command(e).with_wire_version(Some(wire_version)))?;
-        Ok(Executed {
-            output,
-            address,
-            wire_version,
-        })
+        let retry = if self.retry_enabled(retry) {
+            retry
+        } else {
+            Retry::No
+        };
+        let mut txn_number: Option<i64> = None;
+        let mut first: Option<(Error, ServerAddress)> = None;
+        loop {
+            let deprioritized: Vec<ServerAddress> =
+                first.iter().map(|(_, at)| at.clone()).collect();
+            let checked = match self.check_out(target, Lease::Shared, &deprioritized).await {
+                Ok(checked) => checked,
+                Err(e) => return Err(first.map_or(e, |(original, _)| original)),
+            };
+            let CheckedOut {
+                mut conn,
+                read_preference,
+                operation,
+            } = checked;
+            let address = conn.address().clone();
+            let wire_version = conn.description().max_wire_version;
+            let mut body = cmd.build(db).map_err(Error::command)?;
+            if retry == Retry::Write {
+                let supported = supports_retryable_writes(conn.description());
+                match first.take() {
+                    None if supported => {
+                        txn_number = reborrow(&mut session).and_then(|s| s.next_txn_number());
+                    }
+                    None => {}
+                    // The server selected for the retry cannot take the txnNumber.
+                    Some((original, _)) if !supported => return Err(original),
+                    Some(kept) => first = Some(kept),
+                }
+            }
+            if let Some(n) = txn_number {
+                body.body.insert("txnNumber", n);
+            }
+            if let Some(preference) = read_preference {
+                body.body.insert("$readPreference", preference);
+            }
+            let outcome = self
+                .run_on(&mut conn, Body::Built(body), reborrow(&mut session), None)
+                .await;
+            drop(conn);
+            drop(operation);
+            let outcome = outcome.and_then(|reply| {
+                cmd.handle_reply(reply)
+                    .map_err(|e| Error::command(e).with_wire_version(Some(wire_version)))
+            });
+            let err = match outcome {
+                Ok(output) => {
+                    return Ok(Executed {
+                        output,
+                        address,
+                        wire_version,
+                    });
+                }
+                Err(err) => err,
+            };
+            if txn_number.is_some() && is_unsupported_txn_number(&err) {
+                return Err(Error::unsupported(
+                    "retryable writes on this deployment (its storage engine does not \
+                     support them): add retryWrites=false to the connection string",
+                ));
+            }
+            match first.take() {
+                None => {
+                    let retryable = match retry {
+                        Retry::No => false,
+                        Retry::Read => err.is_retryable_read(),
+                        Retry::Write => txn_number.is_some() && err.is_retryable_write(),
+                    };
+                    if !retryable {
+                        return Err(err);
+                    }
+                    debug!(server = %address, error = %err, ?retry, "retrying once");
+                    first = Some((err, address));
+                }
+                Some((original, _)) => {
+                    if retry == Retry::Write && err.has_label("NoWritesPerformed") {
+                        return Err(original);
+                    }
+                    return Err(err);
+                }
+            }
+        }
     }
 
     /// [`execute`](Self::execute) in an implicit session of its own.
@@ -424,9 +593,11 @@ impl Executor {
         &self,
         db: &str,
         cmd: &C,
+        target: Target<'_>,
+        retry: Retry,
     ) -> Result<C::Output, Error> {
         let mut session = self.implicit_session();
-        self.execute(db, cmd, Some(&mut session), None)
+        self.execute(db, cmd, Some(&mut session), target, retry)
             .await
             .map(|e| e.output)
     }
@@ -525,7 +696,7 @@ impl Executor {
         cmd: &KillCursors,
         session: &mut dyn SessionRef,
     ) -> Result<(), Error> {
-        self.run_command(db, cmd, Some(session), Some(server))
+        self.run_command(db, cmd, Some(session), Target::At(server), Retry::No)
             .await
             .map(|_| ())
     }
@@ -598,7 +769,13 @@ impl Executor {
         let ids = self.sessions.drain_ids();
         for chunk in ids.chunks(END_SESSIONS_BATCH) {
             let cmd = EndSessions::new(chunk.to_vec());
-            let run = self.run_command("admin", &cmd, None, None);
+            let run = self.run_command(
+                "admin",
+                &cmd,
+                None,
+                Target::Read(primary_preferred()),
+                Retry::No,
+            );
             if let Ok(Err(e)) = tokio::time::timeout(SHUTDOWN_STEP_BOUND, run).await {
                 debug!(error = %e, "endSessions failed");
             }

@@ -42,6 +42,8 @@ pub(crate) struct TopologySettings {
 pub(crate) struct Topology {
     description: Mutex<TopologyDescription>,
     servers: Mutex<BTreeMap<ServerAddress, Arc<Server>>>,
+    /// Operations in progress per server (see [`OperationGuard`]).
+    operations: Mutex<BTreeMap<ServerAddress, Arc<AtomicU64>>>,
     /// Bumped on every change of the description: selection waits on it.
     changed: watch::Sender<u64>,
     settings: TopologySettings,
@@ -59,7 +61,40 @@ impl fmt::Debug for Topology {
     }
 }
 
-/// Primary: what every operation of brook reads and writes with today.
+/// Where an operation runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target<'a> {
+    /// A cursor's own server (its `getMore`s and `killCursors`), once it is known again.
+    At(&'a ServerAddress),
+    /// A read: a server its read preference allows, within the latency window.
+    Read(&'a ReadPreference),
+    /// The primary (or the mongos, standalone, or the one server of a direct
+    /// connection): writes and commands.
+    Primary,
+}
+
+/// A selected server, and the `$readPreference` its command carries, if any.
+#[derive(Debug)]
+pub(crate) struct Selected {
+    pub(crate) server: Arc<Server>,
+    pub(crate) read_preference: Option<bson::Document>,
+    /// Counts the operation against the server while it runs.
+    pub(crate) operation: OperationGuard,
+}
+
+/// One operation in progress on a server (Server Selection's `operationCount`, which
+/// breaks ties between the two random choices of the latency window); counted from
+/// selection until dropped.
+#[derive(Debug)]
+pub(crate) struct OperationGuard(Arc<AtomicU64>);
+
+impl Drop for OperationGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Mode primary, with no tags: what writes and commands select with.
 fn primary() -> &'static ReadPreference {
     static PRIMARY: std::sync::OnceLock<ReadPreference> = std::sync::OnceLock::new();
     PRIMARY.get_or_init(ReadPreference::primary)
@@ -84,6 +119,7 @@ impl Topology {
         let topology = Arc::new(Topology {
             description: Mutex::new(description),
             servers: Mutex::new(BTreeMap::new()),
+            operations: Mutex::new(BTreeMap::new()),
             changed,
             settings,
             handler,
@@ -179,6 +215,10 @@ impl Topology {
             match event {
                 DescriptionEvent::ServerOpening { address } => self.open_server(address),
                 DescriptionEvent::ServerClosed { address } => {
+                    self.operations
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&address);
                     let removed = self.lock_servers().remove(&address);
                     if let Some(server) = removed {
                         debug!(server = %address, "server left the topology");
@@ -198,6 +238,21 @@ impl Topology {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    fn operation_count(&self, address: &ServerAddress) -> u64 {
+        self.operations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(address)
+            .map_or(0, |n| n.load(Ordering::Acquire))
+    }
+
+    fn start_operation(&self, address: &ServerAddress) -> OperationGuard {
+        let mut operations = self.operations.lock().unwrap_or_else(|p| p.into_inner());
+        let counter = operations.entry(address.clone()).or_default();
+        counter.fetch_add(1, Ordering::AcqRel);
+        OperationGuard(Arc::clone(counter))
+    }
+
     fn next_random(&self, n: usize) -> usize {
         // xorshift64: enough to spread load between two servers.
         let mut x = self.random.load(Ordering::Relaxed);
@@ -208,15 +263,16 @@ impl Topology {
         usize::try_from(x % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
     }
 
-    /// A server for an operation: `at` (a cursor's server) once it is known, else the
-    /// primary (or mongos, standalone, the one server of a direct connection). Waits for a
-    /// topology change while none is suitable, asking every monitor for a check, up to
-    /// `deadline`.
+    /// A server for an operation (see [`Target`]), and the `$readPreference` to send
+    /// with its command, if any. Servers in `deprioritized` (where a retried operation
+    /// failed) are picked only when nothing else is suitable. Waits for a topology change
+    /// while none is suitable, asking every monitor for a check, up to `deadline`.
     pub(crate) async fn select(
         &self,
-        at: Option<&ServerAddress>,
+        target: Target<'_>,
+        deprioritized: &[ServerAddress],
         deadline: Instant,
-    ) -> Result<Arc<Server>, Error> {
+    ) -> Result<Selected, Error> {
         let mut changes = self.changed.subscribe();
         loop {
             changes.borrow_and_update();
@@ -225,9 +281,9 @@ impl Topology {
             }
             let found = {
                 let description = self.lock_description();
-                match at {
-                    Some(at) => match description.servers.get(at) {
-                        Some(s) if s.server_type != ServerType::Unknown => Some(at.clone()),
+                match target {
+                    Target::At(at) => match description.servers.get(at) {
+                        Some(s) if s.server_type != ServerType::Unknown => Some((at.clone(), None)),
                         Some(_) => None,
                         None => {
                             return Err(Error::new(ErrorKind::ServerSelection {
@@ -236,19 +292,29 @@ impl Topology {
                             }));
                         }
                     },
-                    None => {
-                        let servers = self.lock_servers();
+                    Target::Read(_) | Target::Primary => {
+                        let (operation, preference) = match target {
+                            Target::Read(preference) => (Operation::Read(preference), preference),
+                            _ => (Operation::Write, primary()),
+                        };
                         let picked = selection::select_server(
                             &description,
-                            Operation::Read(primary()),
-                            &[],
+                            operation,
+                            deprioritized,
                             self.settings.heartbeat,
                             self.settings.local_threshold,
-                            |a| servers.get(a).map_or(0, |s| s.pool().stats().in_use as u64),
+                            |a| self.operation_count(a),
                             |n| self.next_random(n),
                         );
                         match picked {
-                            Ok(server) => server.map(|s| s.address.clone()),
+                            Ok(server) => server.map(|s| {
+                                let field = selection::read_preference_field(
+                                    description.topology_type,
+                                    s.server_type,
+                                    preference,
+                                );
+                                (s.address.clone(), field)
+                            }),
                             Err(e) => {
                                 return Err(Error::new(ErrorKind::ServerSelection {
                                     message: e.to_string(),
@@ -259,10 +325,15 @@ impl Topology {
                     }
                 }
             };
-            if let Some(address) = found
+            if let Some((address, read_preference)) = found
                 && let Some(server) = self.server(&address)
             {
-                return Ok(server);
+                let operation = self.start_operation(&address);
+                return Ok(Selected {
+                    server,
+                    read_preference,
+                    operation,
+                });
             }
             for server in self.lock_servers().values() {
                 server.request_check();
@@ -272,7 +343,11 @@ impl Topology {
                 Ok(Err(_)) => return Err(Error::new(ErrorKind::Shutdown)),
                 Err(_) => {
                     let seen = describe_topology(&self.lock_description());
-                    let wanted = at.map_or_else(|| "the primary".to_owned(), ToString::to_string);
+                    let wanted = match target {
+                        Target::At(at) => at.to_string(),
+                        Target::Primary => "the primary".to_owned(),
+                        Target::Read(preference) => Operation::Read(preference).to_string(),
+                    };
                     return Err(Error::new(ErrorKind::ServerSelection {
                         message: format!(
                             "no server for {wanted} within {:?}; the deployment as seen: {seen}",

@@ -538,7 +538,8 @@ async fn initial_aggregate_errors_are_returned_not_resumed() {
             Action::fault(Fault::CloseWithoutReply),
         ],
     );
-    let client = client_for(&fake, "").await;
+    // Without retryable reads: the first error is final.
+    let client = client_for(&fake, "&retryReads=false").await;
     let coll = client.database("app").collection::<Document>("items");
     let err = coll.watch().await.expect_err("aggregate fails");
     assert_eq!(err.code(), Some(91));
@@ -553,6 +554,48 @@ async fn initial_aggregate_errors_are_returned_not_resumed() {
     assert!(err.is_network());
     assert_eq!(fake.commands_named("aggregate").len(), 2);
     assert!(fake.commands_named("getMore").is_empty());
+}
+
+#[tokio::test]
+async fn initial_aggregate_is_retried_once_on_a_retryable_error() {
+    let fake = server(ServerConfig::replica_set("rs0")).await;
+    // A retryable error, then success: the stream opens on the retry.
+    fake.push_actions(
+        "aggregate",
+        [
+            Action::error(11600, "InterruptedAtShutdown", &[]),
+            first(42, vec![ev(1)], None),
+        ],
+    );
+    let client = client_for(&fake, "").await;
+    let coll = client.database("app").collection::<Document>("items");
+    let mut stream = coll.watch().await.expect("opened on the retry");
+    let e = stream.next().await.unwrap().unwrap();
+    assert_eq!(e.id.to_document().unwrap(), token(1));
+    assert_eq!(fake.commands_named("aggregate").len(), 2);
+    assert_eq!(stream.resume_count(), 0, "a retry is not a resume");
+    stream.close().await.unwrap();
+
+    // A network error, then another retryable error: one retry only, its error returned.
+    fake.push_actions(
+        "aggregate",
+        [
+            Action::fault(Fault::CloseWithoutReply),
+            Action::error(189, "PrimarySteppedDown", &[]),
+        ],
+    );
+    let err = coll.watch().await.expect_err("both attempts fail");
+    assert_eq!(err.code(), Some(189), "the retry's error: {err}");
+    assert_eq!(fake.commands_named("aggregate").len(), 4);
+
+    // A non-retryable error is not retried.
+    fake.push_actions(
+        "aggregate",
+        [Action::error(280, "ChangeStreamFatalError", &[])],
+    );
+    let err = coll.watch().await.expect_err("fatal");
+    assert_eq!(err.code(), Some(280));
+    assert_eq!(fake.commands_named("aggregate").len(), 5);
 }
 
 #[tokio::test]

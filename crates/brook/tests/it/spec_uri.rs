@@ -66,7 +66,7 @@ fn option_value(o: &ClientOptions, key: &str) -> Option<Value> {
         "tlsdisablecertificaterevocationcheck" => {
             o.tls_disable_certificate_revocation_check.map(|v| json!(v))
         }
-        "readpreference" => o.read_preference.map(|v| json!(v.as_str())),
+        "readpreference" => o.read_preference.map(|v| json!(v.name())),
         "readpreferencetags" => o
             .read_preference_tags
             .as_ref()
