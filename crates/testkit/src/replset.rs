@@ -47,6 +47,9 @@ pub struct ReplicaSetConfig {
     /// wait of a change-stream getMore (`max_await`), a handler. Its hello topology, `me`
     /// and `hosts` are replaced by each member's own.
     pub member: ServerConfig,
+    /// Each member's `tags` in its hello (by index; a member without an entry, or with
+    /// an empty document, reports none), for read preferences with tag sets.
+    pub tags: Vec<Document>,
 }
 
 impl Default for ReplicaSetConfig {
@@ -63,7 +66,15 @@ impl ReplicaSetConfig {
             members: 3,
             member: ServerConfig::replica_set(set_name.clone()),
             set_name,
+            tags: Vec::new(),
         }
+    }
+
+    /// Give the members these `tags` (by index), as `members[].tags` of a real set's
+    /// configuration shows in each member's hello.
+    pub fn with_tags(mut self, tags: Vec<Document>) -> ReplicaSetConfig {
+        self.tags = tags;
+        self
     }
 
     /// Set `maxWireVersion` of every member (21 for 7.0, 25 for 8.0).
@@ -214,6 +225,7 @@ impl SetInner {
 struct SetState {
     set_name: String,
     hosts: Vec<String>,
+    tags: Vec<Document>,
     inner: Mutex<SetInner>,
     /// Woken on every change: an election, a step-down, a kill, an event, a blackhole lifted.
     changed: Notify,
@@ -389,7 +401,10 @@ impl MemberLink {
         opts.election_id = election_id(inner.term);
         opts.set_version = inner.set_version;
         let connection_id = i64::try_from(cmd.connection_id).unwrap_or(i64::MAX);
-        let reply = shapes::hello_reply(&opts, connection_id, ts);
+        let mut reply = shapes::hello_reply(&opts, connection_id, ts);
+        if let Some(tags) = self.set.tags.get(self.index).filter(|t| !t.is_empty()) {
+            reply.insert("tags", tags.clone());
+        }
         let primary = inner
             .primary
             .filter(|_| !is_primary)
@@ -783,6 +798,7 @@ impl ReplicaSet {
         let set = Arc::new(SetState {
             set_name: config.set_name.clone(),
             hosts: hosts.clone(),
+            tags: config.tags.clone(),
             inner: Mutex::new(SetInner {
                 members: (0..count).map(|_| MemberState::new()).collect(),
                 primary: Some(0),

@@ -5,4 +5,5 @@ mod change_stream;
 mod client;
 mod failover;
 mod failures;
+mod reads_writes;
 mod spec_uri;
