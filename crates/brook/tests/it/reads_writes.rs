@@ -499,3 +499,112 @@ async fn a_write_after_an_unnoticed_election_is_retried_on_the_new_primary() {
     assert_eq!(logged, BTreeSet::from([0, 1]), "written once each");
     rs.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Through mongos
+// ---------------------------------------------------------------------------------------
+
+async fn mongoses() -> (FakeServer, FakeServer) {
+    let config = || {
+        let mut config =
+            ServerConfig::default().with_topology(brook_testkit::shapes::Topology::Mongos);
+        config.max_await = Duration::from_millis(100);
+        config
+    };
+    (server(config()).await, server(config()).await)
+}
+
+fn mongos_uri(a: &FakeServer, b: &FakeServer, query: &str) -> String {
+    format!(
+        "mongodb://{},{}/?serverSelectionTimeoutMS=5000&heartbeatFrequencyMS=500\
+         &localThresholdMS=1000{query}",
+        a.host_port(),
+        b.host_port()
+    )
+}
+
+#[tokio::test]
+async fn operations_spread_over_the_mongoses_of_the_window() {
+    let (a, b) = mongoses().await;
+    let client = Client::connect(&mongos_uri(&a, &b, ""))
+        .await
+        .expect("connects");
+    // Both mongoses known before counting.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let coll = client.database("app").collection::<Document>("items");
+    for i in 0..40 {
+        coll.find(doc! {}).await.expect("find");
+        coll.insert_one(doc! { "i": i }).await.expect("insert");
+    }
+    for (name, fake) in [("a", &a), ("b", &b)] {
+        let finds = fake.commands_named("find").len();
+        let inserts = fake.commands_named("insert");
+        assert!(finds > 0, "mongos {name} served no find");
+        assert!(!inserts.is_empty(), "mongos {name} served no insert");
+        // A mongos takes retryable writes.
+        assert!(inserts.iter().all(|c| txn_number(c).is_some()));
+    }
+    assert_eq!(
+        a.commands_named("find").len() + b.commands_named("find").len(),
+        40
+    );
+}
+
+#[tokio::test]
+async fn a_retry_through_mongos_goes_to_another_mongos() {
+    let (a, b) = mongoses().await;
+    let client = Client::connect(&mongos_uri(&a, &b, ""))
+        .await
+        .expect("connects");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let coll = client.database("app").collection::<Document>("items");
+    for fake in [&a, &b] {
+        fake.push_actions("insert", [Action::fault(Fault::CloseWithoutReply)]);
+        fake.push_actions("find", [Action::fault(Fault::CloseWithoutReply)]);
+    }
+    let err = coll
+        .insert_one(doc! { "x": 1 })
+        .await
+        .expect_err("both fail");
+    assert!(err.is_network(), "{err}");
+    // The failed mongos is deprioritized: one attempt on each.
+    assert_eq!(a.commands_named("insert").len(), 1);
+    assert_eq!(b.commands_named("insert").len(), 1);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let err = coll.find(doc! {}).await.expect_err("both fail");
+    assert!(err.is_network(), "{err}");
+    assert_eq!(a.commands_named("find").len(), 1);
+    assert_eq!(b.commands_named("find").len(), 1);
+}
+
+#[tokio::test]
+async fn a_change_stream_moves_to_another_mongos_when_its_own_dies() {
+    let (a, b) = mongoses().await;
+    let client = Client::connect(&mongos_uri(&a, &b, ""))
+        .await
+        .expect("connects");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let coll = client.database("app").collection::<Document>("items");
+    let mut stream = coll.watch().await.expect("opens");
+    let first = stream.server_address().cloned().expect("on a mongos");
+    let (dead, alive) = if first.to_string() == a.host_port() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert!(stream.next_if_any().await.expect("a getMore").is_none());
+    dead.shutdown().await;
+    // The getMore fails on the network, the stream resumes on the other mongos.
+    let mut moved = false;
+    for _ in 0..20 {
+        let _ = stream.next_if_any().await;
+        if stream.server_address().map(ToString::to_string) == Some(alive.host_port()) {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "the stream is on {:?}", stream.server_address());
+    assert!(stream.is_alive());
+    assert_eq!(stream.resume_count(), 1);
+    assert_eq!(alive.commands_named("aggregate").len(), 1);
+}
