@@ -50,14 +50,34 @@
 //!    `is_invalid_argument()` error naming each one) and options brook parses but does
 //!    not act on yet (an `is_unsupported()` error naming the feature): credentials
 //!    (authentication is not implemented), `mongodb+srv://` (no DNS SRV resolution), Unix
-//!    sockets, `loadBalanced=true`, `timeoutMS`, read preferences other
-//!    than primary and their tags/staleness, `readConcernLevel`, proxies,
+//!    sockets, `loadBalanced=true`, `timeoutMS`, `readConcernLevel`, proxies,
 //!    `tlsCertificateKeyFilePassword`, the OCSP/revocation switches, `srvServiceName`.
 //!    Nothing in a connection string is silently ignored.
 //!
-//! Options kept but without effect by design for now: `retryWrites`/`retryReads` (brook
-//! does not retry yet), `localThresholdMS` (only the primary is selected so far),
-//! `serverMonitoringMode` (monitors poll) and `serverSelectionTryOnce`.
+//! Options kept but without effect by design for now: `serverSelectionTryOnce` (a
+//! single-threaded-driver option).
+//!
+//! # Read preferences and retries
+//!
+//! `readPreference`, `readPreferenceTags` and `maxStalenessSeconds` give the client's
+//! default [`ReadPreference`]; [`Database::with_read_preference`],
+//! [`Collection::with_read_preference`], and the `read_preference` of the find,
+//! aggregate and watch builders override it. Reads select among the servers the
+//! preference allows (mode, tag sets tried in order, staleness), then among those within
+//! `localThresholdMS` (default 15 ms) of the fastest, two at random, keeping the one with
+//! fewer operations in flight; the command carries `$readPreference` where the Server
+//! Selection specification says (mongos, secondaries, direct connections). Writes and
+//! `run_command` go to the primary. A change stream's `aggregate` (the first and every
+//! resume's) selects by the stream's preference; its getMores follow the cursor.
+//!
+//! Retries follow the Retryable Reads and Writes specifications. With `retryReads`
+//! (default on), find, aggregate (without `$out`/`$merge`) and a change stream's
+//! `aggregate` run once more after a network error or a "not primary"/"shutting down"
+//! class of error, on a server selected afresh. With `retryWrites` (default on),
+//! `insert_one`, `insert_many`, `update_one` and `delete_one` carry a `txnNumber` in
+//! their session (on servers that support it: not a standalone, not `w=0`) and run once
+//! more, with the same `txnNumber`, after a network error or an error labelled
+//! `RetryableWriteError`. `run_command` and getMores are never retried.
 //!
 //! # Servers and connections
 //!
@@ -66,14 +86,14 @@
 //! with `hello` every `heartbeatFrequencyMS` (default 10 s; sooner when an error or a
 //! waiting operation asks, never more often than every 500 ms), and the topology adds
 //! the members a replica set names and drops the ones it does not. `connect` returns once
-//! a primary (or a mongos, a standalone, the one server of `directConnection=true`) is
+//! a server for the client's default read preference (the primary unless the URI says
+//! otherwise; a mongos, a standalone, the one server of `directConnection=true`) is
 //! found, within `serverSelectionTimeoutMS` (default 30 s); a seed list holding only a
 //! secondary is enough. Every operation selects afresh, so after an election operations
 //! and change-stream resumes go to the new primary, while a cursor's getMores and
 //! killCursors stay on its own server. A failed heartbeat marks the server Unknown and
 //! clears its pool, interrupting the commands in flight on it: a change stream stuck in a
-//! getMore on a lost primary resumes at once on the new one. Only the primary read
-//! preference is supported so far; polling monitors (not the streaming protocol).
+//! getMore on a lost primary resumes at once on the new one.
 //!
 //! One executor runs every command of every operation: it selects the server, checks a
 //! connection out of the server's pool, attaches the session's `lsid` and the highest
