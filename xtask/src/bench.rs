@@ -3,14 +3,20 @@
 //!
 //! What it does, in order:
 //!
-//! 1. builds (release) `replay-server` and `brook-bench` (package `brook-benches`) and
-//!    `compare-bench` (the crate `benches/compare`, its own workspace, into
-//!    `target/compare`);
+//! 1. builds (release) `replay-server`, `brook-bench` and `failover-bench` (package
+//!    `brook-benches`) and `compare-bench` (the crate `benches/compare`, its own
+//!    workspace, into `compare/` of the target dir);
 //! 2. for each scenario, starts one `replay-server` process configured for it (events per
 //!    getMore, event size, delay) and runs every client against it as a separate process,
 //!    `--rounds` times, the clients' order rotating each round so that they interleave;
 //!    each process prints one JSON line; a metric's result is the median over rounds;
 //! 3. measures frame decoding next to a copy of the same bytes (`brook-bench decode`);
+//!    then failover time: `failover-bench` runs the testkit's replica set and fails its
+//!    primary over (stepdown, kill, blackhole) `--failovers` times per kind while one
+//!    client tails a change stream (brook, the official driver with its default streaming
+//!    monitors, and with polling ones): from the loss to the first event only the new
+//!    primary could serve, p50/p99 per kind and client, also written to
+//!    `docs/bench/FAILOVER.md`;
 //! 4. footprint: crates in the normal dependency tree (`cargo tree -e normal`) of the
 //!    `brook` CLI and of `official-tail` (a minimal watch program on the official crate),
 //!    their clean release build times (each in its own target dir under
@@ -20,9 +26,10 @@
 //! 6. writes `docs/BENCHMARKS.md`, `docs/bench/*.svg` and `docs/bench/results.json`; every
 //!    raw line is kept in `target/bench/runs.jsonl`.
 //!
-//! `--quick` runs everything briefly (one round, short runs, 100 idle streams, 1,000 e2e
-//! events, no clean builds) to check the pipeline; its report goes to
-//! `target/bench/BENCHMARKS.md` (and plots beside it) so that the committed one is kept.
+//! `--quick` runs everything briefly (one round, short runs, 100 idle streams, 20
+//! failovers per kind, 1,000 e2e events, no clean builds) to check the pipeline; its
+//! report goes to `target/bench/BENCHMARKS.md` (and plots and `FAILOVER.md` beside it) so
+//! that the committed one is kept.
 //! `cargo xtask bench criterion [cargo bench args]` runs the criterion codec bench as before.
 
 use std::collections::BTreeMap;
@@ -43,8 +50,8 @@ const PACKAGE: &str = "brook-benches";
 const PROFILE_NOTES: &str = "docs/bench/PROFILE.md";
 
 const USAGE: &str = "\
-usage: cargo xtask bench [--quick] [--rounds N] [--seconds S] [--no-footprint] [--no-e2e]
-                         [--only SCENARIO]...
+usage: cargo xtask bench [--quick] [--rounds N] [--seconds S] [--failovers N]
+                         [--no-footprint] [--no-e2e] [--only SCENARIO]...
        cargo xtask bench criterion [cargo bench args] [-- criterion args]
 
   (default)        brook vs a raw-socket floor vs the official mongodb driver on a replay
@@ -52,9 +59,12 @@ usage: cargo xtask bench [--quick] [--rounds N] [--seconds S] [--no-footprint] [
   --quick          one short round of everything, no clean builds; writes under target/bench/
   --rounds N       rounds per scenario (default 5); medians are over rounds
   --seconds S      measured seconds per client run (default 2)
+  --failovers N    failovers per kind and client in the `failover` scenario (default 40,
+                   20 with --quick; at least 20)
   --no-footprint   skip dependency counts, clean builds and binary sizes
   --no-e2e         skip the nx-27017 end-to-end run
   --only ID        run only this scenario (repeatable); see the scenario ids in the report
+                   (also `decode` and `failover`)
   criterion        run `cargo bench -p brook-benches` with the remaining arguments
 ";
 
@@ -80,6 +90,7 @@ struct Options {
     quick: bool,
     rounds: usize,
     seconds: f64,
+    failovers: usize,
     footprint: bool,
     e2e: bool,
     only: Vec<String>,
@@ -92,6 +103,7 @@ impl Options {
             quick: false,
             rounds: 5,
             seconds: 2.0,
+            failovers: 40,
             footprint: true,
             e2e: true,
             only: Vec::new(),
@@ -99,6 +111,7 @@ impl Options {
         };
         let mut rounds = None;
         let mut seconds = None;
+        let mut failovers = None;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = |name: &str| {
@@ -123,6 +136,13 @@ impl Options {
                             .map_err(|e| Error::new(format!("--seconds: {e}")))?,
                     );
                 }
+                "--failovers" => {
+                    failovers = Some(
+                        value("--failovers")?
+                            .parse::<usize>()
+                            .map_err(|e| Error::new(format!("--failovers: {e}")))?,
+                    );
+                }
                 "--no-footprint" => o.footprint = false,
                 "--no-e2e" => o.e2e = false,
                 "--only" => o.only.push(value("--only")?),
@@ -133,9 +153,16 @@ impl Options {
         if o.quick {
             o.rounds = 1;
             o.seconds = 0.3;
+            o.failovers = MIN_FAILOVERS;
         }
         o.rounds = rounds.unwrap_or(o.rounds);
         o.seconds = seconds.unwrap_or(o.seconds);
+        o.failovers = failovers.unwrap_or(o.failovers);
+        if o.failovers < MIN_FAILOVERS {
+            return Err(Error::new(format!(
+                "--failovers must be at least {MIN_FAILOVERS} (a p99 needs them)"
+            )));
+        }
         if !(o.seconds > 0.0 && o.seconds < 600.0) {
             return Err(Error::new("--seconds must be in (0, 600)"));
         }
@@ -530,6 +557,7 @@ impl Drop for Server {
 struct Bins {
     server: PathBuf,
     brook: PathBuf,
+    failover: PathBuf,
     compare: PathBuf,
 }
 
@@ -544,23 +572,24 @@ fn build(root: &Path) -> Result<Bins> {
         "replay-server",
         "--bin",
         "brook-bench",
+        "--bin",
+        "failover-bench",
     ]))?;
+    let target = target_dir(root, std::env::var_os("CARGO_TARGET_DIR"));
+    let compare = target.join("compare");
     crate::run(
         cargo()
             .current_dir(root.join("benches").join("compare"))
             .args(["build", "--release", "--quiet", "--bin", "compare-bench"])
             .arg("--target-dir")
-            .arg(root.join("target").join("compare")),
+            .arg(&compare),
     )?;
-    let release = target_dir(root, std::env::var_os("CARGO_TARGET_DIR")).join("release");
+    let release = target.join("release");
     Ok(Bins {
         server: release.join("replay-server"),
         brook: release.join("brook-bench"),
-        compare: root
-            .join("target")
-            .join("compare")
-            .join("release")
-            .join("compare-bench"),
+        failover: release.join("failover-bench"),
+        compare: compare.join("release").join("compare-bench"),
     })
 }
 
@@ -965,6 +994,248 @@ fn e2e(bins: &Bins, count: u64, rounds: usize, log: &mut fs::File) -> E2e {
 }
 
 // ---------------------------------------------------------------------------------------
+// Failover time on the testkit's replica set
+// ---------------------------------------------------------------------------------------
+
+/// The fewest failovers per kind and client (`--quick` runs this many).
+const MIN_FAILOVERS: usize = 20;
+
+/// The ways the primary is lost, as `failover-bench --kind` names them.
+const FAILOVER_KINDS: [&str; 3] = ["stepdown", "kill", "blackhole"];
+
+/// The URI options of every failover client: short heartbeats and connect timeouts (a
+/// blackholed primary is noticed through them), the default server selection timeout.
+const FAILOVER_URI_OPTIONS: &str =
+    "heartbeatFrequencyMS=500&connectTimeoutMS=500&serverSelectionTimeoutMS=30000";
+
+/// The clients of the failover scenario: brook (polling monitors), the official driver
+/// as it comes (`serverMonitoringMode` auto: streaming monitors) and with polling
+/// monitors like brook's.
+const FAILOVER_CLIENTS: [&str; 3] = ["brook", "official", "official-poll"];
+
+/// The official client the ratios are taken against.
+const FAILOVER_OFFICIAL: &str = "official";
+
+/// Every failover run: the harness's JSON per kind and client.
+#[derive(Debug, Default, Clone)]
+struct Failovers {
+    failovers: usize,
+    by_run: BTreeMap<(String, String), Obj>,
+    errors: Vec<String>,
+}
+
+impl Failovers {
+    fn get(&self, kind: &str, client: &str, key: &str) -> Option<f64> {
+        num(self.by_run.get(&(kind.to_owned(), client.to_owned()))?, key)
+    }
+}
+
+/// `failover-bench` arguments for one run: the kind, the count, the URI options, then
+/// the client command.
+fn failover_args(bins: &Bins, kind: &str, client: &str, failovers: usize) -> Vec<String> {
+    let mut options = FAILOVER_URI_OPTIONS.to_owned();
+    if client == "official-poll" {
+        options.push_str("&serverMonitoringMode=poll");
+    }
+    let mut v: Vec<String> = vec![
+        "--kind".into(),
+        kind.into(),
+        "--failovers".into(),
+        failovers.to_string(),
+        "--uri-options".into(),
+        options,
+        "--".into(),
+    ];
+    if client == "brook" {
+        v.push(bins.brook.display().to_string());
+        v.extend(["--client", "brook-doc"].map(String::from));
+    } else {
+        v.push(bins.compare.display().to_string());
+        v.extend(["--client", "official-typed"].map(String::from));
+    }
+    v.extend(["--scenario", "failover-tail"].map(String::from));
+    v
+}
+
+fn failover(bins: &Bins, failovers: usize, log: &mut fs::File) -> Failovers {
+    let mut out = Failovers {
+        failovers,
+        ..Failovers::default()
+    };
+    // Each failover waits 1–1.5 s after the last, then at most the harness's 30 s.
+    let limit = Duration::from_secs(failovers as u64 * 3 + 120);
+    let n = FAILOVER_CLIENTS.len();
+    for (k, kind) in FAILOVER_KINDS.iter().enumerate() {
+        for i in 0..n {
+            let client = FAILOVER_CLIENTS[(i + k) % n];
+            let mut cmd = Command::new(&bins.failover);
+            cmd.args(failover_args(bins, kind, client, failovers));
+            eprint!("  failover   {kind:<10} {client:<14}");
+            match run_json(&mut cmd, limit) {
+                Ok(obj) => {
+                    let ms = |key| fmt_ms(num(&obj, key));
+                    eprintln!(
+                        " p50 {} ms, p99 {} ms over {} failovers",
+                        ms("p50_ns"),
+                        ms("p99_ns"),
+                        fmt_num(num(&obj, "failovers"), 0)
+                    );
+                    if let Some(Val::Str(why)) = obj.get("stopped")
+                        && !why.is_empty()
+                    {
+                        eprintln!("    stopped early: {why}");
+                        out.errors.push(format!("{kind} {client}: {why}"));
+                    }
+                    let _logged = writeln!(log, "failover-{kind}\t{client}\t{}", to_json(&obj));
+                    out.by_run
+                        .insert((kind.to_string(), client.to_owned()), obj);
+                }
+                Err(e) => {
+                    eprintln!(" FAILED");
+                    eprintln!("    {e}");
+                    out.errors.push(format!("{kind} {client}: {e}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Milliseconds from nanoseconds, with the digits that matter at that size.
+fn fmt_ms(ns: Option<f64>) -> String {
+    match ns.map(|v| v / 1e6) {
+        None => "–".to_owned(),
+        Some(ms) if ms < 10.0 => format!("{ms:.2}"),
+        Some(ms) if ms < 100.0 => format!("{ms:.1}"),
+        Some(ms) => format!("{ms:.0}"),
+    }
+}
+
+/// The failover section: how it is measured, the settings, the p50/p99 table with the
+/// ratios to the official driver, and the details per run.
+fn failover_markdown(f: &Failovers, heading: &str) -> String {
+    let mut md = String::new();
+    let _w = writeln!(
+        md,
+        "{heading} Failover time\n\n\
+         From the primary's loss to the first change event served by the new primary, as \
+         the client receives it. `failover-bench` (`benches/src/bin/failover-bench.rs`) runs \
+         `brook_testkit::ReplicaSet` (three fake members on loopback ports with MongoDB 7.0 \
+         hello shapes, streaming awaitable hello, one change-event log) and starts the \
+         client as a separate process, which tails `shop.orders` with a \
+         `ChangeStreamEvent<Document>` stream and prints each event's arrival time; an error \
+         its stream hands out is counted and the stream reopened after its last resume \
+         token, the same for both drivers. An event is inserted every 5 ms; every 1–1.5 s \
+         (a random part spreads the failovers over the 500 ms heartbeat cycle) right after \
+         an insert the primary is lost — **stepdown**: it steps down (a waiting getMore gets \
+         10107 NotWritablePrimary); **kill**: listener and connections closed at once, as \
+         SIGKILL; **blackhole**: it reads requests but never answers — the loss instant is \
+         taken (`CLOCK_REALTIME`, shared with the client), the next member is elected at \
+         once (the election is the server's time: left out), a killed member restarts as a \
+         secondary, and an event is inserted at once: the first one only the new primary \
+         can serve. **Failover time** = its arrival (or a later event's) − the loss. Once it \
+         arrived, a blackholed member is healed; so every failover starts from three \
+         healthy members. {} failovers per kind and client; p50 and p99 by nearest rank \
+         (with 20 failovers the p99 is the largest).\n\n\
+         Settings, the same for every client: URI options `{FAILOVER_URI_OPTIONS}`, \
+         `maxAwaitTimeMS` 1000 on the stream, everything else each driver's default. \
+         Clients: `brook` (polling monitors: brook has no streaming protocol yet), \
+         `official` (the `mongodb` crate 3.x, `benches/compare`, as it comes: \
+         `serverMonitoringMode` auto, streaming monitors), `official-poll` (the same with \
+         `serverMonitoringMode=poll`, brook's protocol). Ratios are brook's over \
+         `official`'s.\n",
+        f.failovers
+    );
+    let _w = writeln!(
+        md,
+        "| kind | brook p50 ms | brook p99 ms | official p50 ms | official p99 ms | \
+         brook / official p50 | brook / official p99 | official-poll p50 ms | official-poll p99 ms |\n\
+         |---|---|---|---|---|---|---|---|---|"
+    );
+    for kind in FAILOVER_KINDS {
+        let get = |c: &str, k: &str| f.get(kind, c, k);
+        let _w = writeln!(
+            md,
+            "| {kind} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            fmt_ms(get("brook", "p50_ns")),
+            fmt_ms(get("brook", "p99_ns")),
+            fmt_ms(get(FAILOVER_OFFICIAL, "p50_ns")),
+            fmt_ms(get(FAILOVER_OFFICIAL, "p99_ns")),
+            fmt_ratio(ratio(
+                get("brook", "p50_ns"),
+                get(FAILOVER_OFFICIAL, "p50_ns")
+            )),
+            fmt_ratio(ratio(
+                get("brook", "p99_ns"),
+                get(FAILOVER_OFFICIAL, "p99_ns")
+            )),
+            fmt_ms(get("official-poll", "p50_ns")),
+            fmt_ms(get("official-poll", "p99_ns")),
+        );
+    }
+    let _w = writeln!(
+        md,
+        "\nEach run in detail: failovers crossed (and timed out, 30 s each), the spread, \
+         errors the stream handed to the application (each followed by a reopen after the \
+         last token), and events never received (`lost`) or received twice over the whole \
+         run.\n\n\
+         | kind | client | failovers | timeouts | min ms | p50 ms | p90 ms | p99 ms | max ms | \
+         errors to the app | events | lost | duplicated |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for ((kind, client), o) in &f.by_run {
+        let _w = writeln!(
+            md,
+            "| {kind} | {client} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            fmt_num(num(o, "failovers"), 0),
+            fmt_num(num(o, "timeouts"), 0),
+            fmt_ms(num(o, "min_ns")),
+            fmt_ms(num(o, "p50_ns")),
+            fmt_ms(num(o, "p90_ns")),
+            fmt_ms(num(o, "p99_ns")),
+            fmt_ms(num(o, "max_ns")),
+            fmt_num(num(o, "errors"), 0),
+            fmt_num(num(o, "events"), 0),
+            fmt_num(num(o, "lost"), 0),
+            fmt_num(num(o, "duplicated"), 0),
+        );
+    }
+    md.push('\n');
+    let notes: Vec<String> = f
+        .by_run
+        .iter()
+        .filter_map(|((kind, client), o)| {
+            let mut parts = Vec::new();
+            if let Some(Val::Str(e)) = o.get("first_error")
+                && !e.is_empty()
+            {
+                parts.push(format!("first error: `{}`", e.replace('`', "'")));
+            }
+            if let Some(Val::Str(l)) = o.get("lost_first")
+                && !l.is_empty()
+            {
+                parts.push(format!(
+                    "lost events (first ones): {}",
+                    l.replace(';', ", ")
+                ));
+            }
+            (!parts.is_empty()).then(|| format!("- {kind}, {client}: {}", parts.join("; ")))
+        })
+        .collect();
+    if !notes.is_empty() {
+        md.push_str(&notes.join("\n"));
+        md.push_str("\n\n");
+    }
+    for e in &f.errors {
+        let _w = writeln!(md, "- failed: `{}`", e.replace('`', "'"));
+    }
+    if !f.errors.is_empty() {
+        md.push('\n');
+    }
+    md
+}
+
+// ---------------------------------------------------------------------------------------
 // The harness
 // ---------------------------------------------------------------------------------------
 
@@ -1075,6 +1346,16 @@ fn harness(opts: &Options) -> Result<()> {
         }
     }
 
+    let failovers = if opts.only.is_empty() || opts.only.iter().any(|o| o == "failover") {
+        eprintln!(
+            "scenario failover: failover time on the testkit's replica set ({} per kind and client)",
+            opts.failovers
+        );
+        Some(failover(&bins, opts.failovers, &mut log))
+    } else {
+        None
+    };
+
     let fp = if opts.footprint && opts.only.is_empty() {
         Some(footprint(&root, !opts.quick))
     } else {
@@ -1099,6 +1380,7 @@ fn harness(opts: &Options) -> Result<()> {
         scenarios: &all,
         results: &results,
         decode: &decode,
+        failovers: failovers.as_ref(),
         footprint: fp.as_ref(),
         e2e: e2e_result.as_ref(),
         elapsed,
@@ -1113,6 +1395,12 @@ fn harness(opts: &Options) -> Result<()> {
         .context(|| "could not write throughput.svg".to_owned())?;
     fs::write(plot_dir.join("results.json"), report.results_json())
         .context(|| "could not write results.json".to_owned())?;
+    if let Some(f) = &failovers {
+        let path = plot_dir.join("FAILOVER.md");
+        fs::write(&path, report.failover_page(f))
+            .context(|| format!("could not write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
     println!("{}", report.targets_text());
     println!(
         "wrote {} (and plots in {}); raw runs in {}; took {:.0} s",
@@ -1121,7 +1409,8 @@ fn harness(opts: &Options) -> Result<()> {
         runs_path.display(),
         elapsed.as_secs_f64()
     );
-    let failures: usize = results.values().map(|r| r.errors.len()).sum();
+    let failures: usize = results.values().map(|r| r.errors.len()).sum::<usize>()
+        + failovers.as_ref().map_or(0, |f| f.errors.len());
     if failures > 0 {
         return Err(Error::new(format!(
             "{failures} bench run(s) failed; see above"
@@ -1140,6 +1429,7 @@ struct Report<'a> {
     scenarios: &'a [Scenario],
     results: &'a BTreeMap<&'static str, Runs>,
     decode: &'a Runs,
+    failovers: Option<&'a Failovers>,
     footprint: Option<&'a Footprint>,
     e2e: Option<&'a E2e>,
     elapsed: Duration,
@@ -1513,6 +1803,17 @@ impl Report<'_> {
             );
         }
 
+        // Failover time.
+        if let Some(f) = self.failovers {
+            md.push_str(&failover_markdown(f, "##"));
+            let _w = writeln!(
+                md,
+                "(Also written alone, with the command and the machine, to \
+                 [`FAILOVER.md`]({}FAILOVER.md).)\n",
+                self.plot_prefix
+            );
+        }
+
         // Footprint.
         if let Some(f) = self.footprint {
             let mb = |b: Option<u64>| fmt_num(b.map(|b| b as f64 / 1e6), 2);
@@ -1602,9 +1903,41 @@ impl Report<'_> {
             "## Reproduce\n\n```sh\ncargo xtask bench           # everything (this page)\n\
              cargo xtask bench --quick   # a short smoke run into target/bench/\n\
              cargo xtask bench --only latency --rounds 3\n\
+             cargo xtask bench --only failover --no-footprint --no-e2e --failovers 40\n\
              cargo xtask bench criterion # the criterion codec bench\n```\n\n\
              Raw per-run results: `target/bench/runs.jsonl`; the medians: `docs/bench/results.json`.\n",
         );
+        md
+    }
+
+    /// `FAILOVER.md`: the failover section alone, with the command and the machine.
+    fn failover_page(&self, f: &Failovers) -> String {
+        let m = self.machine;
+        let mut command = String::from("cargo xtask bench");
+        if self.opts.quick {
+            command.push_str(" --quick");
+        }
+        for o in &self.opts.only {
+            command.push_str(" --only ");
+            command.push_str(o);
+        }
+        if !self.opts.footprint {
+            command.push_str(" --no-footprint");
+        }
+        if !self.opts.e2e {
+            command.push_str(" --no-e2e");
+        }
+        if !self.opts.quick || f.failovers != MIN_FAILOVERS {
+            let _w = write!(command, " --failovers {}", f.failovers);
+        }
+        let mut md = format!(
+            "# Failover time: brook and the official driver\n\n\
+             Written by `{command}` (the run's failover part; it also goes into \
+             `BENCHMARKS.md`) — rerun it rather than editing the tables.\n\n\
+             Machine: {} × {}, {:.1} GiB, Linux {}, {}; load average at start {}.\n\n",
+            m.cores, m.cpu, m.mem_gb, m.kernel, m.rustc, m.load
+        );
+        md.push_str(&failover_markdown(f, "##"));
         md
     }
 
@@ -1673,6 +2006,31 @@ impl Report<'_> {
         if let Some(e) = self.e2e {
             for (c, v) in &e.by_client {
                 put(format!("e2e.{c}.events_per_s"), median(v.clone()));
+            }
+        }
+        if let Some(f) = self.failovers {
+            for ((kind, client), o) in &f.by_run {
+                for k in [
+                    "failovers",
+                    "timeouts",
+                    "p50_ns",
+                    "p90_ns",
+                    "p99_ns",
+                    "max_ns",
+                    "errors",
+                    "lost",
+                    "duplicated",
+                ] {
+                    put(format!("failover.{kind}.{client}.{k}"), num(o, k));
+                }
+            }
+            for kind in FAILOVER_KINDS {
+                for (k, p) in [("p50_ns", "p50"), ("p99_ns", "p99")] {
+                    put(
+                        format!("failover.{kind}.brook_over_official.{p}"),
+                        ratio(f.get(kind, "brook", k), f.get(kind, FAILOVER_OFFICIAL, k)),
+                    );
+                }
             }
         }
         s.push_str("\n}\n");
@@ -2031,6 +2389,75 @@ mod tests {
         assert!(Options::parse(&strings(&["--seconds"])).is_err());
         assert!(Options::parse(&strings(&["--frobnicate"])).is_err());
         assert!(Options::parse(&strings(&["--seconds", "0"])).is_err());
+        assert_eq!((o.failovers, q.failovers), (40, MIN_FAILOVERS));
+        let f = Options::parse(&strings(&["--quick", "--failovers", "25"])).expect("f");
+        assert_eq!(f.failovers, 25);
+        assert!(Options::parse(&strings(&["--failovers", "5"])).is_err());
+    }
+
+    fn bins() -> Bins {
+        Bins {
+            server: "/t/replay-server".into(),
+            brook: "/t/brook-bench".into(),
+            failover: "/t/failover-bench".into(),
+            compare: "/t/compare-bench".into(),
+        }
+    }
+
+    #[test]
+    fn failover_clients_get_the_same_options() {
+        let brook = failover_args(&bins(), "kill", "brook", 20);
+        assert_eq!(
+            brook,
+            [
+                "--kind",
+                "kill",
+                "--failovers",
+                "20",
+                "--uri-options",
+                FAILOVER_URI_OPTIONS,
+                "--",
+                "/t/brook-bench",
+                "--client",
+                "brook-doc",
+                "--scenario",
+                "failover-tail"
+            ]
+        );
+        let official = failover_args(&bins(), "kill", "official", 20);
+        assert_eq!(official[5], FAILOVER_URI_OPTIONS);
+        assert_eq!(official[7], "/t/compare-bench");
+        let poll = failover_args(&bins(), "kill", "official-poll", 20);
+        assert_eq!(
+            poll[5],
+            format!("{FAILOVER_URI_OPTIONS}&serverMonitoringMode=poll")
+        );
+    }
+
+    #[test]
+    fn the_failover_table_has_ratios_to_the_official_driver() {
+        let mut f = Failovers {
+            failovers: 20,
+            ..Failovers::default()
+        };
+        for (client, p50, lost) in [("brook", 2e6, 0.0), ("official", 1e6, 3.0)] {
+            let mut o = Obj::new();
+            o.insert("p50_ns".into(), Val::Num(p50));
+            o.insert("p99_ns".into(), Val::Num(p50 * 4.0));
+            o.insert("lost".into(), Val::Num(lost));
+            if lost > 0.0 {
+                o.insert("lost_first".into(), Val::Str("7;8".into()));
+            }
+            f.by_run.insert(("kill".into(), client.into()), o);
+        }
+        let md = failover_markdown(&f, "##");
+        assert!(md.starts_with("## Failover time"));
+        assert!(md.contains("| kill | 2.00 | 8.00 | 1.00 | 4.00 | 2.00× | 2.00× | – | – |"));
+        assert!(md.contains("| stepdown | – |"));
+        assert!(md.contains("- kill, official: lost events (first ones): 7, 8"));
+        assert_eq!(fmt_ms(Some(123_456_789.0)), "123");
+        assert_eq!(fmt_ms(Some(12_345_678.0)), "12.3");
+        assert_eq!(fmt_ms(None), "–");
     }
 
     #[test]

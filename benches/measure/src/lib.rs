@@ -232,6 +232,56 @@ pub fn idle_rss_report(rss_before_kb: u64, opened: usize) -> Value {
     })
 }
 
+/// Nanoseconds since the Unix epoch (`CLOCK_REALTIME`): the clock the failover bench's
+/// harness and its client process share, to date a failover and an event's arrival.
+pub fn unix_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Ends the process (status 0) once its standard input closes: how the failover bench's
+/// harness stops a client whose stream would tail forever.
+pub fn exit_when_stdin_closes() {
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _read = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        std::process::exit(0);
+    });
+}
+
+/// What a failover-bench client prints, one line each (to standard output, flushed):
+/// `ready` once its change stream is open, `ev N T` for the event whose
+/// `fullDocument.n` is `N`, received at [`unix_ns`] `T`, and `err T MESSAGE` for an error
+/// the stream handed to the application (the client then reopens it after its last
+/// resume token, the same way for every driver).
+pub mod failover_line {
+    use std::io::Write;
+
+    fn put(line: std::fmt::Arguments<'_>) {
+        let mut out = std::io::stdout().lock();
+        let _written = out.write_fmt(line);
+        let _newline = out.write_all(b"\n");
+        let _flushed = out.flush();
+    }
+
+    /// The stream is open.
+    pub fn ready() {
+        put(format_args!("ready"));
+    }
+
+    /// Event `n` arrived now (`None`: an event without `fullDocument.n`, printed as -1).
+    pub fn event(n: Option<i64>) {
+        put(format_args!("ev {} {}", n.unwrap_or(-1), super::unix_ns()));
+    }
+
+    /// The stream failed with `error` now.
+    pub fn error(error: &dyn std::fmt::Display) {
+        let message = error.to_string().replace('\n', " ");
+        put(format_args!("err {} {message}", super::unix_ns()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,11 @@
 //! * `e2e`: consume `--count` events of `--db.--coll` from a real server (brook only),
 //!   resuming after the token `{_data: DATA}`;
 //! * `decode`: no server: decoding getMore reply frames (100 × ~300 B and 1,000 × ~2 KB)
-//!   in bytes/s, next to a plain copy of the same bytes.
+//!   in bytes/s, next to a plain copy of the same bytes;
+//! * `failover-tail`: the client side of `failover-bench` (any `--client`; brook reads
+//!   `ChangeStreamEvent<Document>`): tails `--db.--coll` on the replica set of `--uri`,
+//!   printing a line per event as `bench_measure::failover_line` says, until its
+//!   standard input closes.
 //!
 //! Allocations are counted by a counting global allocator (`stats_alloc`) for the whole
 //! process (every thread) between the start and the end of the measured phase.
@@ -424,6 +428,60 @@ async fn e2e(args: &Args) -> Result<Value, BoxError> {
     }))
 }
 
+/// The client side of `failover-bench`: a `ChangeStreamEvent<Document>` stream on
+/// `--db.--coll`, each event printed with its arrival time; an error the stream hands out
+/// is printed too and the stream reopened after its last resume token (what an
+/// application does; `compare-bench` does the same with the official driver).
+async fn failover_tail(args: &Args) -> Result<Value, BoxError> {
+    use bench_measure::failover_line;
+    bench_measure::exit_when_stdin_closes();
+    let client = brook::Client::connect(&args.uri).await?;
+    let coll = client
+        .database(&args.db)
+        .collection::<bson::Document>(&args.coll);
+    let mut token: Option<ResumeToken> = None;
+    let mut opened = false;
+    loop {
+        let mut watch = coll.watch().max_await_time(FAILOVER_MAX_AWAIT);
+        if let Some(t) = &token {
+            watch = watch.resume_after(t.clone());
+        }
+        let mut stream = match watch.await {
+            Ok(s) => s,
+            Err(e) if opened => {
+                failover_line::error(&e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !opened {
+            failover_line::ready();
+            opened = true;
+        }
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(event) => {
+                    failover_line::event(
+                        event
+                            .full_document
+                            .as_ref()
+                            .and_then(|d| d.get_i64("n").ok()),
+                    );
+                }
+                Err(e) => {
+                    failover_line::error(&e);
+                    break;
+                }
+            }
+        }
+        token = stream.resume_token().or(token);
+    }
+}
+
+/// The `maxAwaitTimeMS` of the failover bench's streams (both drivers).
+const FAILOVER_MAX_AWAIT: Duration = Duration::from_secs(1);
+
 /// Frame decoding (decode + getMore reply parse) next to a copy of the same bytes.
 fn decode(args: &Args) -> Result<Value, BoxError> {
     let mut out = json!({});
@@ -478,6 +536,7 @@ async fn run(args: &Args) -> Result<Value, BoxError> {
         "idle-rss" => idle_rss(args).await,
         "e2e" => e2e(args).await,
         "decode" => decode(args),
+        "failover-tail" => failover_tail(args).await,
         other => Err(format!("unknown scenario `{other}`").into()),
     }
 }

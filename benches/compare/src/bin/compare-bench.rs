@@ -2,18 +2,24 @@
 //! the same replay server, printing the same JSON line.
 //!
 //! ```text
-//! compare-bench --client official-typed|official-raw --scenario stream|idle|concurrent|idle-rss
+//! compare-bench --client official-typed|official-raw
+//!               --scenario stream|idle|concurrent|idle-rss|failover-tail
 //!               --uri URI [--seconds F] [--streams N] [--batch-size N]
 //! ```
 //!
 //! * `official-typed`: `Collection<Order>::watch()`, events as `ChangeStreamEvent<Order>`;
 //! * `official-raw`: the same stream `.with_type::<RawDocumentBuf>()`.
 //!
-//! The URI gets `serverMonitoringMode=poll` (the replay server answers an awaitable hello
-//! only after its wait, so polling keeps monitoring off the measured path) and, for the
-//! concurrent scenarios, `maxPoolSize` large enough for one connection per stream (the
-//! driver checks a connection out per getMore; its default pool of 10 would make 100
-//! streams queue). Everything else is the driver's default.
+//! `--scenario failover-tail` is the client side of `failover-bench` (brook's
+//! `benches/src/bin/failover-bench.rs`): a `ChangeStreamEvent<Document>` stream on the
+//! replica set of `--uri`, taken as given (the harness adds the same options for every
+//! driver), printing a line per event as `bench_measure::failover_line` says.
+//!
+//! For the other scenarios, the URI gets `serverMonitoringMode=poll` (the replay server
+//! answers an awaitable hello only after its wait, so polling keeps monitoring off the
+//! measured path) and, for the concurrent scenarios, `maxPoolSize` large enough for one
+//! connection per stream (the driver checks a connection out per getMore; its default
+//! pool of 10 would make 100 streams queue). Everything else is the driver's default.
 
 use std::alloc::System;
 use std::hint::black_box;
@@ -204,12 +210,65 @@ async fn idle_rss(args: &Args) -> Result<Value, BoxError> {
     Ok(bench_measure::idle_rss_report(rss_before, opened))
 }
 
+/// The client side of `failover-bench`: each event printed with its arrival time; an
+/// error the stream hands out is printed too and the stream reopened after its last
+/// resume token (what brook-bench's `failover-tail` does with brook).
+async fn failover_tail(args: &Args) -> Result<Value, BoxError> {
+    use bench_measure::failover_line;
+    use mongodb::bson::Document;
+    bench_measure::exit_when_stdin_closes();
+    let client = mongodb::Client::with_uri_str(&args.uri).await?;
+    let coll = client.database(DB).collection::<Document>(COLL);
+    let mut token: Option<mongodb::change_stream::event::ResumeToken> = None;
+    let mut opened = false;
+    loop {
+        let mut watch = coll.watch().max_await_time(FAILOVER_MAX_AWAIT);
+        if let Some(t) = &token {
+            watch = watch.resume_after(t.clone());
+        }
+        let mut stream = match watch.await {
+            Ok(s) => s,
+            Err(e) if opened => {
+                failover_line::error(&e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !opened {
+            failover_line::ready();
+            opened = true;
+        }
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(event) => {
+                    failover_line::event(
+                        event
+                            .full_document
+                            .as_ref()
+                            .and_then(|d| d.get_i64("n").ok()),
+                    );
+                }
+                Err(e) => {
+                    failover_line::error(&e);
+                    break;
+                }
+            }
+        }
+        token = stream.resume_token().or(token);
+    }
+}
+
+/// The `maxAwaitTimeMS` of the failover bench's streams (both drivers).
+const FAILOVER_MAX_AWAIT: Duration = Duration::from_secs(1);
+
 async fn run(args: &Args) -> Result<Value, BoxError> {
     match args.scenario.as_str() {
         "stream" => single(args, false).await,
         "idle" => single(args, true).await,
         "concurrent" => concurrent(args).await,
         "idle-rss" => idle_rss(args).await,
+        "failover-tail" => failover_tail(args).await,
         other => Err(format!("unknown scenario `{other}`").into()),
     }
 }
