@@ -25,10 +25,14 @@ pub enum PoolEvent {
     },
     /// CMAP `PoolReadyEvent`: the pool went from paused to ready.
     PoolReady,
-    /// CMAP `PoolClearedEvent`: the pool went from ready to paused.
+    /// CMAP `PoolClearedEvent`: the pool went from ready to paused, or (with a
+    /// `service_id`, behind a load balancer) the connections of one service were made
+    /// stale.
     PoolCleared {
         /// Whether checked-out connections were interrupted too.
         interrupt_in_use: bool,
+        /// The service cleared ([`Pool::clear_service`](crate::Pool::clear_service)).
+        service_id: Option<crate::ServiceId>,
     },
     /// CMAP `PoolClosedEvent`.
     PoolClosed,

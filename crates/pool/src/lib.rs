@@ -85,3 +85,7 @@ pub use event::{CheckOutFailReason, CloseReason, EventHandler, PoolEvent};
 pub use manager::{ConnectErrorAction, Manager};
 pub use options::{DEFAULT_MAINTENANCE_INTERVAL, PoolOptions};
 pub use pool::{Pool, PoolStats, Pooled};
+
+/// A service behind a load balancer: the 12 bytes of the `serviceId` ObjectId a
+/// server's handshake reports (see [`Manager::service_id`]).
+pub type ServiceId = [u8; 12];

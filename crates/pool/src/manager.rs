@@ -38,6 +38,15 @@ pub trait Manager: Send + Sync + 'static {
         let _ = (error, generation);
         ConnectErrorAction::Keep
     }
+
+    /// The service an established connection belongs to, behind a load balancer (the
+    /// `serviceId` of its handshake): [`Pool::clear_service`](crate::Pool::clear_service)
+    /// makes stale only the connections of one service. `None` (the default) for a
+    /// connection to a server itself.
+    fn service_id(&self, conn: &Self::Connection) -> Option<crate::ServiceId> {
+        let _ = conn;
+        None
+    }
 }
 
 /// What a failed establishment does to the pool; see [`Manager::on_connect_error`].

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::ServiceId;
 use crate::error::PoolError;
 use crate::event::{CheckOutFailReason, CloseReason, EventHandler, PoolEvent};
 use crate::manager::{ConnectErrorAction, Manager};
@@ -50,6 +51,7 @@ pub struct Pooled<M: Manager> {
     conn: Option<M::Connection>,
     id: u64,
     generation: u64,
+    service: Option<ServiceGeneration>,
     dedicated: bool,
     discard: bool,
     pool: Arc<Inner<M>>,
@@ -63,6 +65,9 @@ struct Inner<M: Manager> {
     state: Mutex<State<M>>,
     /// Mirrors `State::generation`, for lock-free reads.
     generation: AtomicU64,
+    /// How many service clears happened (so that a connection of a service need not
+    /// take the lock to know it is fresh while none did).
+    service_clears: AtomicU64,
     /// Mirrors `State::phase == Closed`.
     closed: AtomicBool,
     /// Connections whose generation is below this value are interrupted
@@ -80,9 +85,14 @@ enum Phase {
     Closed,
 }
 
+/// A connection's service and that service's generation when it was established.
+type ServiceGeneration = (ServiceId, u64);
+
 struct State<M: Manager> {
     phase: Phase,
     generation: u64,
+    /// Per service (behind a load balancer): how many times it was cleared.
+    service_generations: BTreeMap<ServiceId, u64>,
     next_connection_id: u64,
     next_waiter_id: u64,
     /// Oldest check-in first; checkouts take from the end (LIFO).
@@ -109,6 +119,7 @@ struct Idle<C> {
     conn: C,
     id: u64,
     generation: u64,
+    service: Option<ServiceGeneration>,
     since: Instant,
 }
 
@@ -136,6 +147,7 @@ struct Handout<C> {
     conn: C,
     id: u64,
     generation: u64,
+    service: Option<ServiceGeneration>,
     dedicated: bool,
 }
 
@@ -146,6 +158,13 @@ impl<M: Manager> State<M> {
         if self.record_events {
             self.events.push_back(event);
         }
+    }
+
+    /// Whether a connection of `generation` (and `service`) is stale.
+    fn is_stale(&self, generation: u64, service: Option<&ServiceGeneration>) -> bool {
+        generation != self.generation
+            || service
+                .is_some_and(|(id, g)| self.service_generations.get(id).copied().unwrap_or(0) != *g)
     }
 
     /// Connections counted against `max_pool_size`.
@@ -271,7 +290,7 @@ impl<M: Manager> Inner<M> {
         idle: &Idle<M::Connection>,
         now: Instant,
     ) -> Option<CloseReason> {
-        if idle.generation != st.generation {
+        if st.is_stale(idle.generation, idle.service.as_ref()) {
             Some(CloseReason::Stale)
         } else if self
             .options
@@ -311,6 +330,7 @@ impl<M: Manager> Inner<M> {
             conn: idle.conn,
             id: idle.id,
             generation: idle.generation,
+            service: idle.service,
             dedicated: waiter.dedicated,
         };
         if let Err(Ok(handout)) = waiter.tx.send(Ok(handout)) {
@@ -459,10 +479,15 @@ impl<M: Manager> Inner<M> {
                             connection_id: id,
                             duration: pending.created.elapsed(),
                         });
+                        let service = self.manager.service_id(&conn).map(|service| {
+                            let g = st.service_generations.get(&service).copied();
+                            (service, g.unwrap_or(0))
+                        });
                         let idle = Idle {
                             conn,
                             id,
                             generation: pending.generation,
+                            service,
                             since: Instant::now(),
                         };
                         self.place_established(st, idle, &pending);
@@ -516,7 +541,10 @@ impl<M: Manager> Inner<M> {
         self.generation.store(st.generation, Ordering::Release);
         if st.phase == Phase::Ready {
             st.phase = Phase::Paused;
-            st.emit(PoolEvent::PoolCleared { interrupt_in_use });
+            st.emit(PoolEvent::PoolCleared {
+                interrupt_in_use,
+                service_id: None,
+            });
         }
         if interrupt_in_use {
             self.interrupt.send_replace(st.generation);
@@ -552,7 +580,7 @@ impl<M: Manager> Inner<M> {
             Some(CloseReason::Error)
         } else if st.phase == Phase::Closed {
             Some(CloseReason::PoolClosed)
-        } else if handout.generation != st.generation {
+        } else if st.is_stale(handout.generation, handout.service.as_ref()) {
             Some(CloseReason::Stale)
         } else if handout.dedicated && !self.has_room(st) {
             Some(CloseReason::Surplus)
@@ -565,6 +593,7 @@ impl<M: Manager> Inner<M> {
                 conn: handout.conn,
                 id: handout.id,
                 generation: handout.generation,
+                service: handout.service,
                 since: Instant::now(),
             }),
         }
@@ -679,6 +708,7 @@ impl<M: Manager> Pool<M> {
             state: Mutex::new(State {
                 phase: Phase::Paused,
                 generation: 0,
+                service_generations: BTreeMap::new(),
                 next_connection_id: 1,
                 next_waiter_id: 0,
                 available: Vec::new(),
@@ -694,6 +724,7 @@ impl<M: Manager> Pool<M> {
                 graveyard: Vec::new(),
             }),
             generation: AtomicU64::new(0),
+            service_clears: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             interrupt: watch::Sender::new(0),
             wake: Arc::new(Notify::new()),
@@ -744,6 +775,34 @@ impl<M: Manager> Pool<M> {
     pub fn clear(&self, interrupt_in_use: bool) {
         self.inner
             .with_state(|st| self.inner.clear_locked(st, interrupt_in_use));
+    }
+
+    /// Clears the connections of one service behind a load balancer (CMAP's clear with a
+    /// `serviceId`): they become stale (available ones are closed now, reason `Stale`;
+    /// checked-out ones when checked in), `PoolCleared` is emitted with the service, and
+    /// the pool stays ready — connections of other services are untouched. With
+    /// `interrupt_in_use`, [`Pooled::interrupted`] does not resolve (interruption is by
+    /// generation, for the whole pool): callers behind a load balancer do not interrupt.
+    /// A no-op on a closed pool.
+    pub fn clear_service(&self, service: ServiceId, interrupt_in_use: bool) {
+        self.inner.with_state(|st| {
+            if st.phase == Phase::Closed {
+                return;
+            }
+            *st.service_generations.entry(service).or_insert(0) += 1;
+            self.inner.service_clears.fetch_add(1, Ordering::AcqRel);
+            st.emit(PoolEvent::PoolCleared {
+                interrupt_in_use,
+                service_id: Some(service),
+            });
+            let (stale, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut st.available)
+                .into_iter()
+                .partition(|idle| st.is_stale(idle.generation, idle.service.as_ref()));
+            st.available = kept;
+            for idle in stale {
+                st.close_conn(idle.conn, idle.id, CloseReason::Stale);
+            }
+        });
     }
 
     /// Closes the pool (idempotent): closes the available connections (reason
@@ -875,6 +934,7 @@ impl<M: Manager> Pool<M> {
             conn: Some(handout.conn),
             id: handout.id,
             generation: handout.generation,
+            service: handout.service,
             dedicated: handout.dedicated,
             discard: false,
             pool: Arc::clone(&self.inner),
@@ -951,8 +1011,23 @@ impl<M: Manager> Pooled<M> {
     /// The pool was cleared (or closed) after this connection was made: do not start new
     /// work on it.
     pub fn is_stale(&self) -> bool {
-        self.generation < self.pool.generation.load(Ordering::Acquire)
+        if self.generation < self.pool.generation.load(Ordering::Acquire)
             || self.pool.closed.load(Ordering::Acquire)
+        {
+            return true;
+        }
+        if self.service.is_none() || self.pool.service_clears.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.pool
+            .lock()
+            .is_stale(self.generation, self.service.as_ref())
+    }
+
+    /// The service the connection belongs to, behind a load balancer
+    /// ([`Manager::service_id`]).
+    pub fn service_id(&self) -> Option<ServiceId> {
+        self.service.map(|(id, _)| id)
     }
 
     /// Resolves once a `clear(interrupt_in_use = true)` made this connection stale, or the
@@ -1003,6 +1078,7 @@ impl<M: Manager> Drop for Pooled<M> {
                 conn,
                 id: self.id,
                 generation: self.generation,
+                service: self.service,
                 dedicated: self.dedicated,
             };
             self.pool.check_in(handout, self.discard);

@@ -392,7 +392,9 @@ fn event_json(e: &PoolEvent) -> Value {
             ("ConnectionPoolCreated", json!({ "options": o }))
         }
         PoolEvent::PoolReady => ("ConnectionPoolReady", json!({})),
-        PoolEvent::PoolCleared { interrupt_in_use } => (
+        PoolEvent::PoolCleared {
+            interrupt_in_use, ..
+        } => (
             "ConnectionPoolCleared",
             json!({ "interruptInUseConnections": interrupt_in_use }),
         ),

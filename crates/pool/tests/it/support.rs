@@ -43,6 +43,8 @@ pub(crate) struct MockError {
 pub(crate) struct MockConn {
     pub(crate) broken: Arc<AtomicBool>,
     open: Arc<AtomicUsize>,
+    /// The service behind a load balancer (see `MockManager::services`).
+    service: Option<[u8; 12]>,
 }
 
 impl MockConn {
@@ -68,6 +70,9 @@ pub(crate) struct MockManager {
     open: Arc<AtomicUsize>,
     /// `connect` futures not yet finished or dropped.
     live: Arc<AtomicUsize>,
+    /// Behind a load balancer with this many services (0: none): connection `k` (from
+    /// 1) belongs to service `k % services`.
+    pub(crate) services: AtomicU64,
 }
 
 /// Counts a `connect` future as live until it is dropped.
@@ -88,6 +93,7 @@ impl MockManager {
             attempts: AtomicU64::new(0),
             open: Arc::new(AtomicUsize::new(0)),
             live: Arc::new(AtomicUsize::new(0)),
+            services: AtomicU64::new(0),
         }
     }
 
@@ -128,6 +134,8 @@ impl Manager for MockManager {
 
     fn connect(&self) -> impl Future<Output = Result<MockConn, MockError>> + Send {
         let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        let services = self.services.load(Ordering::SeqCst);
+        let service = (services > 0).then(|| [(attempt % services) as u8; 12]);
         let step = self.next_step();
         let open = Arc::clone(&self.open);
         self.live.fetch_add(1, Ordering::SeqCst);
@@ -160,6 +168,7 @@ impl Manager for MockManager {
                 Ok(MockConn {
                     broken: Arc::new(AtomicBool::new(false)),
                     open,
+                    service,
                 })
             } else {
                 Err(MockError { attempt })
@@ -169,6 +178,10 @@ impl Manager for MockManager {
 
     fn is_broken(&self, conn: &MockConn) -> bool {
         conn.broken.load(Ordering::SeqCst)
+    }
+
+    fn service_id(&self, conn: &MockConn) -> Option<[u8; 12]> {
+        conn.service
     }
 
     fn on_connect_error(&self, _error: &MockError, _generation: u64) -> ConnectErrorAction {

@@ -141,7 +141,8 @@ async fn generations_staleness_and_interruption() {
             "already interrupted: at once"
         );
         assert!(h.rec.events().contains(&PoolEvent::PoolCleared {
-            interrupt_in_use: true
+            interrupt_in_use: true,
+            service_id: None,
         }));
 
         h.pool.ready();
@@ -548,7 +549,8 @@ async fn the_event_handler_may_call_into_the_pool() {
             [
                 PoolEvent::CheckedIn { connection_id: 1 },
                 PoolEvent::PoolCleared {
-                    interrupt_in_use: false
+                    interrupt_in_use: false,
+                    service_id: None,
                 },
                 PoolEvent::ConnectionClosed {
                     connection_id: 1,
@@ -644,6 +646,69 @@ async fn closing_or_dropping_the_pool_ends_its_tasks() {
             assert_eq!(live.load(Ordering::SeqCst), 0, "close = {close}");
             assert_eq!(alive(), base, "close = {close}");
         }
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn clearing_a_service_makes_only_its_connections_stale() {
+    bounded(async move {
+        let h = Harness::ready(options());
+        h.mock().services.store(2, Ordering::SeqCst);
+        // Connections 1 and 3 belong to service [1; 12], 2 and 4 to [0; 12].
+        let conns: Vec<_> = [
+            h.pool.check_out().await.unwrap(),
+            h.pool.check_out().await.unwrap(),
+            h.pool.check_out().await.unwrap(),
+            h.pool.check_out().await.unwrap(),
+        ]
+        .into();
+        let services: Vec<_> = conns.iter().map(|c| c.service_id()).collect();
+        assert_eq!(
+            services,
+            [Some([1; 12]), Some([0; 12]), Some([1; 12]), Some([0; 12])]
+        );
+        let mut conns = conns.into_iter();
+        let (c1, c2, c3, c4) = (
+            conns.next().unwrap(),
+            conns.next().unwrap(),
+            conns.next().unwrap(),
+            conns.next().unwrap(),
+        );
+        // c3 and c4 idle; c1 and c2 in use.
+        drop((c3, c4));
+        h.pool.clear_service([1; 12], false);
+        assert!(h.pool.is_ready(), "a service clear does not pause the pool");
+        assert!(h.rec.events().contains(&PoolEvent::PoolCleared {
+            interrupt_in_use: false,
+            service_id: Some([1; 12]),
+        }));
+        assert!(
+            h.closed(3, CloseReason::Stale),
+            "the idle one of the service"
+        );
+        assert!(
+            !h.closed(4, CloseReason::Stale),
+            "the other service is untouched"
+        );
+        assert!(c1.is_stale() && !c2.is_stale());
+        assert_eq!(h.pool.generation(), 0);
+        drop(c1);
+        assert!(h.closed(1, CloseReason::Stale), "closed when checked in");
+        drop(c2);
+        assert_eq!(h.pool.stats().available, 2, "connections 2 and 4 are kept");
+        // A new connection of the cleared service is fresh.
+        let again: Vec<_> = [
+            h.pool.check_out().await.unwrap(),
+            h.pool.check_out().await.unwrap(),
+        ]
+        .into();
+        assert!(again.iter().all(|c| !c.is_stale()));
+        let fresh = h.pool.check_out().await.unwrap();
+        assert_eq!(fresh.service_id(), Some([1; 12]));
+        assert!(!fresh.is_stale());
+        drop((again, fresh));
+        h.rec.check_consistency(true);
     })
     .await;
 }
