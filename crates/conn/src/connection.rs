@@ -379,6 +379,20 @@ impl Connection {
             hello_reply = handshake(&mut transport, &hello).await;
         }
         let hello_reply = hello_reply?;
+        if opts.load_balanced && hello_reply.service_id.is_none() {
+            // Load Balancer specification: without a serviceId the deployment is not
+            // behind a load balancer that supports this mode.
+            return Err(ConnError::Handshake {
+                address: address.clone(),
+                source: Box::new(brook_command::CommandError::MalformedReply {
+                    command: "hello",
+                    reason: "loadBalanced=true, but the reply has no serviceId: the \
+                             deployment is not behind a load balancer that supports \
+                             load-balanced mode"
+                        .to_owned(),
+                }),
+            });
+        }
         let description =
             StreamDescription::from_hello(address.clone(), hello_reply, &opts.compressors);
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use brook_wire::{Compressor, DecodeLimits, Decoded, EncodeOptions, Message, MsgFlags, SharedDoc};
+use bson::oid::ObjectId;
 use bson::{Bson, Document, Timestamp, doc};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,6 +72,15 @@ impl ServerConfig {
     pub fn replica_set(set_name: impl Into<String>) -> ServerConfig {
         let mut config = ServerConfig::default();
         config.hello.topology = Topology::replica_set(set_name);
+        config
+    }
+
+    /// A load balancer in front of `services` MongoDB 7.0 mongoses (at least one): a hello
+    /// with `loadBalanced: true` gets a `serviceId`, a new one per connection in turn.
+    pub fn load_balancer(services: usize) -> ServerConfig {
+        let mut config = ServerConfig::default();
+        config.hello.topology = Topology::Mongos;
+        config.hello.service_ids = (0..services.max(1)).map(|_| ObjectId::new()).collect();
         config
     }
 
@@ -924,6 +934,16 @@ pub(crate) fn hello_options(config: &ServerConfig, cmd: &ReceivedCommand) -> Hel
         .filter(|c| config.hello.compression.iter().any(|s| s == c))
         .map(str::to_owned)
         .collect();
+    // Behind a load balancer: the connection's service, taken in turn.
+    let load_balanced = cmd.body.get_bool("loadBalanced").unwrap_or(false);
+    let services = &config.hello.service_ids;
+    opts.service_ids = match (load_balanced, services.len()) {
+        (true, n) if n > 0 => {
+            let turn = usize::try_from(cmd.connection_id.saturating_sub(1)).unwrap_or(0) % n;
+            services.get(turn).copied().into_iter().collect()
+        }
+        _ => Vec::new(),
+    };
     opts
 }
 

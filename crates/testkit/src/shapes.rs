@@ -192,6 +192,11 @@ pub struct HelloOptions {
     pub set_version: i32,
     /// Answer the legacy `isMaster` shape (`ismaster: true`) instead of `isWritablePrimary`.
     pub legacy: bool,
+    /// Behind a load balancer: the services (mongoses) it spreads connections over. A
+    /// hello with `loadBalanced: true` is answered with the `serviceId` of one of them
+    /// (the fake server takes them in turn, one per connection); without it, or when
+    /// this is empty, the reply has no `serviceId`. [`hello_reply`] sends the first.
+    pub service_ids: Vec<ObjectId>,
 }
 
 impl Default for HelloOptions {
@@ -216,6 +221,7 @@ impl Default for HelloOptions {
             ]),
             set_version: 1,
             legacy: false,
+            service_ids: Vec::new(),
         }
     }
 }
@@ -297,6 +303,9 @@ pub fn hello_reply(opts: &HelloOptions, connection_id: i64, ts: Timestamp) -> Do
             reply.insert(writable_key, true);
             reply.insert("msg", "isdbgrid");
         }
+    }
+    if let Some(service) = opts.service_ids.first() {
+        reply.insert("serviceId", *service);
     }
     reply.insert("maxBsonObjectSize", opts.max_bson_object_size);
     reply.insert("maxMessageSizeBytes", opts.max_message_size_bytes);
