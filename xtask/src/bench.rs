@@ -49,6 +49,11 @@ const PACKAGE: &str = "brook-benches";
 /// Hand-written profile notes, copied into the report.
 const PROFILE_NOTES: &str = "docs/bench/PROFILE.md";
 
+/// The committed failover page; what follows [`NOTES_MARKER`] in it is hand-written and
+/// kept when the page is written again.
+const FAILOVER_PAGE: &str = "docs/bench/FAILOVER.md";
+const NOTES_MARKER: &str = "<!-- Hand-written from here on: `cargo xtask bench` keeps it. -->";
+
 const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--rounds N] [--seconds S] [--failovers N]
                          [--no-footprint] [--no-e2e] [--only SCENARIO]...
@@ -1101,6 +1106,13 @@ fn failover(bins: &Bins, failovers: usize, log: &mut fs::File) -> Failovers {
     out
 }
 
+/// The hand-written end of a page (from [`NOTES_MARKER`] on), or nothing.
+fn kept_notes(page: &str) -> String {
+    page.find(NOTES_MARKER)
+        .map(|at| format!("\n{}", &page[at..]))
+        .unwrap_or_default()
+}
+
 /// Milliseconds from nanoseconds, with the digits that matter at that size.
 fn fmt_ms(ns: Option<f64>) -> String {
     match ns.map(|v| v / 1e6) {
@@ -1173,20 +1185,34 @@ fn failover_markdown(f: &Failovers, heading: &str) -> String {
             fmt_ms(get("official-poll", "p99_ns")),
         );
     }
+    md.push('\n');
+    for ((kind, client), o) in &f.by_run {
+        let losing = num(o, "failovers_losing_events").unwrap_or(0.0);
+        if losing > 0.0 {
+            let _w = writeln!(
+                md,
+                "**{kind}, {client}: {losing:.0} of {} failovers lost events** ({} events \
+                 never arrived): such a failover is timed to the first event that came after \
+                 it, not to a stream resumed where it stopped.\n",
+                fmt_num(num(o, "failovers"), 0),
+                fmt_num(num(o, "lost"), 0),
+            );
+        }
+    }
     let _w = writeln!(
         md,
-        "\nEach run in detail: failovers crossed (and timed out, 30 s each), the spread, \
+        "Each run in detail: failovers crossed (and timed out, 30 s each), the spread, \
          errors the stream handed to the application (each followed by a reopen after the \
-         last token), and events never received (`lost`) or received twice over the whole \
-         run.\n\n\
+         last token), events never received (`lost`; and in how many failovers) or \
+         received twice, over the whole run.\n\n\
          | kind | client | failovers | timeouts | min ms | p50 ms | p90 ms | p99 ms | max ms | \
-         errors to the app | events | lost | duplicated |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|"
+         errors to the app | events | lost | failovers losing events | duplicated |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for ((kind, client), o) in &f.by_run {
         let _w = writeln!(
             md,
-            "| {kind} | {client} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {kind} | {client} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             fmt_num(num(o, "failovers"), 0),
             fmt_num(num(o, "timeouts"), 0),
             fmt_ms(num(o, "min_ns")),
@@ -1197,6 +1223,7 @@ fn failover_markdown(f: &Failovers, heading: &str) -> String {
             fmt_num(num(o, "errors"), 0),
             fmt_num(num(o, "events"), 0),
             fmt_num(num(o, "lost"), 0),
+            fmt_num(num(o, "failovers_losing_events"), 0),
             fmt_num(num(o, "duplicated"), 0),
         );
     }
@@ -1938,6 +1965,9 @@ impl Report<'_> {
             m.cores, m.cpu, m.mem_gb, m.kernel, m.rustc, m.load
         );
         md.push_str(&failover_markdown(f, "##"));
+        if let Ok(page) = fs::read_to_string(repo_root().join(FAILOVER_PAGE)) {
+            md.push_str(&kept_notes(&page));
+        }
         md
     }
 
@@ -2019,6 +2049,7 @@ impl Report<'_> {
                     "max_ns",
                     "errors",
                     "lost",
+                    "failovers_losing_events",
                     "duplicated",
                 ] {
                     put(format!("failover.{kind}.{client}.{k}"), num(o, k));
@@ -2445,6 +2476,7 @@ mod tests {
             o.insert("p50_ns".into(), Val::Num(p50));
             o.insert("p99_ns".into(), Val::Num(p50 * 4.0));
             o.insert("lost".into(), Val::Num(lost));
+            o.insert("failovers_losing_events".into(), Val::Num(lost / 2.0));
             if lost > 0.0 {
                 o.insert("lost_first".into(), Val::Str("7;8".into()));
             }
@@ -2455,9 +2487,13 @@ mod tests {
         assert!(md.contains("| kill | 2.00 | 8.00 | 1.00 | 4.00 | 2.00× | 2.00× | – | – |"));
         assert!(md.contains("| stepdown | – |"));
         assert!(md.contains("- kill, official: lost events (first ones): 7, 8"));
+        assert!(md.contains("**kill, official: 2 of – failovers lost events** (3 events"));
         assert_eq!(fmt_ms(Some(123_456_789.0)), "123");
         assert_eq!(fmt_ms(Some(12_345_678.0)), "12.3");
         assert_eq!(fmt_ms(None), "–");
+        let page = format!("# t\n\n| a |\n{NOTES_MARKER}\n\n## Notes\n");
+        assert_eq!(kept_notes(&page), format!("\n{NOTES_MARKER}\n\n## Notes\n"));
+        assert_eq!(kept_notes("# t\n"), "");
     }
 
     #[test]

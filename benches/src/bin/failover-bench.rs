@@ -35,7 +35,9 @@
 //! 10 s) for the last event, then counts events lost (never received) and duplicated.
 //! The result: failovers, timeouts, p50/p90/p99/max (nearest rank over the failovers),
 //! every sample (`samples_ms`), errors the client's stream surfaced, lost (and the first
-//! few lost `n`, next to each failover's first event), duplicated. `--trace` prints, at
+//! few lost `n`, next to each failover's first event), how many failovers lost events
+//! (one that did is timed to the first event that came after it, not to a resumed
+//! stream's first), duplicated. `--trace` prints, at
 //! the end, every change-stream aggregate each member received (with its
 //! `resumeAfter`/`startAtOperationTime`) and the tokens of the events around each
 //! failover: how a lost event was skipped.
@@ -274,6 +276,8 @@ async fn run(args: &Args) -> Result<Value, BoxError> {
     let mut samples_ns: Vec<u64> = Vec::new();
     // The first event of each failover (inserted right after the loss).
     let mut first_events: Vec<i64> = Vec::new();
+    // The event that crossed each failover (the first one received at or after it).
+    let mut crossings: Vec<i64> = Vec::new();
     let mut pending: Option<Pending> = None;
     let mut timeouts = 0u64;
     let mut errors = 0u64;
@@ -334,6 +338,7 @@ async fn run(args: &Args) -> Result<Value, BoxError> {
                         {
                             let took = at_ns.saturating_sub(p.lost_at_ns);
                             samples_ns.push(u64::try_from(took).unwrap_or(u64::MAX));
+                            crossings.push(n);
                             if args.kind == FailoverKind::Blackhole {
                                 rs.unblackhole(p.old).await?;
                             }
@@ -419,6 +424,20 @@ async fn run(args: &Args) -> Result<Value, BoxError> {
         .filter(|i| received.get(*i).is_none_or(|c| *c == 0))
         .collect();
     let lost = lost_ids.len();
+    // A failover lost events if one between the last crossing and its own never came:
+    // its time is then to a later event, not to a resumed stream's first.
+    let mut failovers_losing = 0usize;
+    let mut previous = -1i64;
+    for crossing in &crossings {
+        let window = (previous + 1)..=*crossing;
+        if lost_ids
+            .iter()
+            .any(|id| i64::try_from(*id).is_ok_and(|id| window.contains(&id)))
+        {
+            failovers_losing += 1;
+        }
+        previous = *crossing;
+    }
     // The first few lost events, with the failovers' first events, to see where they fell.
     let lost_first: Vec<String> = lost_ids.iter().take(20).map(ToString::to_string).collect();
     let duplicated: u64 = received
@@ -449,6 +468,7 @@ async fn run(args: &Args) -> Result<Value, BoxError> {
         "samples_ms": samples_ms.join(";"),
         "events": inserted,
         "lost": lost,
+        "failovers_losing_events": failovers_losing,
         "lost_first": lost_first.join(";"),
         "failover_first_events": first_events.iter().map(ToString::to_string).collect::<Vec<_>>().join(";"),
         "duplicated": duplicated,
