@@ -87,17 +87,24 @@ pub enum SdamEvent {
     Description(DescriptionEvent),
     /// The client shut down: every monitor stopped, every pool closed.
     TopologyClosed,
-    /// A monitor is checking a server.
+    /// A monitor is checking a server (in the streaming protocol: is about to wait for
+    /// the server's next streamed hello reply).
     HeartbeatStarted {
         /// The server.
         address: ServerAddress,
+        /// True for a check of the streaming protocol (an awaitable hello, whose reply
+        /// the server sends when its state changes or after heartbeatFrequencyMS).
+        awaited: bool,
     },
     /// A check succeeded.
     HeartbeatSucceeded {
         /// The server.
         address: ServerAddress,
-        /// How long the check took (a new connection's handshake, or a hello).
+        /// How long the check took (a new connection's handshake, or a hello; for an
+        /// awaited check, the server's wait included).
         duration: std::time::Duration,
+        /// True for a check of the streaming protocol.
+        awaited: bool,
     },
     /// A check failed.
     HeartbeatFailed {
@@ -107,6 +114,8 @@ pub enum SdamEvent {
         duration: std::time::Duration,
         /// Why.
         error: String,
+        /// True for a check of the streaming protocol.
+        awaited: bool,
     },
 }
 

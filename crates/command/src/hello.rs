@@ -203,7 +203,12 @@ fn bson_len(doc: &Document) -> Result<usize, CommandError> {
 
 /// The handshake and monitoring command:
 /// `{hello: 1, client?, compression?, loadBalanced?, saslSupportedMechs?,
-/// speculativeAuthenticate?, $db}`, run on `admin`.
+/// speculativeAuthenticate?, topologyVersion?, maxAwaitTimeMS?, $db}`, run on `admin`.
+///
+/// With both `topology_version` and `max_await_time` set it is an *awaitable* hello
+/// (MongoDB 4.4+): the server answers when its topology version moves past the one given
+/// or after `maxAwaitTimeMS`, and, when the message also carries the OP_MSG
+/// `exhaustAllowed` flag, keeps streaming replies (SDAM's streaming protocol).
 ///
 /// With `legacy_name` set the body starts `{isMaster: 1, helloOk: true, ...}` instead,
 /// for servers older than 4.4.2 (which do not know `hello`); the reply is read the
@@ -222,12 +227,28 @@ pub struct Hello {
     pub speculative_authenticate: Option<Document>,
     /// Send the legacy `isMaster` name (with `helloOk: true`) instead of `hello`.
     pub legacy_name: bool,
+    /// `topologyVersion`: the server's version the client last saw (for an awaitable
+    /// hello; send it together with `max_await_time`).
+    pub topology_version: Option<Document>,
+    /// `maxAwaitTimeMS`: how long an awaitable hello may wait for a topology change
+    /// (sent as an int64 of whole milliseconds).
+    pub max_await_time: Option<std::time::Duration>,
 }
 
 impl Hello {
     /// A bare `hello` (no metadata, no compressors).
     pub fn new() -> Self {
         Hello::default()
+    }
+
+    /// An awaitable hello (SDAM streaming protocol): answered once the server's topology
+    /// version differs from `topology_version`, or after `max_await`.
+    pub fn awaitable(topology_version: Document, max_await: std::time::Duration) -> Self {
+        Hello {
+            topology_version: Some(topology_version),
+            max_await_time: Some(max_await),
+            ..Hello::default()
+        }
     }
 
     /// The first hello of a connection: with client metadata.
@@ -265,6 +286,13 @@ impl Command for Hello {
         }
         if let Some(auth) = &self.speculative_authenticate {
             body.insert("speculativeAuthenticate", auth.clone());
+        }
+        if let Some(tv) = &self.topology_version {
+            body.insert("topologyVersion", tv.clone());
+        }
+        if let Some(wait) = self.max_await_time {
+            let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            body.insert("maxAwaitTimeMS", ms);
         }
         Ok(with_db(body, db))
     }
@@ -588,6 +616,16 @@ mod tests {
             doc! { "isMaster": 1, "helloOk": true, "$db": "admin" }
         );
         assert!(!body.may_compress());
+    }
+
+    #[test]
+    fn awaitable_hello_body() {
+        let tv = doc! { "processId": ObjectId::parse_str("66a1f2c3d4e5f60718293a4b").unwrap(), "counter": 3i64 };
+        let h = Hello::awaitable(tv.clone(), std::time::Duration::from_millis(10_000));
+        assert_eq!(
+            h.build("admin").unwrap().body,
+            doc! { "hello": 1, "topologyVersion": tv, "maxAwaitTimeMS": 10_000i64, "$db": "admin" }
+        );
     }
 
     fn mongo8_primary() -> Document {

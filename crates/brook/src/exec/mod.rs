@@ -20,6 +20,7 @@
 //! Background work (killCursors of dropped cursors and streams) is spawned here too, each
 //! task bounded, and [`Executor::shutdown`] waits for it (bounded) before `endSessions`.
 
+mod monitor;
 mod server;
 mod topology;
 

@@ -1,22 +1,24 @@
 //! One server of the deployment: its address, its CMAP pool, what its last check said, and
-//! its monitor (a task of its own, on a connection of its own, never from the pool).
+//! its monitors (tasks of their own, on connections of their own, never from the pool; see
+//! [`super::monitor`]).
 
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use brook_command::{Hello, HelloReply};
+use brook_command::HelloReply;
 use brook_conn::{
     ConnError, Connection, ConnectionOptions, ServerAddress, ServerKind, StreamDescription,
 };
 use brook_pool::{ConnectErrorAction, Manager, Pool, PoolEvent, PoolOptions};
-use brook_topology::{ApplicationError, ApplicationErrorKind, ErrorPhase, RttEstimator};
+use brook_topology::{ApplicationError, ApplicationErrorKind, ErrorPhase};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
-use tracing::debug;
 
+use super::monitor::{self, MonitorSettings};
 use super::topology::Topology;
-use crate::monitoring::{CmapEvent, EventHandler, SdamEvent};
+use crate::monitoring::{CmapEvent, EventHandler};
+use crate::options::ServerMonitoringMode;
 
 /// The shortest pause between two checks of one server (SDAM's
 /// `minHeartbeatFrequencyMS`).
@@ -109,7 +111,7 @@ impl ServerInfo {
         }
     }
 
-    fn from_hello(address: &ServerAddress, reply: &HelloReply) -> ServerInfo {
+    pub(super) fn from_hello(address: &ServerAddress, reply: &HelloReply) -> ServerInfo {
         ServerInfo::of(&StreamDescription::from_hello(
             address.clone(),
             reply.clone(),
@@ -118,14 +120,19 @@ impl ServerInfo {
     }
 }
 
-/// One server: address, pool, monitor.
+/// One server: address, pool, monitors.
 pub(crate) struct Server {
     address: ServerAddress,
     pool: Pool<ConnManager>,
     info: Mutex<Option<ServerInfo>>,
     /// Wakes the monitor for a check now (an error, or a selection that found nothing).
     check_now: Notify,
+    /// Woken (`notify_waiters`) on every clear of the pool: a streaming check in progress
+    /// is cancelled when someone else (an application error) cleared the pool.
+    pool_cleared: Arc<Notify>,
     monitor: Mutex<Option<AbortHandle>>,
+    /// The RTT monitor, in the streaming protocol only.
+    rtt_monitor: Mutex<Option<AbortHandle>>,
 }
 
 impl fmt::Debug for Server {
@@ -139,7 +146,8 @@ impl fmt::Debug for Server {
 
 impl Server {
     /// A server with a paused pool (made ready by its first successful check) and a
-    /// monitor checking it every `heartbeat`.
+    /// monitor checking it every `heartbeat`, by the streaming protocol or by polling as
+    /// `monitoring_mode` says (see [`resolve_monitoring_mode`]).
     pub(crate) fn start(
         topology: &Arc<Topology>,
         address: ServerAddress,
@@ -147,33 +155,43 @@ impl Server {
         pool_options: PoolOptions,
         heartbeat: Duration,
         handler: Option<EventHandler<CmapEvent>>,
+        monitoring_mode: ServerMonitoringMode,
     ) -> Arc<Server> {
         let manager = ConnManager {
             address: address.clone(),
             options: conn_options.clone(),
             topology: Arc::downgrade(topology),
         };
-        let events = pool_event_sink(address.clone(), handler);
+        let pool_cleared = Arc::new(Notify::new());
+        let events = pool_event_sink(address.clone(), handler, Arc::clone(&pool_cleared));
         let pool = Pool::new(manager, pool_options, Some(events));
         let server = Arc::new(Server {
             address: address.clone(),
             pool,
             info: Mutex::new(None),
             check_now: Notify::new(),
+            pool_cleared,
             monitor: Mutex::new(None),
+            rtt_monitor: Mutex::new(None),
         });
-        // The monitor's reads are bounded by connectTimeoutMS (a heartbeat is quick).
+        // The monitors' connections are bounded by connectTimeoutMS (a heartbeat is
+        // quick); an awaited reply by connectTimeoutMS + heartbeatFrequencyMS.
         let mut monitor_options = conn_options;
         monitor_options.socket_timeout =
             Some(monitor_options.connect_timeout).filter(|d| !d.is_zero());
-        let task = tokio::spawn(monitor(
+        let settings = MonitorSettings {
+            address,
+            options: monitor_options,
+            heartbeat,
+            streaming: resolve_monitoring_mode(Some(monitoring_mode))
+                == ServerMonitoringMode::Stream,
+        };
+        let task = tokio::spawn(monitor::monitor(
             Arc::downgrade(topology),
             Arc::downgrade(&server),
-            address,
-            monitor_options,
-            heartbeat,
+            settings,
         ));
-        *server.monitor.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+        *lock(&server.monitor) = Some(task.abort_handle());
         server
     }
 
@@ -186,21 +204,44 @@ impl Server {
     }
 
     pub(crate) fn info(&self) -> Option<ServerInfo> {
-        self.info.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.info).clone()
     }
 
-    /// Asks the monitor for a check now.
+    pub(super) fn set_info(&self, info: ServerInfo) {
+        *lock(&self.info) = Some(info);
+    }
+
+    /// Asks the monitor for a check now. A monitor sleeping between checks wakes (no
+    /// sooner than [`MIN_HEARTBEAT`] after its last check); one in a check, which in the
+    /// streaming protocol is all the time the server is reachable, ignores it (SDAM) —
+    /// the server streams what changes anyway.
     pub(crate) fn request_check(&self) {
         self.check_now.notify_one();
     }
 
-    /// Stops the monitor and closes the pool.
+    /// Resolves when a check is requested.
+    pub(super) fn check_requested(&self) -> tokio::sync::futures::Notified<'_> {
+        self.check_now.notified()
+    }
+
+    /// Woken on every clear of the pool.
+    pub(super) fn pool_cleared(&self) -> Arc<Notify> {
+        Arc::clone(&self.pool_cleared)
+    }
+
+    /// Keeps the RTT monitor's handle, for [`Server::close`].
+    pub(super) fn set_rtt_monitor(&self, task: AbortHandle) {
+        if let Some(old) = lock(&self.rtt_monitor).replace(task) {
+            old.abort();
+        }
+    }
+
+    /// Stops the monitors (a check in progress, an awaited hello included, is cancelled
+    /// at once) and closes the pool.
     pub(crate) fn close(&self) {
-        if let Some(task) = self
-            .monitor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        for task in [lock(&self.monitor).take(), lock(&self.rtt_monitor).take()]
+            .into_iter()
+            .flatten()
         {
             task.abort();
         }
@@ -208,97 +249,63 @@ impl Server {
     }
 }
 
-/// The monitor of one server: a hello on its own connection every `heartbeat` (sooner
-/// when asked, never more often than every [`MIN_HEARTBEAT`]); each outcome goes to the
-/// topology. A failed check of a server that was reachable is retried once at once on a
-/// new connection (SDAM), then reported: the server becomes Unknown and its pool is
-/// cleared, interrupting the connections in use.
-async fn monitor(
-    topology: Weak<Topology>,
-    server: Weak<Server>,
-    address: ServerAddress,
-    options: ConnectionOptions,
-    heartbeat: Duration,
-) {
-    let mut conn: Option<Connection> = None;
-    let mut rtt = RttEstimator::new();
-    let mut retried = false;
-    loop {
-        let started = std::time::Instant::now();
-        let had_connection = conn.is_some();
-        if let Some(top) = topology.upgrade() {
-            top.heartbeat(SdamEvent::HeartbeatStarted {
-                address: address.clone(),
-            });
-        }
-        let outcome = match conn.as_mut() {
-            Some(c) => c.run("admin", &Hello::new()).await,
-            None => match Connection::connect(&address, &options).await {
-                Ok(c) => {
-                    let reply = c.description().hello.clone();
-                    conn = Some(c);
-                    Ok(reply)
-                }
-                Err(e) => Err(e),
-            },
-        };
-        let elapsed = started.elapsed();
-        let Some(top) = topology.upgrade() else {
-            return;
-        };
-        let Some(me) = server.upgrade() else { return };
-        match outcome {
-            Ok(reply) => {
-                top.heartbeat(SdamEvent::HeartbeatSucceeded {
-                    address: address.clone(),
-                    duration: elapsed,
-                });
-                retried = false;
-                rtt.add_sample(elapsed);
-                *me.info.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(ServerInfo::from_hello(&address, &reply));
-                top.on_check(&address, Ok(&reply), Some(&rtt));
-            }
-            Err(e) if had_connection && !retried => {
-                top.heartbeat(SdamEvent::HeartbeatFailed {
-                    address: address.clone(),
-                    duration: elapsed,
-                    error: e.to_string(),
-                });
-                // One immediate retry on a new connection before the server is Unknown.
-                debug!(server = %address, error = %e, "heartbeat failed; retrying once");
-                conn = None;
-                retried = true;
-                continue;
-            }
-            Err(e) => {
-                top.heartbeat(SdamEvent::HeartbeatFailed {
-                    address: address.clone(),
-                    duration: elapsed,
-                    error: e.to_string(),
-                });
-                conn = None;
-                retried = false;
-                rtt.reset();
-                me.pool.clear(true);
-                top.on_check(&address, Err(e.to_string()), None);
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `serverMonitoringMode` as it applies here: `Stream` (the streaming protocol where the
+/// server supports it) or `Poll`. `auto` (and no option) is `Stream` unless the process
+/// runs on a FaaS platform (AWS Lambda, Azure Functions, Google Cloud Functions or Cloud
+/// Run, Vercel), detected by the handshake specification's `client.env` rules: there the
+/// long-lived streaming connections would keep a frozen function's connections busy and
+/// its server's connection count high.
+pub(crate) fn resolve_monitoring_mode(mode: Option<ServerMonitoringMode>) -> ServerMonitoringMode {
+    match mode.unwrap_or(ServerMonitoringMode::Auto) {
+        ServerMonitoringMode::Stream => ServerMonitoringMode::Stream,
+        ServerMonitoringMode::Poll => ServerMonitoringMode::Poll,
+        ServerMonitoringMode::Auto => {
+            if faas_platform(|name| std::env::var_os(name)).is_some() {
+                ServerMonitoringMode::Poll
+            } else {
+                ServerMonitoringMode::Stream
             }
         }
-        drop(top);
-        tokio::time::sleep(MIN_HEARTBEAT).await;
-        let wait = heartbeat.saturating_sub(MIN_HEARTBEAT);
-        let _ = tokio::time::timeout(wait, me.check_now.notified()).await;
+    }
+}
+
+/// The FaaS platform the environment (read through `var`) names, by the handshake
+/// specification's rules (`client.env.name`): none when no variable or variables of two
+/// platforms are set, except that Vercel (which runs on AWS Lambda) wins over AWS.
+fn faas_platform(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<&'static str> {
+    let set = |name: &str| var(name).is_some_and(|v| !v.is_empty());
+    let aws = var("AWS_EXECUTION_ENV")
+        .is_some_and(|v| v.to_string_lossy().starts_with("AWS_Lambda_"))
+        || set("AWS_LAMBDA_RUNTIME_API");
+    let azure = set("FUNCTIONS_WORKER_RUNTIME");
+    let gcp = set("K_SERVICE") || set("FUNCTION_NAME");
+    let vercel = set("VERCEL");
+    match (aws, azure, gcp, vercel) {
+        (_, false, false, true) => Some("vercel"),
+        (true, false, false, false) => Some("aws.lambda"),
+        (false, true, false, false) => Some("azure.func"),
+        (false, false, true, false) => Some("gcp.func"),
+        _ => None,
     }
 }
 
 /// The pool's event sink: a `tracing` event for each, and the user's handler with the
-/// server's address.
+/// server's address; a clear also wakes the monitor's streaming check (see
+/// [`Server::pool_cleared`]).
 fn pool_event_sink(
     address: ServerAddress,
     handler: Option<EventHandler<CmapEvent>>,
+    pool_cleared: Arc<Notify>,
 ) -> brook_pool::EventHandler {
     Arc::new(move |event: &PoolEvent| {
         crate::monitoring::trace_pool_event(&address, event);
+        if let PoolEvent::PoolCleared { .. } = event {
+            pool_cleared.notify_waiters();
+        }
         if let Some(h) = &handler {
             h.call(&CmapEvent {
                 address: address.clone(),
@@ -306,4 +313,65 @@ fn pool_event_sink(
             });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::faas_platform;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn faas_platforms_are_detected_as_the_handshake_spec_says() {
+        assert_eq!(faas_platform(env(&[])), None);
+        assert_eq!(
+            faas_platform(env(&[("AWS_EXECUTION_ENV", "AWS_Lambda_java8")])),
+            Some("aws.lambda")
+        );
+        assert_eq!(
+            faas_platform(env(&[("AWS_EXECUTION_ENV", "EC2")])),
+            None,
+            "only a Lambda execution environment counts"
+        );
+        assert_eq!(
+            faas_platform(env(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")])),
+            Some("aws.lambda")
+        );
+        assert_eq!(
+            faas_platform(env(&[("FUNCTIONS_WORKER_RUNTIME", "node")])),
+            Some("azure.func")
+        );
+        assert_eq!(
+            faas_platform(env(&[("K_SERVICE", "svc")])),
+            Some("gcp.func")
+        );
+        assert_eq!(
+            faas_platform(env(&[("FUNCTION_NAME", "f")])),
+            Some("gcp.func")
+        );
+        assert_eq!(
+            faas_platform(env(&[("VERCEL", "1"), ("AWS_LAMBDA_RUNTIME_API", "x")])),
+            Some("vercel")
+        );
+        assert_eq!(
+            faas_platform(env(&[
+                ("FUNCTIONS_WORKER_RUNTIME", "node"),
+                ("K_SERVICE", "s")
+            ])),
+            None,
+            "two platforms at once: none"
+        );
+    }
 }

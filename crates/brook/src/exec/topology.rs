@@ -157,6 +157,7 @@ impl Topology {
             s.pool_options.clone(),
             s.heartbeat,
             self.handler.clone(),
+            s.monitoring_mode,
         );
         servers.insert(address, server);
     }

@@ -5,5 +5,6 @@ mod change_stream;
 mod client;
 mod failover;
 mod failures;
+mod monitor;
 mod reads_writes;
 mod spec_uri;
