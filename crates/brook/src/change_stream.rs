@@ -531,39 +531,71 @@ async fn run_once(
     session: &mut HeldSession,
     limit: Option<Duration>,
 ) -> Attempt {
-    let selected = match exec.select(target, deprioritized).await {
-        Ok(selected) => selected,
-        Err(e) => {
-            return Attempt {
-                outcome: Err(e),
-                conn,
-                wire_version: None,
-                server: None,
+    let healthy =
+        |c: &PooledConn, at: &ServerAddress| !c.is_broken() && !c.is_stale() && c.address() == at;
+    // A getMore on the stream's own healthy connection to the cursor's server goes out
+    // at once, without selection: a monitor may already have marked that server Unknown
+    // (an election seen through the streaming protocol), and the getMore's own outcome
+    // is what decides whether the stream resumes.
+    let (address, mut conn, _operation) = match (target, conn) {
+        (ServerTarget::At(at), Some(c)) if healthy(&c, at) => (at.clone(), c, None),
+        (target, conn) => {
+            let selected = match exec.select(target, deprioritized).await {
+                Ok(selected) => selected,
+                Err(e) => {
+                    return Attempt {
+                        outcome: Err(e),
+                        conn,
+                        wire_version: None,
+                        server: None,
+                    };
+                }
             };
-        }
-    };
-    let address = selected.server.address().clone();
-    let usable = conn.filter(|c| !c.is_broken() && !c.is_stale() && c.address() == &address);
-    let (mut conn, _operation) = match usable {
-        Some(c) => (c, selected.operation),
-        None => match exec
-            .check_out(ServerTarget::At(&address), Lease::Dedicated, &[])
-            .await
-        {
-            Ok(checked) => (checked.conn, checked.operation),
-            Err(e) => {
+            let address = selected.server.address().clone();
+            let usable = conn.filter(|c| healthy(c, &address));
+            if usable.is_none() && matches!(target, ServerTarget::At(_)) && exec.is_load_balanced()
+            {
+                // Behind a load balancer the cursor lives on the mongos behind its own
+                // connection: a getMore cannot go on another one. A network error: the
+                // stream resumes with a new aggregate.
+                let lost = brook_conn::ConnError::Io {
+                    address: address.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotConnected,
+                        "the change stream's pinned connection was lost",
+                    ),
+                    wire_version: None,
+                };
                 return Attempt {
-                    outcome: Err(e),
+                    outcome: Err(Error::conn(lost)),
                     conn: None,
                     wire_version: None,
                     server: Some(address),
                 };
             }
-        },
+            let (conn, operation) = match usable {
+                Some(c) => (c, selected.operation),
+                None => match exec
+                    .check_out(ServerTarget::At(&address), Lease::Dedicated, &[])
+                    .await
+                {
+                    Ok(checked) => (checked.conn, checked.operation),
+                    Err(e) => {
+                        return Attempt {
+                            outcome: Err(e),
+                            conn: None,
+                            wire_version: None,
+                            server: Some(address),
+                        };
+                    }
+                },
+            };
+            if let (Body::Built(built), Some(preference)) = (&mut body, selected.read_preference) {
+                built.body.insert("$readPreference", preference);
+            }
+            (address, conn, Some(operation))
+        }
     };
-    if let (Body::Built(built), Some(preference)) = (&mut body, selected.read_preference) {
-        built.body.insert("$readPreference", preference);
-    }
     let wire = conn.description().max_wire_version;
     let outcome = exec
         .run_on(&mut conn, body, Some(session), limit)

@@ -118,7 +118,9 @@ impl Client {
             .effective_read_preference()
             .validate()
             .map_err(|e| Error::invalid_argument(e.to_string()))?;
-        let conn_options = to_connection_options(&options)?;
+        let mut conn_options = to_connection_options(&options)?;
+        let load_balanced = options.load_balanced == Some(true);
+        conn_options.load_balanced = load_balanced;
         let seeds = seed_addresses(&options)?;
         if seeds.is_empty() {
             return Err(Error::invalid_argument(
@@ -152,6 +154,7 @@ impl Client {
         let mut topology_options = TopologyOptions::new();
         topology_options.direct_connection = options.direct_connection;
         topology_options.replica_set = options.replica_set.clone();
+        topology_options.load_balanced = load_balanced;
         let handler = options.cmap_event_handler.clone();
         let sdam_handler = options.sdam_event_handler.clone();
         let topology = Topology::start(seeds, topology_options, settings, handler, sdam_handler);
@@ -165,6 +168,10 @@ impl Client {
             .select(Target::Read(&preference), &[], deadline)
             .await
         {
+            topology.close();
+            return Err(e);
+        }
+        if load_balanced && let Err(e) = topology.learn_load_balancer(deadline).await {
             topology.close();
             return Err(e);
         }

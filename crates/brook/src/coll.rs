@@ -639,7 +639,7 @@ impl<'a, T: 'a> IntoFuture for FindBuilder<'a, T> {
                 .unwrap_or(&self.coll.read_preference);
             let target = Target::Read(preference);
             let executed = inner
-                .execute(
+                .execute_pinned(
                     &self.coll.db,
                     &self.cmd,
                     Some(&mut session),
@@ -772,7 +772,7 @@ impl<'a, T: 'a> IntoFuture for AggregateBuilder<'a, T> {
                 (Target::Read(&self.read_preference), Retry::Read)
             };
             let executed = inner
-                .execute(self.db, &self.cmd, Some(&mut session), target, retry)
+                .execute_pinned(self.db, &self.cmd, Some(&mut session), target, retry)
                 .await?;
             let spec = GetMoreOptions {
                 batch_size: self.cmd.batch_size,

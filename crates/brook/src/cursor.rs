@@ -15,11 +15,14 @@ use futures_core::Stream;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::exec::{Body, Executed, Executor, GetMoreCache, Lease, Target};
+use crate::exec::{Body, Executed, Executor, GetMoreCache, Lease, PooledConn, Target};
 use crate::session::{HeldSession, SessionRef};
 
-type GetMoreFuture =
-    Pin<Box<dyn Future<Output = (Result<CursorReply, Error>, HeldSession)> + Send>>;
+/// A getMore in flight: its outcome, the session it held, and the pinned connection it
+/// ran on (behind a load balancer) when still usable.
+type GetMoreFuture = Pin<
+    Box<dyn Future<Output = (Result<CursorReply, Error>, HeldSession, Option<PooledConn>)> + Send>,
+>;
 
 /// The code of CursorNotFound: the server no longer knows the cursor.
 const CURSOR_NOT_FOUND: i32 = 43;
@@ -48,6 +51,9 @@ pub struct Cursor<T> {
     session: HeldSession,
     in_flight: Option<GetMoreFuture>,
     failed: bool,
+    /// Behind a load balancer: the connection the cursor was opened on, which its
+    /// getMores and killCursors must use (returned to the pool once the cursor ends).
+    pinned: Option<PooledConn>,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -72,10 +78,12 @@ impl<T> Cursor<T> {
             session,
             in_flight: None,
             failed: false,
+            pinned: executed.pinned,
             _marker: PhantomData,
         };
         if cursor.id == 0 {
             cursor.session = HeldSession::None;
+            cursor.pinned = None;
         }
         cursor
     }
@@ -122,6 +130,12 @@ impl<T> Cursor<T> {
             return Ok(());
         }
         let cmd = KillCursors::new(self.ns.coll.clone(), vec![id]);
+        if let Some(conn) = self.pinned.take() {
+            return self
+                .exec
+                .kill_cursors_pinned(conn, &self.ns.db, &cmd, &mut session)
+                .await;
+        }
         self.exec
             .kill_cursors_bounded(&self.server, &self.ns.db, &cmd, &mut session)
             .await
@@ -143,24 +157,46 @@ impl<T> Cursor<T> {
         let exec = Arc::clone(&self.exec);
         let server = self.server.clone();
         let mut session = std::mem::take(&mut self.session);
+        let pinned = self.pinned.take();
+        let load_balanced = self.exec.is_load_balanced();
         self.in_flight = Some(Box::pin(async move {
+            let mut kept = None;
             let res = async {
                 let body = body?;
-                let checked = exec
-                    .check_out(Target::At(&server), Lease::Shared, &[])
-                    .await?;
-                let _operation = checked.operation;
-                let mut conn = checked.conn;
+                let (mut conn, _operation) = match pinned {
+                    Some(conn) => (conn, None),
+                    None if load_balanced => {
+                        // The pinned connection was lost: no other connection reaches
+                        // the mongos that holds the cursor.
+                        return Err(Error::conn(brook_conn::ConnError::Io {
+                            address: server.clone(),
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::NotConnected,
+                                "the cursor's pinned connection was lost; behind a load \
+                                 balancer no other connection reaches its mongos",
+                            ),
+                            wire_version: None,
+                        }));
+                    }
+                    None => {
+                        let checked = exec
+                            .check_out(Target::At(&server), Lease::Shared, &[])
+                            .await?;
+                        (checked.conn, Some(checked.operation))
+                    }
+                };
                 let wire = conn.description().max_wire_version;
-                let reply = exec
+                let sent = exec
                     .run_on(&mut conn, Body::Serialized(body), Some(&mut session), limit)
-                    .await?;
-                drop(conn);
-                cmd.handle_reply(reply)
+                    .await;
+                if load_balanced && !conn.is_broken() {
+                    kept = Some(conn);
+                }
+                cmd.handle_reply(sent?)
                     .map_err(|e| Error::command(e).with_wire_version(Some(wire)))
             }
             .await;
-            (res, session)
+            (res, session, kept)
         }));
     }
 }
@@ -188,12 +224,13 @@ impl<T: DeserializeOwned> Stream for Cursor<T> {
                 return Poll::Ready(Some(Self::decode(&doc)));
             }
             if let Some(fut) = this.in_flight.as_mut() {
-                let (res, session) = match fut.as_mut().poll(cx) {
+                let (res, session, pinned) = match fut.as_mut().poll(cx) {
                     Poll::Ready(out) => out,
                     Poll::Pending => return Poll::Pending,
                 };
                 this.in_flight = None;
                 this.session = session;
+                this.pinned = pinned;
                 match res {
                     Ok(reply) => {
                         this.id = reply.id;
@@ -203,6 +240,7 @@ impl<T: DeserializeOwned> Stream for Cursor<T> {
                         }
                         if this.id == 0 {
                             this.session = HeldSession::None;
+                            this.pinned = None;
                         }
                         continue;
                     }
@@ -217,6 +255,7 @@ impl<T: DeserializeOwned> Stream for Cursor<T> {
             }
             if this.id == 0 || this.failed {
                 this.session = HeldSession::None;
+                this.pinned = None;
                 return Poll::Ready(None);
             }
             this.start_get_more();
@@ -232,6 +271,11 @@ impl<T> Drop for Cursor<T> {
         }
         let session = std::mem::take(&mut self.session);
         let cmd = KillCursors::new(self.ns.coll.clone(), vec![self.id]);
+        if let Some(conn) = self.pinned.take() {
+            self.exec
+                .spawn_kill_cursors_pinned(conn, self.ns.db.clone(), cmd, session);
+            return;
+        }
         self.exec
             .spawn_kill_cursors(self.server.clone(), self.ns.db.clone(), cmd, session);
     }

@@ -50,12 +50,23 @@
 //!    `is_invalid_argument()` error naming each one) and options brook parses but does
 //!    not act on yet (an `is_unsupported()` error naming the feature): credentials
 //!    (authentication is not implemented), `mongodb+srv://` (no DNS SRV resolution), Unix
-//!    sockets, `loadBalanced=true`, `timeoutMS`, `readConcernLevel`, proxies,
+//!    sockets, `timeoutMS`, `readConcernLevel`, proxies,
 //!    `tlsCertificateKeyFilePassword`, the OCSP/revocation switches, `srvServiceName`.
 //!    Nothing in a connection string is silently ignored.
 //!
 //! Options kept but without effect by design for now: `serverSelectionTryOnce` (a
 //! single-threaded-driver option).
+//!
+//! # Behind a load balancer
+//!
+//! With `loadBalanced=true` (one host, no `replicaSet`, no `directConnection`) the host
+//! is a load balancer in front of mongoses, as the Load Balancer specification says:
+//! every connection's handshake says `loadBalanced: true` and must get a `serviceId`
+//! back (else connecting fails with an error saying so); nothing monitors the load
+//! balancer; a cursor keeps the connection it was opened on for its getMores and its
+//! killCursors (returned to the pool once the cursor ends), and a change stream runs on
+//! its own connection, resuming on a new one; an error clears only the connections of
+//! the failing connection's service, and never marks the server Unknown.
 //!
 //! # Read preferences and retries
 //!

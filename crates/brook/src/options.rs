@@ -226,7 +226,7 @@ pub struct ClientOptions {
     pub direct_connection: Option<bool>,
     /// `replicaSet`: the required set name of the servers found.
     pub replica_set: Option<String>,
-    /// `loadBalanced` (not acted on yet when true).
+    /// `loadBalanced`: the one host is a load balancer in front of mongoses.
     pub load_balanced: Option<bool>,
     /// `tls` / `ssl`.
     pub tls: Option<bool>,
@@ -1123,8 +1123,7 @@ impl ClientOptions {
         if self.hosts.iter().any(|h| matches!(h, Host::Unix { .. })) {
             return unsupported("Unix domain socket hosts");
         }
-        let checks: [(bool, &str); 9] = [
-            (self.load_balanced == Some(true), "loadBalanced=true"),
+        let checks: [(bool, &str); 8] = [
             (self.timeout.is_some(), "timeoutMS"),
             (
                 self.tls_certificate_key_file_password.is_some(),
@@ -1286,17 +1285,23 @@ mod tests {
         for uri in [
             "mongodb+srv://cluster.example.com/",
             "mongodb://%2Ftmp%2Fmongodb-27017.sock",
-            "mongodb://h/?loadBalanced=true",
             "mongodb://h/?timeoutMS=5",
+            "mongodb://h/?readConcernLevel=majority",
         ] {
             let o = ClientOptions::parse(uri).unwrap();
             let err = o.check_supported().unwrap_err();
             assert!(err.is_unsupported(), "{uri}: {err}");
         }
-        ClientOptions::parse("mongodb://h:1/?appName=x&directConnection=true&maxPoolSize=3")
-            .unwrap()
-            .check_supported()
-            .unwrap();
+        for supported in [
+            "mongodb://h:1/?appName=x&directConnection=true&maxPoolSize=3",
+            "mongodb://h/?loadBalanced=true",
+            "mongodb://a,b/?readPreference=nearest&readPreferenceTags=dc:ny&maxStalenessSeconds=120",
+        ] {
+            ClientOptions::parse(supported)
+                .unwrap()
+                .check_supported()
+                .unwrap();
+        }
     }
 }
 

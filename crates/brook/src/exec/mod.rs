@@ -148,6 +148,9 @@ pub(crate) struct Executed<T> {
     pub(crate) output: T,
     pub(crate) address: ServerAddress,
     pub(crate) wire_version: i32,
+    /// The connection it ran on, kept for the cursor it opened behind a load balancer
+    /// (see [`Executor::execute_pinned`]).
+    pub(crate) pinned: Option<PooledConn>,
 }
 
 /// A cursor's `getMore`, serialised once (with the session's lsid) and sent again
@@ -263,6 +266,11 @@ impl Executor {
 
     pub(crate) fn options(&self) -> &ClientOptions {
         &self.options
+    }
+
+    /// Whether the deployment is reached through a load balancer.
+    pub(crate) fn is_load_balanced(&self) -> bool {
+        self.topology.is_load_balanced()
     }
 
     /// The client's default read preference.
@@ -448,7 +456,8 @@ impl Executor {
                     let error =
                         ApplicationError::new(kind, ErrorPhase::AfterHandshake, conn.generation())
                             .with_max_wire_version(wire);
-                    self.topology.handle_error(conn.address(), &error);
+                    self.topology
+                        .handle_error_on(conn.address(), &error, conn.service_id());
                 }
                 Err(err)
             }
@@ -466,7 +475,25 @@ impl Executor {
         retry: Retry,
     ) -> Result<Executed<C::Output>, Error> {
         self.check_open()?;
-        self.run_command(db, cmd, session, target, retry).await
+        self.run_command(db, cmd, session, target, retry, false)
+            .await
+    }
+
+    /// [`execute`](Self::execute) for a command that opens a cursor: behind a load
+    /// balancer the connection is kept in [`Executed::pinned`], for the cursor's getMores
+    /// and killCursors (Load Balancer specification: a cursor is pinned to its
+    /// connection, since only that connection reaches the mongos that holds it).
+    pub(crate) async fn execute_pinned<C: Command>(
+        &self,
+        db: &str,
+        cmd: &C,
+        session: Option<&mut dyn SessionRef>,
+        target: Target<'_>,
+        retry: Retry,
+    ) -> Result<Executed<C::Output>, Error> {
+        self.check_open()?;
+        let pin = self.topology.is_load_balanced();
+        self.run_command(db, cmd, session, target, retry, pin).await
     }
 
     /// Whether `retry` is on for this client (`retryReads` / `retryWrites`, both on by
@@ -500,6 +527,7 @@ impl Executor {
         mut session: Option<&mut dyn SessionRef>,
         target: Target<'_>,
         retry: Retry,
+        pin: bool,
     ) -> Result<Executed<C::Output>, Error> {
         let retry = if self.retry_enabled(retry) {
             retry
@@ -544,7 +572,7 @@ impl Executor {
             let outcome = self
                 .run_on(&mut conn, Body::Built(body), reborrow(&mut session), None)
                 .await;
-            drop(conn);
+            let pinned = (pin && outcome.is_ok() && !conn.is_broken()).then_some(conn);
             drop(operation);
             let outcome = outcome.and_then(|reply| {
                 cmd.handle_reply(reply)
@@ -556,6 +584,7 @@ impl Executor {
                         output,
                         address,
                         wire_version,
+                        pinned,
                     });
                 }
                 Err(err) => err,
@@ -647,7 +676,8 @@ impl Executor {
             };
             let error = ApplicationError::new(kind, ErrorPhase::AfterHandshake, conn.generation())
                 .with_max_wire_version(wire);
-            self.topology.handle_error(conn.address(), &error);
+            self.topology
+                .handle_error_on(conn.address(), &error, conn.service_id());
         }
     }
 
@@ -697,7 +727,7 @@ impl Executor {
         cmd: &KillCursors,
         session: &mut dyn SessionRef,
     ) -> Result<(), Error> {
-        self.run_command(db, cmd, Some(session), Target::At(server), Retry::No)
+        self.run_command(db, cmd, Some(session), Target::At(server), Retry::No, false)
             .await
             .map(|_| ())
     }
@@ -728,6 +758,48 @@ impl Executor {
             Err(e) => debug!(%server, cursors = ?cmd.ids, error = %e, "killCursors failed"),
         }
         outcome
+    }
+
+    /// Runs `cmd` (a `killCursors`) on `db` on `conn`, the connection its cursor is pinned
+    /// to (behind a load balancer), bounded by [`KILL_CURSORS_BOUND`]; the connection
+    /// then goes back to the pool.
+    pub(crate) async fn kill_cursors_pinned(
+        &self,
+        mut conn: PooledConn,
+        db: &str,
+        cmd: &KillCursors,
+        session: &mut dyn SessionRef,
+    ) -> Result<(), Error> {
+        let body = cmd.build(db).map_err(Error::command)?;
+        let reply = self
+            .run_on(
+                &mut conn,
+                Body::Built(body),
+                Some(session),
+                Some(KILL_CURSORS_BOUND),
+            )
+            .await?;
+        cmd.handle_reply(reply).map(|_| ()).map_err(Error::command)
+    }
+
+    /// [`kill_cursors_pinned`](Self::kill_cursors_pinned) in the background.
+    pub(crate) fn spawn_kill_cursors_pinned(
+        self: &Arc<Self>,
+        conn: PooledConn,
+        db: String,
+        cmd: KillCursors,
+        mut session: impl SessionRef + 'static,
+    ) {
+        let exec = Arc::clone(self);
+        self.spawn(async move {
+            let outcome = exec
+                .kill_cursors_pinned(conn, &db, &cmd, &mut session)
+                .await;
+            if let Err(e) = outcome {
+                debug!(cursors = ?cmd.ids, error = %e, "killCursors failed");
+            }
+            drop(session);
+        });
     }
 
     /// Kills cursors in the background (`cmd` on `db` on `server`, in `session`, held
@@ -776,6 +848,7 @@ impl Executor {
                 None,
                 Target::Read(primary_preferred()),
                 Retry::No,
+                false,
             );
             if let Ok(Err(e)) = tokio::time::timeout(SHUTDOWN_STEP_BOUND, run).await {
                 debug!(error = %e, "endSessions failed");

@@ -70,6 +70,11 @@ impl Manager for ConnManager {
         }
         ConnectErrorAction::Keep
     }
+
+    fn service_id(&self, conn: &Connection) -> Option<brook_pool::ServiceId> {
+        // Behind a load balancer: the service of the handshake (checked to be there).
+        conn.description().hello.service_id.map(|id| id.bytes())
+    }
 }
 
 /// A connection checked out of a server's pool.
@@ -174,6 +179,10 @@ impl Server {
             monitor: Mutex::new(None),
             rtt_monitor: Mutex::new(None),
         });
+        if conn_options.load_balanced {
+            // Load Balancer specification: nothing monitors a load balancer.
+            return server;
+        }
         // The monitors' connections are bounded by connectTimeoutMS (a heartbeat is
         // quick); an awaited reply by connectTimeoutMS + heartbeatFrequencyMS.
         let mut monitor_options = conn_options;

@@ -51,6 +51,11 @@ pub(crate) struct Topology {
     sdam_handler: Option<EventHandler<SdamEvent>>,
     closed: AtomicBool,
     random: AtomicU64,
+    /// `loadBalanced=true`: one LoadBalancer server, no monitoring, service-scoped
+    /// clears.
+    load_balanced: bool,
+    /// Behind a load balancer: what the first connection's handshake said.
+    load_balancer_info: Mutex<Option<(ServerAddress, ServerInfo)>>,
 }
 
 impl fmt::Debug for Topology {
@@ -110,6 +115,7 @@ impl Topology {
         handler: Option<EventHandler<CmapEvent>>,
         sdam_handler: Option<EventHandler<SdamEvent>>,
     ) -> Arc<Topology> {
+        let load_balanced = options.load_balanced;
         let description = TopologyDescription::new(seeds, options);
         for event in description.opening_events() {
             emit_sdam(sdam_handler.as_ref(), SdamEvent::Description(event));
@@ -126,11 +132,63 @@ impl Topology {
             sdam_handler,
             closed: AtomicBool::new(false),
             random: AtomicU64::new(RandomState::new().hash_one(0u8)),
+            load_balanced,
+            load_balancer_info: Mutex::new(None),
         });
         for address in addresses {
             topology.open_server(address);
         }
+        if topology.load_balanced {
+            // The load balancer is a LoadBalancer server from the start (nothing monitors
+            // it): its pool is ready at once.
+            for server in topology.lock_servers().values() {
+                server.pool().ready();
+            }
+        }
         topology
+    }
+
+    /// Whether the deployment is reached through a load balancer.
+    pub(crate) fn is_load_balanced(&self) -> bool {
+        self.load_balanced
+    }
+
+    /// Behind a load balancer nothing monitors the server: one connection's handshake
+    /// (which must carry a `serviceId`) tells what the server behind it supports
+    /// (wire version, sessions, limits). Bounded by `deadline`.
+    pub(crate) async fn learn_load_balancer(&self, deadline: Instant) -> Result<(), Error> {
+        let server = self.lock_servers().values().next().cloned();
+        let Some(server) = server else {
+            return Err(Error::new(ErrorKind::Shutdown));
+        };
+        let conn = match tokio::time::timeout_at(deadline, server.pool().check_out()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(Error::from_pool(e, server.address())),
+            Err(_) => {
+                return Err(Error::new(ErrorKind::ServerSelection {
+                    message: format!(
+                        "no connection to the load balancer {} within {:?}",
+                        server.address(),
+                        self.settings.selection_timeout
+                    ),
+                    timed_out: true,
+                }));
+            }
+        };
+        let d = conn.description();
+        let info = ServerInfo {
+            max_wire_version: d.max_wire_version,
+            max_bson_object_size: d.max_bson_object_size,
+            max_message_size_bytes: d.max_message_size_bytes,
+            max_write_batch_size: d.max_write_batch_size,
+            logical_session_timeout: d.logical_session_timeout,
+            kind: d.server_kind,
+        };
+        *self
+            .load_balancer_info
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((server.address().clone(), info));
+        Ok(())
     }
 
     fn lock_description(&self) -> MutexGuard<'_, TopologyDescription> {
@@ -185,6 +243,18 @@ impl Topology {
         address: &ServerAddress,
         error: &ApplicationError,
     ) {
+        self.handle_error_on(address, error, None);
+    }
+
+    /// [`handle_error`](Self::handle_error) for a connection of `service` (behind a load
+    /// balancer, where a pool clear is for that service only, and the server is never
+    /// marked Unknown).
+    pub(crate) fn handle_error_on(
+        self: &Arc<Self>,
+        address: &ServerAddress,
+        error: &ApplicationError,
+        service: Option<brook_pool::ServiceId>,
+    ) {
         let Some(server) = self.server(address) else {
             return;
         };
@@ -193,8 +263,15 @@ impl Topology {
             .lock_description()
             .handle_application_error(address, error, generation);
         if decision.clear_pool {
-            info!(server = %address, ?error, "pool cleared after an error");
-            server.pool().clear(false);
+            if self.load_balanced {
+                if let Some(service) = service {
+                    info!(server = %address, ?error, "a service's connections cleared after an error");
+                    server.pool().clear_service(service, false);
+                }
+            } else {
+                info!(server = %address, ?error, "pool cleared after an error");
+                server.pool().clear(false);
+            }
         }
         if decision.request_check {
             server.request_check();
@@ -363,6 +440,13 @@ impl Topology {
 
     /// What the last check of the primary (else of any known server) said.
     pub(crate) fn primary_info(&self) -> Option<(ServerAddress, ServerInfo)> {
+        if self.load_balanced {
+            return self
+                .load_balancer_info
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+        }
         let description = self.lock_description();
         let servers = self.lock_servers();
         let rank = |t: ServerType| match t {

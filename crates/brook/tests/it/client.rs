@@ -589,7 +589,7 @@ async fn connect_refuses_what_brook_cannot_honour() {
         ("mongodb://user:pw@127.0.0.1:9/", "authentication"),
         ("mongodb+srv://cluster.example.com/", "SRV"),
         ("mongodb://%2Ftmp%2Fmongodb-27017.sock/", "Unix"),
-        ("mongodb://127.0.0.1:9/?loadBalanced=true", "loadBalanced"),
+        ("mongodb://127.0.0.1:9/?timeoutMS=100", "timeoutMS"),
     ] {
         let err = Client::connect(uri).await.unwrap_err();
         assert!(err.is_unsupported(), "{uri}: {err}");

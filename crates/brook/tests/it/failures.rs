@@ -600,7 +600,9 @@ async fn a_typed_decode_error_names_the_field_and_the_stream_goes_on() {
 #[tokio::test]
 async fn a_failed_handshake_clears_the_pool_and_the_server_comes_back() {
     let fake = server().await;
-    let (client, events) = recorded_client(&uri_of(&fake, "")).await;
+    // Polling: the fault below must hit the pool's handshake, not the streaming
+    // monitor's awaitable hello.
+    let (client, events) = recorded_client(&uri_of(&fake, "&serverMonitoringMode=poll")).await;
     fake.push_actions("hello", [Action::fault(Fault::CloseWithoutReply)]);
     let db = client.database("app");
     db.run_command(doc! { "ping": 1 }).await.unwrap();

@@ -5,6 +5,7 @@ mod change_stream;
 mod client;
 mod failover;
 mod failures;
+mod load_balanced;
 mod monitor;
 mod reads_writes;
 mod spec_uri;
