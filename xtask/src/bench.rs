@@ -1930,7 +1930,7 @@ impl Report<'_> {
             "## Reproduce\n\n```sh\ncargo xtask bench           # everything (this page)\n\
              cargo xtask bench --quick   # a short smoke run into target/bench/\n\
              cargo xtask bench --only latency --rounds 3\n\
-             cargo xtask bench --only failover --no-footprint --no-e2e --failovers 40\n\
+             cargo xtask bench --quick --only failover --failovers 40 # failover time alone\n\
              cargo xtask bench criterion # the criterion codec bench\n```\n\n\
              Raw per-run results: `target/bench/runs.jsonl`; the medians: `docs/bench/results.json`.\n",
         );
