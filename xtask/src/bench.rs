@@ -13,10 +13,9 @@
 //! 3. measures frame decoding next to a copy of the same bytes (`brook-bench decode`);
 //!    then failover time: `failover-bench` runs the testkit's replica set and fails its
 //!    primary over (stepdown, kill, blackhole) `--failovers` times per kind while one
-//!    client tails a change stream (brook, the official driver with its default streaming
-//!    monitors, and with polling ones): from the loss to the first event only the new
-//!    primary could serve, p50/p99 per kind and client, also written to
-//!    `docs/bench/FAILOVER.md`;
+//!    client tails a change stream (brook and the official driver as they come, and each
+//!    with polling monitors): from the loss to the first event only the new primary could
+//!    serve, p50/p99 per kind and client, also written to `docs/bench/FAILOVER.md`;
 //! 4. footprint: crates in the normal dependency tree (`cargo tree -e normal`) of the
 //!    `brook` CLI and of `official-tail` (a minimal watch program on the official crate),
 //!    their clean release build times (each in its own target dir under
@@ -1013,13 +1012,16 @@ const FAILOVER_KINDS: [&str; 3] = ["stepdown", "kill", "blackhole"];
 const FAILOVER_URI_OPTIONS: &str =
     "heartbeatFrequencyMS=500&connectTimeoutMS=500&serverSelectionTimeoutMS=30000";
 
-/// The clients of the failover scenario: brook (polling monitors), the official driver
-/// as it comes (`serverMonitoringMode` auto: streaming monitors) and with polling
-/// monitors like brook's.
-const FAILOVER_CLIENTS: [&str; 3] = ["brook", "official", "official-poll"];
+/// The clients of the failover scenario: brook and the official driver as they come
+/// (`serverMonitoringMode` auto: streaming monitors), and each with
+/// `serverMonitoringMode=poll` (`-poll`).
+const FAILOVER_CLIENTS: [&str; 4] = ["brook", "official", "brook-poll", "official-poll"];
 
-/// The official client the ratios are taken against.
-const FAILOVER_OFFICIAL: &str = "official";
+/// The pairs compared (brook's client, the official one) and their monitors.
+const FAILOVER_PAIRS: [(&str, &str, &str); 2] = [
+    ("brook", "official", "as they come (streaming)"),
+    ("brook-poll", "official-poll", "`serverMonitoringMode=poll`"),
+];
 
 /// Every failover run: the harness's JSON per kind and client.
 #[derive(Debug, Default, Clone)]
@@ -1039,7 +1041,7 @@ impl Failovers {
 /// the client command.
 fn failover_args(bins: &Bins, kind: &str, client: &str, failovers: usize) -> Vec<String> {
     let mut options = FAILOVER_URI_OPTIONS.to_owned();
-    if client == "official-poll" {
+    if client.ends_with("-poll") {
         options.push_str("&serverMonitoringMode=poll");
     }
     let mut v: Vec<String> = vec![
@@ -1051,7 +1053,7 @@ fn failover_args(bins: &Bins, kind: &str, client: &str, failovers: usize) -> Vec
         options,
         "--".into(),
     ];
-    if client == "brook" {
+    if client.starts_with("brook") {
         v.push(bins.brook.display().to_string());
         v.extend(["--client", "brook-doc"].map(String::from));
     } else {
@@ -1151,39 +1153,35 @@ fn failover_markdown(f: &Failovers, heading: &str) -> String {
          (with 20 failovers the p99 is the largest).\n\n\
          Settings, the same for every client: URI options `{FAILOVER_URI_OPTIONS}`, \
          `maxAwaitTimeMS` 1000 on the stream, everything else each driver's default. \
-         Clients: `brook` (polling monitors: brook has no streaming protocol yet), \
-         `official` (the `mongodb` crate 3.x, `benches/compare`, as it comes: \
-         `serverMonitoringMode` auto, streaming monitors), `official-poll` (the same with \
-         `serverMonitoringMode=poll`, brook's protocol). Ratios are brook's over \
-         `official`'s.\n",
+         Clients: `brook` and `official` (the `mongodb` crate 3.x, `benches/compare`) as \
+         they come (`serverMonitoringMode` auto: both stream their monitors here), \
+         `brook-poll` and `official-poll` the same with `serverMonitoringMode=poll`. \
+         Ratios: brook's time over the official driver's, monitors alike.\n",
         f.failovers
     );
     let _w = writeln!(
         md,
-        "| kind | brook p50 ms | brook p99 ms | official p50 ms | official p99 ms | \
-         brook / official p50 | brook / official p99 | official-poll p50 ms | official-poll p99 ms |\n\
-         |---|---|---|---|---|---|---|---|---|"
+        "| kind | monitors | brook p50 ms | brook p99 ms | official p50 ms | official p99 ms | \
+         brook / official p50 | brook / official p99 |\n\
+         |---|---|---|---|---|---|---|---|"
     );
     for kind in FAILOVER_KINDS {
-        let get = |c: &str, k: &str| f.get(kind, c, k);
-        let _w = writeln!(
-            md,
-            "| {kind} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            fmt_ms(get("brook", "p50_ns")),
-            fmt_ms(get("brook", "p99_ns")),
-            fmt_ms(get(FAILOVER_OFFICIAL, "p50_ns")),
-            fmt_ms(get(FAILOVER_OFFICIAL, "p99_ns")),
-            fmt_ratio(ratio(
-                get("brook", "p50_ns"),
-                get(FAILOVER_OFFICIAL, "p50_ns")
-            )),
-            fmt_ratio(ratio(
-                get("brook", "p99_ns"),
-                get(FAILOVER_OFFICIAL, "p99_ns")
-            )),
-            fmt_ms(get("official-poll", "p50_ns")),
-            fmt_ms(get("official-poll", "p99_ns")),
-        );
+        for (brook, official, monitors) in FAILOVER_PAIRS {
+            let get = |c: &str, k: &str| f.get(kind, c, k);
+            if get(brook, "p50_ns").is_none() && get(official, "p50_ns").is_none() {
+                continue;
+            }
+            let _w = writeln!(
+                md,
+                "| {kind} | {monitors} | {} | {} | {} | {} | {} | {} |",
+                fmt_ms(get(brook, "p50_ns")),
+                fmt_ms(get(brook, "p99_ns")),
+                fmt_ms(get(official, "p50_ns")),
+                fmt_ms(get(official, "p99_ns")),
+                fmt_ratio(ratio(get(brook, "p50_ns"), get(official, "p50_ns"))),
+                fmt_ratio(ratio(get(brook, "p99_ns"), get(official, "p99_ns"))),
+            );
+        }
     }
     md.push('\n');
     for ((kind, client), o) in &f.by_run {
@@ -2056,11 +2054,13 @@ impl Report<'_> {
                 }
             }
             for kind in FAILOVER_KINDS {
-                for (k, p) in [("p50_ns", "p50"), ("p99_ns", "p99")] {
-                    put(
-                        format!("failover.{kind}.brook_over_official.{p}"),
-                        ratio(f.get(kind, "brook", k), f.get(kind, FAILOVER_OFFICIAL, k)),
-                    );
+                for (brook, official, _) in FAILOVER_PAIRS {
+                    for (k, p) in [("p50_ns", "p50"), ("p99_ns", "p99")] {
+                        put(
+                            format!("failover.{kind}.{brook}_over_{official}.{p}"),
+                            ratio(f.get(kind, brook, k), f.get(kind, official, k)),
+                        );
+                    }
                 }
             }
         }
@@ -2458,10 +2458,16 @@ mod tests {
         let official = failover_args(&bins(), "kill", "official", 20);
         assert_eq!(official[5], FAILOVER_URI_OPTIONS);
         assert_eq!(official[7], "/t/compare-bench");
-        let poll = failover_args(&bins(), "kill", "official-poll", 20);
+        for client in ["brook-poll", "official-poll"] {
+            let poll = failover_args(&bins(), "kill", client, 20);
+            assert_eq!(
+                poll[5],
+                format!("{FAILOVER_URI_OPTIONS}&serverMonitoringMode=poll")
+            );
+        }
         assert_eq!(
-            poll[5],
-            format!("{FAILOVER_URI_OPTIONS}&serverMonitoringMode=poll")
+            failover_args(&bins(), "kill", "brook-poll", 20)[7],
+            "/t/brook-bench"
         );
     }
 
@@ -2484,8 +2490,11 @@ mod tests {
         }
         let md = failover_markdown(&f, "##");
         assert!(md.starts_with("## Failover time"));
-        assert!(md.contains("| kill | 2.00 | 8.00 | 1.00 | 4.00 | 2.00× | 2.00× | – | – |"));
-        assert!(md.contains("| stepdown | – |"));
+        assert!(md.contains(
+            "| kill | as they come (streaming) | 2.00 | 8.00 | 1.00 | 4.00 | 2.00× | 2.00× |"
+        ));
+        assert!(!md.contains("| stepdown |"), "no row without results");
+        assert!(!md.contains("| kill | `serverMonitoringMode=poll`"));
         assert!(md.contains("- kill, official: lost events (first ones): 7, 8"));
         assert!(md.contains("**kill, official: 2 of – failovers lost events** (3 events"));
         assert_eq!(fmt_ms(Some(123_456_789.0)), "123");
