@@ -426,9 +426,27 @@ async fn run_command(
     let Some(at) = at else {
         return run_aggregate(exec, conn, body, session, preference).await;
     };
+    // A getMore on the stream's own healthy connection to the cursor's server goes out
+    // at once, without selection: a monitor may already have marked that server Unknown
+    // (an election seen through the streaming protocol), and the getMore's own outcome
+    // is what decides whether the stream resumes. (The hot path: nothing allocated here.)
+    if let Some(mut c) = conn.filter(|c| healthy(c, &at)) {
+        let wire = c.description().max_wire_version;
+        let outcome = exec
+            .run_on(&mut c, body, Some(&mut session), limit)
+            .await
+            .map(|reply| (at, reply));
+        // A broken connection goes back to the pool, which closes it.
+        return Done {
+            outcome,
+            conn: (!c.is_broken()).then_some(c),
+            wire_version: Some(wire),
+            session,
+        };
+    }
     let attempt = run_once(
         &exec,
-        conn,
+        None,
         ServerTarget::At(&at),
         &[],
         body,
@@ -508,6 +526,11 @@ fn is_retryable_read(outcome: &Result<(ServerAddress, Reply), Error>) -> bool {
     }
 }
 
+/// Whether the stream's connection can carry its next command to `at`.
+fn healthy(c: &PooledConn, at: &ServerAddress) -> bool {
+    !c.is_broken() && !c.is_stale() && c.address() == at
+}
+
 /// The outcome of one attempt of a stream's command.
 struct Attempt {
     outcome: Result<(ServerAddress, Reply), Error>,
@@ -531,12 +554,6 @@ async fn run_once(
     session: &mut HeldSession,
     limit: Option<Duration>,
 ) -> Attempt {
-    let healthy =
-        |c: &PooledConn, at: &ServerAddress| !c.is_broken() && !c.is_stale() && c.address() == at;
-    // A getMore on the stream's own healthy connection to the cursor's server goes out
-    // at once, without selection: a monitor may already have marked that server Unknown
-    // (an election seen through the streaming protocol), and the getMore's own outcome
-    // is what decides whether the stream resumes.
     let (address, mut conn, _operation) = match (target, conn) {
         (ServerTarget::At(at), Some(c)) if healthy(&c, at) => (at.clone(), c, None),
         (target, conn) => {

@@ -326,9 +326,13 @@ impl Topology {
 
     fn start_operation(&self, address: &ServerAddress) -> OperationGuard {
         let mut operations = self.operations.lock().unwrap_or_else(|p| p.into_inner());
-        let counter = operations.entry(address.clone()).or_default();
+        // No allocation once the server has a counter (every operation after its first).
+        let counter = match operations.get(address) {
+            Some(counter) => Arc::clone(counter),
+            None => Arc::clone(operations.entry(address.clone()).or_default()),
+        };
         counter.fetch_add(1, Ordering::AcqRel);
-        OperationGuard(Arc::clone(counter))
+        OperationGuard(counter)
     }
 
     fn next_random(&self, n: usize) -> usize {

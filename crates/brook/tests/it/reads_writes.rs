@@ -608,3 +608,30 @@ async fn a_change_stream_moves_to_another_mongos_when_its_own_dies() {
     assert_eq!(stream.resume_count(), 1);
     assert_eq!(alive.commands_named("aggregate").len(), 1);
 }
+
+#[tokio::test]
+async fn max_staleness_is_checked_and_sent() {
+    let rs = set_with_tags(Vec::new()).await;
+    // Below the smallest allowed (90 s): a clear error at selection, not a timeout.
+    let client = set_client(&rs, "&readPreference=secondary&maxStalenessSeconds=91").await;
+    let coll = client.database("app").collection::<Document>("items");
+    let too_small = ReadPreference::new(ReadPreferenceMode::Secondary)
+        .with_max_staleness(Duration::from_secs(30));
+    let err = coll
+        .find(doc! {})
+        .read_preference(too_small)
+        .await
+        .expect_err("refused");
+    assert!(!err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("maxStalenessSeconds"), "{err}");
+    // Allowed: the members are fresh (their lastWrite is the set's clock), so a secondary
+    // serves it, and the bound is sent.
+    coll.find(doc! {}).await.expect("a fresh secondary");
+    let (member, sent) = only_member_with(&rs, "find");
+    assert_ne!(member, 0);
+    assert_eq!(
+        sent[0].body.get_document("$readPreference").expect("sent"),
+        &doc! { "mode": "secondary", "maxStalenessSeconds": 91_i64 }
+    );
+    rs.shutdown().await;
+}
