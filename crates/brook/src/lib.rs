@@ -266,6 +266,7 @@ mod error;
 mod event;
 mod exec;
 pub mod monitoring;
+mod redact;
 mod options;
 mod session;
 
@@ -291,6 +292,7 @@ pub use options::{
     Acknowledgment, ClientOptions, Credential, DEFAULT_PORT, Host, ReadPreference,
     ReadPreferenceMode, ServerMonitoringMode, TagSet, UriWarning, UriWarningKind,
 };
+pub use redact::redact_uri;
 pub use session::ClientSession;
 
 /// A BSON document in a refcounted buffer: how events and resume tokens share the reply's

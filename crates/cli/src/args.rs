@@ -30,6 +30,12 @@ options:
   -h, --help                 print this text
   -V, --version              print brook's version
 
+<uri> may be left out when the MONGODB_URI environment variable holds it (a first
+argument that does not start with mongodb:// or mongodb+srv:// is not taken for one).
+Every command takes --password-file PATH: the password is read from PATH (its first
+line) instead of the URI, so that it stays out of the process list and shell history.
+A URI is never printed with its password.
+
 Errors print one line `brook: error: …` on stderr; the exit status is 2 for a bad
 command line and 1 for a failure while running.
 ";
@@ -67,9 +73,11 @@ tool options:
                        delivered at least once: after a crash the last events before
                        the crash may be printed again, none is skipped.
   --count N            exit 0 after N events, closing the stream
+  --password-file PATH the password (first line of PATH), instead of the URI's
   -h, --help           print this text
 
-The connection string takes every brook URI option. Without serverSelectionTimeoutMS
+<uri> may be left out when MONGODB_URI holds it. The connection string takes every
+brook URI option. Without serverSelectionTimeoutMS
 in it, brook tail gives up finding a server after 10 s. Live statistics (events/s,
 getMore round trips, resumes, lag) are shown on stderr when stderr is a terminal.
 Ctrl-C or SIGTERM closes the stream and exits 0.
@@ -78,6 +86,7 @@ Ctrl-C or SIGTERM closes the stream and exits 0.
 /// `brook demo-writer --help`.
 pub(crate) const WRITER_USAGE: &str = "\
 usage: brook demo-writer <uri> <db>.<coll> [--count N] [--interval-ms M]
+                         [--password-file PATH]
 
 Writes to <db>.<coll> through brook, one operation every M ms (default 200), in a
 cycle of insert, insert, update, delete, so that a `brook tail` of the collection sees
@@ -108,6 +117,7 @@ options:
                            (default 256; the smallest is the unpadded document, ~80)
   --json                   print one JSON object instead of the table
   --keep                   leave the inserted documents in the collection
+  --password-file PATH     the password (first line of PATH), instead of the URI's
   -h, --help               print this text
 
 After the last write the bench waits up to 5 s for the events still missing. Every
@@ -198,6 +208,8 @@ pub(crate) struct WatchOptions {
 pub(crate) struct TailArgs {
     /// The connection string.
     pub(crate) uri: String,
+    /// Where to read the password from (`--password-file`).
+    pub(crate) password_file: Option<PathBuf>,
     /// What to follow.
     pub(crate) target: Target,
     /// The stream's options.
@@ -213,6 +225,8 @@ pub(crate) struct TailArgs {
 pub(crate) struct WriterArgs {
     /// The connection string.
     pub(crate) uri: String,
+    /// Where to read the password from (`--password-file`).
+    pub(crate) password_file: Option<PathBuf>,
     /// The database.
     pub(crate) db: String,
     /// The collection.
@@ -237,6 +251,8 @@ pub(crate) enum BenchLength {
 pub(crate) struct BenchArgs {
     /// The connection string.
     pub(crate) uri: String,
+    /// Where to read the password from (`--password-file`).
+    pub(crate) password_file: Option<PathBuf>,
     /// The database.
     pub(crate) db: String,
     /// The collection.
@@ -279,15 +295,25 @@ where
     I: IntoIterator,
     I::Item: Into<OsString>,
 {
+    let env_uri = std::env::var("MONGODB_URI").ok().filter(|u| !u.is_empty());
+    parse_with_env(args, env_uri.as_deref())
+}
+
+/// [`parse`] with `env_uri` standing for `MONGODB_URI`.
+pub(crate) fn parse_with_env<I>(args: I, env_uri: Option<&str>) -> Result<Command, CliError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
     let mut parser = lexopt::Parser::from_args(args);
     match parser.next()? {
         None => Err(CliError::usage("no command given")),
         Some(Short('h') | Long("help")) => Ok(Command::Help(MAIN_USAGE)),
         Some(Short('V') | Long("version")) => Ok(Command::Version),
         Some(Value(command)) => match command.string()?.as_str() {
-            "tail" => parse_tail(&mut parser),
-            "demo-writer" => parse_writer(&mut parser),
-            "bench" => parse_bench(&mut parser),
+            "tail" => parse_tail(&mut parser, env_uri),
+            "demo-writer" => parse_writer(&mut parser, env_uri),
+            "bench" => parse_bench(&mut parser, env_uri),
             "help" => match parser.next()? {
                 None => Ok(Command::Help(MAIN_USAGE)),
                 Some(Value(topic)) => match topic.string()?.as_str() {
@@ -358,11 +384,51 @@ pub(crate) fn parse_namespace(text: &str) -> Result<Target, String> {
     }
 }
 
-/// Refuses a connection string brook cannot parse (a usage error, exit 2).
+/// Refuses a connection string brook cannot parse (a usage error, exit 2). The URI is
+/// shown without its password.
 fn check_uri(uri: &str) -> Result<(), CliError> {
     brook::ClientOptions::parse(uri)
         .map(|_| ())
-        .map_err(|e| CliError::usage(format!("`{uri}`: {e}")))
+        .map_err(|e| CliError::usage(format!("`{}`: {e}", brook::redact_uri(uri))))
+}
+
+/// Whether `arg` is a connection string rather than a namespace.
+fn is_uri(arg: &str) -> bool {
+    arg.starts_with("mongodb://") || arg.starts_with("mongodb+srv://")
+}
+
+/// The command's connection string: its first argument when that is one, else
+/// `MONGODB_URI` (`env_uri`).
+fn take_uri(
+    positionals: &mut Vec<String>,
+    env_uri: Option<&str>,
+    command: &str,
+) -> Result<String, CliError> {
+    if positionals.first().is_some_and(|a| is_uri(a)) {
+        return Ok(positionals.remove(0));
+    }
+    if let Some(uri) = env_uri {
+        return Ok(uri.to_owned());
+    }
+    match positionals.first() {
+        Some(first) if first.contains("://") => Err(CliError::usage(format!(
+            "{command}: `{}` is not a MongoDB connection string (mongodb:// or \
+             mongodb+srv://)",
+            brook::redact_uri(first)
+        ))),
+        _ => Err(CliError::usage(format!(
+            "{command}: missing <uri> (give it first, or set MONGODB_URI)"
+        ))),
+    }
+}
+
+/// A path value of `flag`.
+fn path_value(parser: &mut lexopt::Parser, flag: &str) -> Result<PathBuf, CliError> {
+    let path = PathBuf::from(parser.value()?);
+    if path.as_os_str().is_empty() {
+        return Err(CliError::usage(format!("{flag}: the path is empty")));
+    }
+    Ok(path)
 }
 
 fn at_least_one(flag: &str, n: u64) -> Result<u64, CliError> {
@@ -373,8 +439,9 @@ fn at_least_one(flag: &str, n: u64) -> Result<u64, CliError> {
     }
 }
 
-fn parse_tail(parser: &mut lexopt::Parser) -> Result<Command, CliError> {
+fn parse_tail(parser: &mut lexopt::Parser, env_uri: Option<&str>) -> Result<Command, CliError> {
     let mut positionals: Vec<String> = Vec::new();
+    let mut password_file = None;
     let mut cluster = false;
     let mut watch = WatchOptions::default();
     let mut resume_file = None;
@@ -432,15 +499,14 @@ fn parse_tail(parser: &mut lexopt::Parser) -> Result<Command, CliError> {
                 let n = number_value(parser, "--count", "a whole number")?;
                 count = Some(at_least_one("--count", n)?);
             }
+            Long("password-file") => password_file = Some(path_value(parser, "--password-file")?),
             Value(v) => positionals.push(v.string()?),
             other => return Err(other.unexpected().into()),
         }
     }
-    let mut positionals = positionals.into_iter();
-    let uri = positionals
-        .next()
-        .ok_or_else(|| CliError::usage("tail: missing <uri>"))?;
+    let uri = take_uri(&mut positionals, env_uri, "tail")?;
     check_uri(&uri)?;
+    let mut positionals = positionals.into_iter();
     let target = match (positionals.next(), cluster) {
         (None, true) => Target::Cluster,
         (Some(ns), false) => {
@@ -464,6 +530,7 @@ fn parse_tail(parser: &mut lexopt::Parser) -> Result<Command, CliError> {
     }
     Ok(Command::Tail(Box::new(TailArgs {
         uri,
+        password_file,
         target,
         watch,
         resume_file,
@@ -471,8 +538,9 @@ fn parse_tail(parser: &mut lexopt::Parser) -> Result<Command, CliError> {
     })))
 }
 
-fn parse_writer(parser: &mut lexopt::Parser) -> Result<Command, CliError> {
+fn parse_writer(parser: &mut lexopt::Parser, env_uri: Option<&str>) -> Result<Command, CliError> {
     let mut positionals: Vec<String> = Vec::new();
+    let mut password_file = None;
     let mut count = None;
     let mut interval = DEFAULT_WRITER_INTERVAL;
     while let Some(arg) = parser.next()? {
@@ -486,15 +554,14 @@ fn parse_writer(parser: &mut lexopt::Parser) -> Result<Command, CliError> {
                 let ms: u64 = number_value(parser, "--interval-ms", "milliseconds")?;
                 interval = Duration::from_millis(ms);
             }
+            Long("password-file") => password_file = Some(path_value(parser, "--password-file")?),
             Value(v) => positionals.push(v.string()?),
             other => return Err(other.unexpected().into()),
         }
     }
-    let mut positionals = positionals.into_iter();
-    let uri = positionals
-        .next()
-        .ok_or_else(|| CliError::usage("demo-writer: missing <uri>"))?;
+    let uri = take_uri(&mut positionals, env_uri, "demo-writer")?;
     check_uri(&uri)?;
+    let mut positionals = positionals.into_iter();
     let ns = positionals
         .next()
         .ok_or_else(|| CliError::usage("demo-writer: missing <db>.<coll>"))?;
@@ -514,6 +581,7 @@ fn parse_writer(parser: &mut lexopt::Parser) -> Result<Command, CliError> {
     }
     Ok(Command::DemoWriter(WriterArgs {
         uri,
+        password_file,
         db,
         coll,
         count,
@@ -538,8 +606,9 @@ fn seconds_value(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, Cl
     Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
-fn parse_bench(parser: &mut lexopt::Parser) -> Result<Command, CliError> {
+fn parse_bench(parser: &mut lexopt::Parser, env_uri: Option<&str>) -> Result<Command, CliError> {
     let mut positionals: Vec<String> = Vec::new();
+    let mut password_file = None;
     let mut rate = DEFAULT_BENCH_RATE;
     let mut duration = None;
     let mut events = None;
@@ -595,6 +664,7 @@ fn parse_bench(parser: &mut lexopt::Parser) -> Result<Command, CliError> {
             }
             Long("json") => json = true,
             Long("keep") => keep = true,
+            Long("password-file") => password_file = Some(path_value(parser, "--password-file")?),
             Value(v) => positionals.push(v.string()?),
             other => return Err(other.unexpected().into()),
         }
@@ -609,11 +679,9 @@ fn parse_bench(parser: &mut lexopt::Parser) -> Result<Command, CliError> {
         (None, Some(n)) => BenchLength::Events(n),
         (None, None) => BenchLength::Duration(DEFAULT_BENCH_DURATION),
     };
-    let mut positionals = positionals.into_iter();
-    let uri = positionals
-        .next()
-        .ok_or_else(|| CliError::usage("bench: missing <uri>"))?;
+    let uri = take_uri(&mut positionals, env_uri, "bench")?;
     check_uri(&uri)?;
+    let mut positionals = positionals.into_iter();
     let ns = positionals
         .next()
         .ok_or_else(|| CliError::usage("bench: missing <db>.<coll>"))?;
@@ -633,6 +701,7 @@ fn parse_bench(parser: &mut lexopt::Parser) -> Result<Command, CliError> {
     }
     Ok(Command::Bench(BenchArgs {
         uri,
+        password_file,
         db,
         coll,
         rate,
@@ -655,7 +724,59 @@ mod tests {
     const URI: &str = "mongodb://127.0.0.1:27017/";
 
     fn parse_strs(args: &[&str]) -> Result<Command, CliError> {
-        parse(args.iter().copied())
+        parse_with_env(args.iter().copied(), None)
+    }
+
+    #[test]
+    fn the_uri_may_come_from_mongodb_uri() {
+        let env = Some("mongodb://env-host/");
+        let from_env = |args: &[&str]| match parse_with_env(args.iter().copied(), env) {
+            Ok(Command::Tail(t)) => *t,
+            other => panic!("{args:?} gave {other:?}"),
+        };
+        let t = from_env(&["tail", "shop.orders"]);
+        assert_eq!(t.uri, "mongodb://env-host/");
+        assert_eq!(
+            t.target,
+            Target::Collection {
+                db: "shop".into(),
+                coll: "orders".into()
+            }
+        );
+        assert_eq!(from_env(&["tail", "--cluster"]).target, Target::Cluster);
+        // A URI on the command line wins.
+        assert_eq!(from_env(&["tail", URI, "shop"]).uri, URI);
+        for args in [
+            &["demo-writer", "shop.orders"][..],
+            &["bench", "shop.orders"],
+        ] {
+            let uri = match parse_with_env(args.iter().copied(), env) {
+                Ok(Command::DemoWriter(w)) => w.uri,
+                Ok(Command::Bench(b)) => b.uri,
+                other => panic!("{args:?} gave {other:?}"),
+            };
+            assert_eq!(uri, "mongodb://env-host/");
+        }
+        let err = parse_strs(&["tail", "shop.orders"]).unwrap_err();
+        assert!(err.line().contains("MONGODB_URI"), "{}", err.line());
+        let err = parse_strs(&["tail", "http://u:pw123@h/", "shop"]).unwrap_err();
+        assert!(
+            err.line().contains("not a MongoDB connection string"),
+            "{}",
+            err.line()
+        );
+        assert!(!err.line().contains("pw123"), "{}", err.line());
+    }
+
+    #[test]
+    fn password_files_are_taken_and_bad_uris_are_shown_without_password() {
+        let t = tail(&["tail", URI, "shop", "--password-file", "/run/secrets/db"]);
+        assert_eq!(t.password_file, Some(PathBuf::from("/run/secrets/db")));
+        let err = parse_strs(&["tail", URI, "shop", "--password-file", ""]).unwrap_err();
+        assert!(err.line().contains("--password-file"), "{}", err.line());
+        let err = parse_strs(&["tail", "mongodb://u:pw123@h:0/", "shop"]).unwrap_err();
+        assert!(!err.line().contains("pw123"), "{}", err.line());
+        assert!(err.line().contains("u:****@h:0"), "{}", err.line());
     }
 
     fn tail(args: &[&str]) -> TailArgs {
@@ -861,6 +982,7 @@ mod tests {
             .unwrap(),
             Command::DemoWriter(WriterArgs {
                 uri: URI.into(),
+                password_file: None,
                 db: "demo".into(),
                 coll: "events".into(),
                 count: Some(7),
@@ -888,6 +1010,7 @@ mod tests {
             b,
             BenchArgs {
                 uri: URI.into(),
+                password_file: None,
                 db: "benchdb".into(),
                 coll: "events".into(),
                 rate: DEFAULT_BENCH_RATE,

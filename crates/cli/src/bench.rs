@@ -730,8 +730,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), CliError> {
     let ns = format!("{}.{}", args.db, args.coll);
     let (reader_client, writer_client) = tokio::select! {
         clients = async {
-            let a = crate::tail::connect(&args.uri).await?;
-            let b = crate::tail::connect(&args.uri).await?;
+            let a = crate::tail::connect(&args.uri, args.password_file.as_deref()).await?;
+            let b = crate::tail::connect(&args.uri, args.password_file.as_deref()).await?;
             Ok::<_, CliError>((a, b))
         } => clients?,
         () = &mut shutdown => return Ok(()),

@@ -1,6 +1,7 @@
 //! `brook tail`: follow a change stream and print its events as JSON lines.
 
 use std::io::{self, IsTerminal, Write};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use brook::{
@@ -25,16 +26,51 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Connects as the tools do: the URI's options, with a shorter default server selection
-/// timeout.
-pub(crate) async fn connect(uri: &str) -> Result<Client, CliError> {
+/// timeout, and the password from `password_file` when one is given (its first line).
+/// Errors show the URI without its password.
+pub(crate) async fn connect(uri: &str, password_file: Option<&Path>) -> Result<Client, CliError> {
+    let shown = brook::redact_uri(uri);
     let mut options =
-        ClientOptions::parse(uri).map_err(|e| CliError::usage(format!("`{uri}`: {e}")))?;
+        ClientOptions::parse(uri).map_err(|e| CliError::usage(format!("`{shown}`: {e}")))?;
+    if let Some(path) = password_file {
+        let password = read_password(path)?;
+        match options.credential.as_mut() {
+            Some(credential) if credential.username.is_some() => {
+                credential.password = Some(password);
+            }
+            _ => {
+                return Err(CliError::usage(format!(
+                    "--password-file: `{shown}` names no user to give the password to"
+                )));
+            }
+        }
+    }
     if options.server_selection_timeout.is_none() {
         options.server_selection_timeout = Some(DEFAULT_SERVER_SELECTION_TIMEOUT);
     }
     Client::with_options(options)
         .await
-        .map_err(|e| CliError::brook(format!("cannot connect to {uri}"), e))
+        .map_err(|e| CliError::brook(format!("cannot connect to {shown}"), e))
+}
+
+/// The first line of `path` (without its line ending): a password kept out of the
+/// command line. The file's content never appears in an error.
+pub(crate) fn read_password(path: &Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::usage(format!(
+            "--password-file: cannot read {}: {}",
+            path.display(),
+            e.kind()
+        ))
+    })?;
+    let line = text.lines().next().unwrap_or_default();
+    if line.is_empty() {
+        return Err(CliError::usage(format!(
+            "--password-file: {} is empty",
+            path.display()
+        )));
+    }
+    Ok(line.to_owned())
 }
 
 /// Sets the command line's options on a watch builder. When `saved` is a position read
@@ -146,7 +182,7 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), CliError> {
     let shutdown = crate::shutdown_signal()?;
     tokio::pin!(shutdown);
     let client = tokio::select! {
-        client = connect(&args.uri) => client?,
+        client = connect(&args.uri, args.password_file.as_deref()) => client?,
         () = &mut shutdown => return Ok(()),
     };
     let mut stream = tokio::select! {

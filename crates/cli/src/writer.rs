@@ -50,7 +50,7 @@ pub(crate) async fn run(args: WriterArgs) -> Result<(), CliError> {
     let shutdown = crate::shutdown_signal()?;
     tokio::pin!(shutdown);
     let client = tokio::select! {
-        client = crate::tail::connect(&args.uri) => client?,
+        client = crate::tail::connect(&args.uri, args.password_file.as_deref()) => client?,
         () = &mut shutdown => return Ok(()),
     };
     let coll = client.database(&args.db).collection::<Document>(&args.coll);

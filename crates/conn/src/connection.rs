@@ -616,11 +616,41 @@ async fn handshake(transport: &mut Transport, hello: &Hello) -> Result<HelloRepl
                 wire_version: None,
             });
         }
+        Err(ConnError::Wire { source, .. }) if text_instead_of_a_frame(&source).is_some() => {
+            // The "length" of the first reply is text: an HTTP server, an SMTP banner...
+            let text = text_instead_of_a_frame(&source).unwrap_or_default();
+            return Err(failed(brook_command::CommandError::MalformedReply {
+                command: "hello",
+                reason: format!(
+                    "the peer is not a MongoDB server: its reply starts with the text \
+                     {text:?} (an HTTP server, or another protocol, on this port?)"
+                ),
+            }));
+        }
         Err(e) => return Err(e),
     };
     // A hello reply flagged moreToCome was refused by `round_trip` (the hello does not
     // allow exhaust) as `UnexpectedMoreToCome`.
     hello.handle_reply(Reply::from(reply)).map_err(failed)
+}
+
+/// The first four bytes of a reply, when the decoder refused its declared length and
+/// those bytes are printable text (`"HTTP"` reads as a length of 1,347,703,880): the peer
+/// speaks another protocol.
+fn text_instead_of_a_frame(error: &brook_wire::WireError) -> Option<String> {
+    use brook_wire::WireError;
+    let raw = match error {
+        WireError::MessageTooLarge { len, .. } | WireError::MessageTooShort { len } => {
+            u32::try_from(*len).ok()?
+        }
+        WireError::NegativeMessageLength { len } => u32::from_le_bytes(len.to_le_bytes()),
+        _ => return None,
+    };
+    let bytes = raw.to_le_bytes();
+    bytes
+        .iter()
+        .all(|b| b.is_ascii_graphic() || *b == b' ')
+        .then(|| bytes.iter().map(|&b| char::from(b)).collect())
 }
 
 /// The hello that opens every connection.

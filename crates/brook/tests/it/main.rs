@@ -8,4 +8,5 @@ mod failures;
 mod load_balanced;
 mod monitor;
 mod reads_writes;
+mod secrets;
 mod spec_uri;

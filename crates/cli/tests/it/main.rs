@@ -4,4 +4,5 @@
 
 mod bench;
 mod harness;
+mod secrets;
 mod tail;

@@ -1,0 +1,120 @@
+//! No secret leaks: a known password is fed through every error path a user can
+//! trigger, and every message, `Debug` and `Display` is searched for it. Also: a peer that
+//! is not a MongoDB server is named as such.
+
+use std::time::Duration;
+
+use brook::{Client, ClientOptions, redact_uri};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const SECRET: &str = "Pw-S3cret-9f2";
+
+/// Fails if `text` holds the password, raw or percent-encoded.
+fn assert_clean(what: &str, text: &str) {
+    assert!(
+        !text.contains(SECRET) && !text.contains("Pw%2DS3cret"),
+        "{what} leaks the password: {text}"
+    );
+}
+
+fn check_error(what: &str, err: &brook::Error) {
+    assert_clean(what, &err.to_string());
+    assert_clean(what, &format!("{err:?}"));
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        assert_clean(what, &s.to_string());
+        source = s.source();
+    }
+}
+
+/// A listener that answers every connection like an HTTP server.
+async fn http_peer() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+/// A port nothing listens on.
+async fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    drop(listener);
+    address
+}
+
+#[tokio::test]
+async fn parse_errors_never_show_the_password() {
+    for uri in [
+        format!("mongodb://u:{SECRET}@h:0/"),
+        format!("mongodb://u:{SECRET}:x@h/"),
+        format!("mongodb://u:{SECRET}%zz@h/"),
+        format!("mongodb://u:{SECRET}@"),
+        format!("mongodb://u:{SECRET}@h/?w"),
+        format!("mongodb://u:{SECRET}@h/?readPreference=primary&readPreferenceTags=a:b"),
+        format!(
+            "mongodb://u:{SECRET}@h/?tlsCertificateKeyFilePassword={SECRET}&tls=false&tlsCAFile=x"
+        ),
+        format!("mongodb+srv://u:{SECRET}@h:27017/"),
+        format!("mongodb://u:{SECRET}@a,b/?loadBalanced=true"),
+    ] {
+        match ClientOptions::parse(&uri) {
+            Err(e) => check_error(&uri, &e),
+            Ok(o) => {
+                assert_clean(&uri, &format!("{o:?}"));
+                for w in &o.warnings {
+                    assert_clean(&uri, &w.to_string());
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn connect_errors_never_show_the_password() {
+    let refused = closed_port().await;
+    let http = http_peer().await;
+    for uri in [
+        format!("mongodb://u:{SECRET}@{refused}/?serverSelectionTimeoutMS=300"),
+        format!("mongodb://u:{SECRET}@{http}/?serverSelectionTimeoutMS=300"),
+        format!(
+            "mongodb://u:{SECRET}@{refused}/?serverSelectionTimeoutMS=300\
+             &tlsCertificateKeyFilePassword={SECRET}&tls=true"
+        ),
+        format!("mongodb://u:{SECRET}@{refused}/?serverSelectionTimeoutMS=300&foo=bar"),
+    ] {
+        let options = ClientOptions::parse(&uri).expect("parses");
+        assert_clean("options Debug", &format!("{options:?}"));
+        let err = tokio::time::timeout(Duration::from_secs(10), Client::with_options(options))
+            .await
+            .expect("bounded")
+            .expect_err("cannot connect");
+        check_error(&redact_uri(&uri), &err);
+    }
+    assert_clean("redacted", &redact_uri(&format!("mongodb://u:{SECRET}@h/")));
+}
+
+#[tokio::test]
+async fn a_peer_that_is_not_mongodb_is_named_as_such() {
+    let http = http_peer().await;
+    let err = Client::connect(&format!(
+        "mongodb://{http}/?serverSelectionTimeoutMS=500&directConnection=true"
+    ))
+    .await
+    .expect_err("not MongoDB");
+    let text = err.to_string();
+    assert!(text.contains("not a MongoDB server"), "{text}");
+    assert!(text.contains("HTTP"), "{text}");
+    assert!(!text.contains("1347703880"), "{text}");
+}
