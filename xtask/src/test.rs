@@ -20,8 +20,9 @@ use crate::peer::{self, Peer};
 use crate::{Context, Error, Result, cargo, repo_root, run};
 
 /// The crates on the IO-free side of the line (skipped when not in the workspace).
-pub(crate) const IO_FREE: [&str; 4] = [
+pub(crate) const IO_FREE: [&str; 5] = [
     "brook-wire",
+    "brook-auth",
     "brook-command",
     "brook-changestream",
     "brook-topology",
