@@ -424,7 +424,9 @@ async fn run_command(
         }
     };
     let Some(at) = at else {
-        return run_aggregate(exec, conn, body, session, preference).await;
+        // Boxed: the aggregate's selection, checkout and retry stay out of the future
+        // every getMore allocates.
+        return Box::pin(run_aggregate(exec, conn, body, session, preference)).await;
     };
     // A getMore on the stream's own healthy connection to the cursor's server goes out
     // at once, without selection: a monitor may already have marked that server Unknown
@@ -444,7 +446,8 @@ async fn run_command(
             session,
         };
     }
-    let attempt = run_once(
+    // Rare (the connection was lost or is stale): boxed, for the same reason.
+    let attempt = Box::pin(run_once(
         &exec,
         None,
         ServerTarget::At(&at),
@@ -452,7 +455,7 @@ async fn run_command(
         body,
         &mut session,
         limit,
-    )
+    ))
     .await;
     Done {
         outcome: attempt.outcome,
