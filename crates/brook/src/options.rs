@@ -234,7 +234,7 @@ pub struct ClientOptions {
     pub tls_ca_file: Option<String>,
     /// `tlsCertificateKeyFile`.
     pub tls_certificate_key_file: Option<String>,
-    /// `tlsCertificateKeyFilePassword` (not acted on yet).
+    /// `tlsCertificateKeyFilePassword` (refused at connect: brook does not decrypt keys).
     pub tls_certificate_key_file_password: Option<String>,
     /// `tlsAllowInvalidCertificates`.
     pub tls_allow_invalid_certificates: Option<bool>,
@@ -242,9 +242,11 @@ pub struct ClientOptions {
     pub tls_allow_invalid_hostnames: Option<bool>,
     /// `tlsInsecure` (both of the above).
     pub tls_insecure: Option<bool>,
-    /// `tlsDisableOCSPEndpointCheck` (not acted on yet: rustls does no OCSP fetching).
+    /// `tlsDisableOCSPEndpointCheck`: brook (rustls) never contacts OCSP responders, so
+    /// `true` is accepted as what happens anyway and `false` is refused at connect.
     pub tls_disable_ocsp_endpoint_check: Option<bool>,
-    /// `tlsDisableCertificateRevocationCheck` (not acted on yet).
+    /// `tlsDisableCertificateRevocationCheck`: brook checks no revocation (no OCSP, no
+    /// CRL), so `true` is accepted as what happens anyway and `false` is refused at connect.
     pub tls_disable_certificate_revocation_check: Option<bool>,
     /// `readPreference` (not acted on yet unless `primary`: operations go to the primary).
     pub read_preference: Option<ReadPreferenceMode>,
@@ -1129,13 +1131,16 @@ impl ClientOptions {
                 self.tls_certificate_key_file_password.is_some(),
                 "tlsCertificateKeyFilePassword",
             ),
+            // rustls checks no revocation (no OCSP, stapled or fetched; no CRL): `=true`
+            // asks for what brook does anyway and is accepted; `=false` is refused.
             (
-                self.tls_disable_ocsp_endpoint_check.is_some(),
-                "tlsDisableOCSPEndpointCheck",
+                self.tls_disable_ocsp_endpoint_check == Some(false),
+                "tlsDisableOCSPEndpointCheck=false (brook never contacts OCSP responders)",
             ),
             (
-                self.tls_disable_certificate_revocation_check.is_some(),
-                "tlsDisableCertificateRevocationCheck",
+                self.tls_disable_certificate_revocation_check == Some(false),
+                "tlsDisableCertificateRevocationCheck=false (brook checks no revocation: \
+                 no OCSP, no CRL)",
             ),
             (self.read_concern_level.is_some(), "readConcernLevel"),
             (self.proxy_host.is_some(), "SOCKS5 proxy options"),

@@ -82,14 +82,19 @@ impl Default for ConnectionOptions {
 
 /// TLS settings (the URI's `tls*` options).
 ///
-/// Without a CA file the server's certificate is checked against the Mozilla roots bundled
-/// by `webpki-roots`. TLS uses rustls with the `ring` provider, TLS 1.2 and 1.3.
+/// Without a CA file the server's certificate is checked against the operating system's
+/// root store (read once per process), plus the Mozilla roots bundled by `webpki-roots`
+/// when brook-conn's `webpki-roots` feature is on; with one, against that file's
+/// certificates only. TLS uses rustls with the `ring` provider, TLS 1.3 and 1.2; SNI is
+/// sent for a host name, never for an IP address. No revocation check (OCSP or CRL) is
+/// made.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
-    /// PEM file of CA certificates to trust instead of the bundled roots (`tlsCAFile`).
+    /// PEM file of CA certificates to trust instead of the default roots (`tlsCAFile`).
     pub ca_file: Option<PathBuf>,
     /// PEM file with the client certificate chain and its private key
-    /// (`tlsCertificateKeyFile`), for servers that ask for one.
+    /// (`tlsCertificateKeyFile`), for servers that ask for one. The key must not be
+    /// encrypted: an encrypted one is refused with an error that says so.
     pub cert_key_file: Option<PathBuf>,
     /// Accept any server certificate (`tlsAllowInvalidCertificates`). The handshake
     /// signatures are still checked, but the peer is not authenticated: for tests only.

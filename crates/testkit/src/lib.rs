@@ -129,6 +129,7 @@ pub mod replay;
 mod replset;
 mod server;
 pub mod shapes;
+mod tls;
 
 pub use action::{Action, Fault, Handler};
 pub use proxy::{
@@ -137,7 +138,10 @@ pub use proxy::{
 pub use record::{DecodeFailure, ReceivedCommand, ReceivedSequence};
 pub use replay::{ReplayConfig, ReplayServer};
 pub use replset::{ReplicaSet, ReplicaSetConfig, TopologyVersion};
+/// The TLS protocol versions [`TlsHandshake::version`] names.
+pub use rustls::ProtocolVersion;
 pub use server::{FakeServer, ServerConfig};
+pub use tls::{Identity, Leaf, TestCa, TlsHandshake, TlsServer, TlsServerBuilder};
 
 /// Errors of brook-testkit.
 #[non_exhaustive]

@@ -22,6 +22,7 @@ use crate::listen::{Listening, lock};
 use crate::record::{DecodeFailure, ReceivedCommand, ReceivedSequence};
 use crate::replset::{AwaitHello, MemberLink};
 use crate::shapes::{self, BatchKind, HelloOptions, Topology};
+use crate::tls::TlsServer;
 
 /// How a [`FakeServer`] presents itself and what it accepts.
 ///
@@ -41,6 +42,9 @@ pub struct ServerConfig {
     pub max_await: Duration,
     /// The handler for requests no queued action claimed.
     pub handler: Option<Arc<dyn Handler>>,
+    /// Serve TLS (the server's certificate, versions and client-certificate policy) instead
+    /// of plain TCP; keep a clone to read its handshakes.
+    pub tls: Option<Arc<TlsServer>>,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +55,7 @@ impl Default for ServerConfig {
             checksum_replies: false,
             max_await: Duration::from_millis(1000),
             handler: None,
+            tls: None,
         }
     }
 }
@@ -63,6 +68,7 @@ impl fmt::Debug for ServerConfig {
             .field("checksum_replies", &self.checksum_replies)
             .field("max_await", &self.max_await)
             .field("handler", &self.handler.as_ref().map(|_| "<handler>"))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -435,7 +441,17 @@ fn listen(listener: TcpListener, shared: &Arc<Shared>) -> Listening {
             .fetch_add(1, Ordering::SeqCst)
             .wrapping_add(1);
         serving.open.fetch_add(1, Ordering::SeqCst);
-        serve_connection(stream, id, Arc::clone(&serving))
+        let shared = Arc::clone(&serving);
+        async move {
+            let _guard = OpenGuard(Arc::clone(&shared));
+            match shared.config.tls.clone() {
+                None => serve_connection(stream, id, shared).await,
+                Some(tls) => {
+                    tls.terminate(stream, |plain| serve_connection(plain, id, shared))
+                        .await
+                }
+            }
+        }
     })
 }
 
@@ -455,7 +471,6 @@ enum Flow {
 }
 
 async fn serve_connection(mut stream: TcpStream, id: u64, shared: Arc<Shared>) {
-    let _guard = OpenGuard(shared.clone());
     // Nagle only delays small replies; failure to turn it off changes nothing else.
     let _nodelay = stream.set_nodelay(true);
     let limits = DecodeLimits {

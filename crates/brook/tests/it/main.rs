@@ -10,3 +10,4 @@ mod monitor;
 mod reads_writes;
 mod secrets;
 mod spec_uri;
+mod tls;
