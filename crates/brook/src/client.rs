@@ -114,6 +114,9 @@ impl Client {
     /// members added and removed, and mongoses coming and going.
     pub async fn with_options(options: ClientOptions) -> Result<Client, Error> {
         options.check_supported()?;
+        // mongodb+srv://: the seeds and the TXT record's options from DNS (crate::srv).
+        let (options, srv_poller) =
+            crate::srv::prepare(options, DEFAULT_SERVER_SELECTION_TIMEOUT).await?;
         options
             .effective_read_preference()
             .validate()
@@ -158,6 +161,9 @@ impl Client {
         let handler = options.cmap_event_handler.clone();
         let sdam_handler = options.sdam_event_handler.clone();
         let topology = Topology::start(seeds, topology_options, settings, handler, sdam_handler);
+        if let Some(poller) = srv_poller {
+            poller.start(&topology);
+        }
         // A client exists once the deployment answered: the first selection of a
         // server for its default read preference (the primary, a mongos, the
         // standalone, the one server of a direct connection, or a secondary for

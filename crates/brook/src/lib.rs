@@ -49,10 +49,12 @@
 //!    [`ClientOptions::check_supported`], which refuses options with any warning (an
 //!    `is_invalid_argument()` error naming each one) and options brook parses but does
 //!    not act on yet (an `is_unsupported()` error naming the feature): credentials
-//!    (authentication is not implemented), `mongodb+srv://` (no DNS SRV resolution), Unix
-//!    sockets, `timeoutMS`, `readConcernLevel`, proxies,
-//!    `tlsCertificateKeyFilePassword`, the OCSP/revocation switches, `srvServiceName`.
-//!    Nothing in a connection string is silently ignored.
+//!    (authentication is not implemented), Unix sockets, `timeoutMS`,
+//!    `readConcernLevel`, proxies, `tlsCertificateKeyFilePassword`, the
+//!    OCSP/revocation switches. Nothing in a connection string is silently ignored.
+//!
+//! A `mongodb+srv://` URI is resolved at connect (SRV seeds, TXT options, TLS on by
+//! default) and its SRV records polled for mongos discovery: see [`srv`].
 //!
 //! Options kept but without effect by design for now: `serverSelectionTryOnce` (a
 //! single-threaded-driver option).
@@ -269,6 +271,7 @@ pub mod monitoring;
 mod redact;
 mod options;
 mod session;
+pub mod srv;
 
 pub use brook_command::{Namespace, WriteConcernError, WriteError};
 pub use brook_conn::{ServerAddress, ServerKind};

@@ -192,7 +192,7 @@ impl fmt::Display for UriWarning {
 pub struct ClientOptions {
     /// The seed list, in URI order.
     pub hosts: Vec<Host>,
-    /// `mongodb+srv://` (not acted on yet: no DNS SRV resolution).
+    /// `mongodb+srv://`: the one host is looked up in DNS at connect (see [`crate::srv`]).
     pub srv: bool,
     /// Credentials (not acted on yet: no authentication).
     pub credential: Option<Credential>,
@@ -274,9 +274,9 @@ pub struct ClientOptions {
     pub server_monitoring_mode: Option<ServerMonitoringMode>,
     /// `serverSelectionTryOnce` (single-threaded drivers only; kept, ignored by design).
     pub server_selection_try_once: Option<bool>,
-    /// `srvServiceName` (SRV only; not acted on yet).
+    /// `srvServiceName` (SRV only; default `mongodb`).
     pub srv_service_name: Option<String>,
-    /// `srvMaxHosts` (SRV only; not acted on yet).
+    /// `srvMaxHosts` (SRV only; 0 = every host the SRV records name).
     pub srv_max_hosts: Option<u32>,
     /// `proxyHost` (not acted on yet).
     pub proxy_host: Option<String>,
@@ -303,6 +303,9 @@ pub struct ClientOptions {
     /// connection string. The same events are emitted as `tracing` events with target
     /// `brook::sdam`.
     pub sdam_event_handler: Option<crate::monitoring::EventHandler<crate::monitoring::SdamEvent>>,
+    /// The DNS resolver for `mongodb+srv://` (see [`crate::srv`]). Not from the
+    /// connection string; `None` uses the system's (with the `srv` cargo feature).
+    pub dns_resolver: Option<crate::srv::DnsResolver>,
 }
 
 impl fmt::Debug for ClientOptions {
@@ -386,6 +389,7 @@ impl fmt::Debug for ClientOptions {
             .field("warnings", &self.warnings)
             .field("cmap_event_handler", &self.cmap_event_handler)
             .field("sdam_event_handler", &self.sdam_event_handler)
+            .field("dns_resolver", &self.dns_resolver)
             .finish()
     }
 }
@@ -1119,13 +1123,10 @@ impl ClientOptions {
         if self.credential.is_some() {
             return unsupported("authentication (credentials or auth options in the URI)");
         }
-        if self.srv {
-            return unsupported("mongodb+srv:// (DNS SRV resolution)");
-        }
         if self.hosts.iter().any(|h| matches!(h, Host::Unix { .. })) {
             return unsupported("Unix domain socket hosts");
         }
-        let checks: [(bool, &str); 8] = [
+        let checks: [(bool, &str); 7] = [
             (self.timeout.is_some(), "timeoutMS"),
             (
                 self.tls_certificate_key_file_password.is_some(),
@@ -1148,7 +1149,6 @@ impl ClientOptions {
                 self.max_adaptive_retries.is_some() || self.enable_overload_retargeting.is_some(),
                 "maxAdaptiveRetries / enableOverloadRetargeting",
             ),
-            (self.srv_service_name.is_some(), "srvServiceName"),
         ];
         for (set, name) in checks {
             if set {
@@ -1288,7 +1288,6 @@ mod tests {
     #[test]
     fn unsupported_features_parse_but_are_refused() {
         for uri in [
-            "mongodb+srv://cluster.example.com/",
             "mongodb://%2Ftmp%2Fmongodb-27017.sock",
             "mongodb://h/?timeoutMS=5",
             "mongodb://h/?readConcernLevel=majority",
@@ -1301,6 +1300,7 @@ mod tests {
             "mongodb://h:1/?appName=x&directConnection=true&maxPoolSize=3",
             "mongodb://h/?loadBalanced=true",
             "mongodb://a,b/?readPreference=nearest&readPreferenceTags=dc:ny&maxStalenessSeconds=120",
+            "mongodb+srv://cluster.example.com/?srvServiceName=db&srvMaxHosts=2",
         ] {
             ClientOptions::parse(supported)
                 .unwrap()

@@ -569,6 +569,74 @@ impl TopologyDescription {
         decision
     }
 
+    /// An SRV rescan found `hosts` (Polling SRV Records for mongos Discovery): in a
+    /// Sharded or Unknown topology, servers no longer named leave, the ones already there
+    /// stay as they are, and new ones join as Unknown; with `max_hosts` > 0 new ones are
+    /// picked at random (`random(n)` answers an index below `n`) until the topology holds
+    /// `max_hosts`. Other topologies are left alone. Returns the events.
+    pub fn apply_srv_hosts(
+        &mut self,
+        hosts: &[ServerAddress],
+        max_hosts: usize,
+        mut random: impl FnMut(usize) -> usize,
+    ) -> Vec<SdamEvent> {
+        if !matches!(
+            self.topology_type,
+            TopologyType::Sharded | TopologyType::Unknown
+        ) || hosts.is_empty()
+        {
+            return Vec::new();
+        }
+        let before = self.clone();
+        self.servers.retain(|a, _| hosts.contains(a));
+        let mut new: Vec<&ServerAddress> = hosts
+            .iter()
+            .filter(|h| !self.servers.contains_key(*h))
+            .collect();
+        new.dedup();
+        let room = if max_hosts == 0 {
+            new.len()
+        } else {
+            max_hosts.saturating_sub(self.servers.len()).min(new.len())
+        };
+        // A partial Fisher-Yates shuffle picks `room` of the new hosts.
+        for i in 0..room {
+            let j = i + random(new.len() - i).min(new.len() - i - 1);
+            new.swap(i, j);
+        }
+        for address in new.into_iter().take(room) {
+            self.servers
+                .insert(address.clone(), ServerDescription::unknown(address.clone()));
+        }
+        self.update_derived();
+        let mut events = Vec::new();
+        for added in self
+            .servers
+            .keys()
+            .filter(|a| !before.servers.contains_key(*a))
+        {
+            events.push(SdamEvent::ServerOpening {
+                address: added.clone(),
+            });
+        }
+        for removed in before
+            .servers
+            .keys()
+            .filter(|a| !self.servers.contains_key(*a))
+        {
+            events.push(SdamEvent::ServerClosed {
+                address: removed.clone(),
+            });
+        }
+        if !before.same_as(self) {
+            events.push(SdamEvent::TopologyDescriptionChanged {
+                previous: Box::new(before),
+                new: Box::new(self.clone()),
+            });
+        }
+        events
+    }
+
     /// Applies a new description of one of the servers and returns the events.
     fn apply_with_events(&mut self, description: ServerDescription) -> Vec<SdamEvent> {
         let before = self.clone();
@@ -1036,6 +1104,33 @@ mod tests {
         assert_eq!(server.round_trip_time, Some(Duration::from_millis(12)));
         assert_eq!(topology.topology_type, TopologyType::Single);
         Ok(())
+    }
+
+    #[test]
+    fn srv_hosts_replace_the_seeds_of_a_sharded_topology() {
+        let b = ServerAddress::new("b", 27017);
+        let c = ServerAddress::new("c", 27017);
+        let mut topology = TopologyDescription::new(vec![a(), b.clone()], TopologyOptions::new());
+        topology.topology_type = TopologyType::Sharded;
+        if let Some(server) = topology.servers.get_mut(&a()) {
+            server.server_type = ServerType::Mongos;
+        }
+        let events = topology.apply_srv_hosts(&[a(), c.clone()], 0, |_| 0);
+        assert_eq!(
+            topology.servers.keys().cloned().collect::<Vec<_>>(),
+            [a(), c.clone()]
+        );
+        // The host that stayed is left as it was.
+        assert_eq!(topology.servers[&a()].server_type, ServerType::Mongos);
+        assert!(events.contains(&SdamEvent::ServerOpening { address: c.clone() }));
+        assert!(events.contains(&SdamEvent::ServerClosed { address: b.clone() }));
+        // srvMaxHosts: new hosts join only up to the limit.
+        let events = topology.apply_srv_hosts(&[a(), b.clone(), c.clone()], 2, |_| 0);
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(topology.servers.len(), 2);
+        // A replica set is never touched.
+        topology.topology_type = TopologyType::ReplicaSetNoPrimary;
+        assert!(topology.apply_srv_hosts(&[b], 0, |_| 0).is_empty());
     }
 
     #[test]

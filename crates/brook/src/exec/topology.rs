@@ -483,6 +483,25 @@ impl Topology {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Whether SRV polling goes on: the topology is open and Sharded or still Unknown.
+    pub(crate) fn srv_polling_allowed(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+            && matches!(
+                self.lock_description().topology_type,
+                brook_topology::TopologyType::Sharded | brook_topology::TopologyType::Unknown
+            )
+    }
+
+    /// An SRV rescan found `hosts`: servers no longer named close, new ones open (up to
+    /// `max_hosts` in all when it is not 0), the others are left alone. Only for a
+    /// Sharded or Unknown topology.
+    pub(crate) fn apply_srv_hosts(self: &Arc<Self>, hosts: &[ServerAddress], max_hosts: usize) {
+        let events = self
+            .lock_description()
+            .apply_srv_hosts(hosts, max_hosts, |n| self.next_random(n));
+        self.apply(events);
+    }
+
     /// Reports a monitor's heartbeat event.
     pub(crate) fn heartbeat(&self, event: SdamEvent) {
         emit_sdam(self.sdam_handler.as_ref(), event);
