@@ -50,14 +50,30 @@
 //!    `is_invalid_argument()` error naming each one) and options brook parses but does
 //!    not act on yet (an `is_unsupported()` error naming the feature): credentials
 //!    (authentication is not implemented), Unix sockets, `timeoutMS`,
-//!    `readConcernLevel`, proxies, `tlsCertificateKeyFilePassword`, the
-//!    OCSP/revocation switches. Nothing in a connection string is silently ignored.
+//!    `readConcernLevel`, proxies, `tlsCertificateKeyFilePassword` (keys are not
+//!    decrypted), and `tlsDisableOCSPEndpointCheck=false` /
+//!    `tlsDisableCertificateRevocationCheck=false` (see TLS below). Nothing in a
+//!    connection string is silently ignored.
 //!
 //! A `mongodb+srv://` URI is resolved at connect (SRV seeds, TXT options, TLS on by
 //! default) and its SRV records polled for mongos discovery: see [`srv`].
 //!
 //! Options kept but without effect by design for now: `serverSelectionTryOnce` (a
 //! single-threaded-driver option).
+//!
+//! # TLS
+//!
+//! `tls=true` (or `tlsCAFile` / `tlsCertificateKeyFile`) connects over rustls with TLS
+//! 1.3 and 1.2, sending SNI for a host name (never for an IP address). The server's
+//! chain is checked against the operating system's root store (`rustls-native-certs`,
+//! read once per process), plus the bundled Mozilla roots with the `webpki-roots` cargo
+//! feature; with `tlsCAFile`, against that file's CAs only. `tlsCertificateKeyFile`
+//! holds the client certificate and its unencrypted key (an encrypted key is refused
+//! saying so). `tlsAllowInvalidHostnames` still requires a trusted chain;
+//! `tlsAllowInvalidCertificates` and `tlsInsecure` accept any certificate (for tests).
+//! rustls makes no revocation check (no OCSP, stapled or fetched, and no CRL), so
+//! `tlsDisableOCSPEndpointCheck=true` and `tlsDisableCertificateRevocationCheck=true`
+//! are accepted as describing what happens, and `=false` is refused.
 //!
 //! # Behind a load balancer
 //!
