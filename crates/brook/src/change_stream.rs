@@ -178,7 +178,7 @@ impl Scope {
 
 /// A change stream waiting to be opened: set options, then `.await` it for a
 /// [`ChangeStream`]. Made by [`Collection::watch`](crate::Collection::watch),
-/// [`Database::watch`](crate::Database::watch) and [`Client::watch`].
+/// [`Database::watch`](crate::Database::watch) and [`Client::watch`](crate::Client::watch).
 ///
 /// Awaiting it runs the initial `aggregate`; its errors are returned as they are (the
 /// initial `aggregate` is never resumed). Nothing is validated on the client: unknown
