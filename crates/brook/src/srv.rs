@@ -640,6 +640,15 @@ mod tests {
         }
     }
 
+    #[cfg(not(feature = "srv"))]
+    #[tokio::test]
+    async fn without_the_feature_srv_is_refused_naming_it() {
+        let options = ClientOptions::parse("mongodb+srv://cluster.example.com/").unwrap();
+        let err = prepare(options, Duration::from_secs(1)).await.unwrap_err();
+        assert!(err.is_unsupported(), "{err}");
+        assert!(err.to_string().contains("`srv` cargo feature"), "{err}");
+    }
+
     #[test]
     fn a_txt_record_sets_only_three_options() {
         assert!(txt_options("h", "replicaSet=a&authSource=b").is_ok());

@@ -373,3 +373,31 @@ async fn the_srv_service_name_is_looked_up() {
     );
     client.shutdown().await;
 }
+
+/// A resolver that never answers.
+struct Silent;
+
+impl brook::srv::Resolver for Silent {
+    fn srv<'a>(&'a self, _: &'a str) -> brook::srv::DnsFuture<'a, Vec<brook::srv::SrvRecord>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn txt<'a>(&'a self, _: &'a str) -> brook::srv::DnsFuture<'a, Vec<String>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn the_lookups_are_bounded_by_connect_timeout() {
+    let mut options = ClientOptions::parse(&format!(
+        "mongodb+srv://test1.{DOMAIN}/?connectTimeoutMS=200&serverSelectionTimeoutMS=5000"
+    ))
+    .expect("the URI parses");
+    options.dns_resolver = Some(DnsResolver::new(Silent));
+    let started = std::time::Instant::now();
+    let err = Client::with_options(options)
+        .await
+        .expect_err("no answer, no client");
+    assert!(err.is_timeout(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{err}");
+}
