@@ -401,3 +401,25 @@ async fn the_lookups_are_bounded_by_connect_timeout() {
     assert!(err.is_timeout(), "{err}");
     assert!(started.elapsed() < Duration::from_secs(2), "{err}");
 }
+
+#[tokio::test]
+async fn a_load_balanced_deployment_is_not_polled() {
+    // The polling spec's prose test 9.
+    let lb = FakeServer::start(ServerConfig::load_balancer(1))
+        .await
+        .expect("a fake load balancer");
+    let mut zone = Zone::default();
+    zone.rescan_floor = Some(Duration::from_millis(50));
+    let name = format!("_mongodb._tcp.test3.{DOMAIN}");
+    zone.set_srv(&name, &[("127.0.0.1", lb.port())]);
+    let mut options = ClientOptions::parse(&format!(
+        "mongodb+srv://test3.{DOMAIN}/?loadBalanced=true&tls=false"
+    ))
+    .expect("the URI parses");
+    options.dns_resolver = Some(DnsResolver::new(zone.clone()));
+    let client = Client::with_options(options).await.expect("connects");
+    zone.set_srv(&name, &[("127.0.0.1", lb.port()), ("127.0.0.1", 1)]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(zone.srv_queries.lock().unwrap().len(), 1, "looked up once");
+    client.shutdown().await;
+}
