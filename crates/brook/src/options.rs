@@ -72,8 +72,10 @@ impl fmt::Display for Host {
     }
 }
 
-/// Credentials from the userinfo part of a URI and the auth options. Stored only:
-/// brook does not authenticate yet, and refuses to connect with credentials.
+/// Credentials from the userinfo part of a URI and the auth options, as written
+/// ([`ClientOptions::auth_credential`] resolves the defaults). brook authenticates with
+/// SCRAM-SHA-256, SCRAM-SHA-1, MONGODB-X509 and PLAIN; GSSAPI, MONGODB-AWS and
+/// MONGODB-OIDC are refused at connect.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Credential {
@@ -194,7 +196,7 @@ pub struct ClientOptions {
     pub hosts: Vec<Host>,
     /// `mongodb+srv://`: the one host is looked up in DNS at connect (see [`crate::srv`]).
     pub srv: bool,
-    /// Credentials (not acted on yet: no authentication).
+    /// Credentials as written in the URI (see [`ClientOptions::auth_credential`]).
     pub credential: Option<Credential>,
     /// The database in the URI's path.
     pub default_database: Option<String>,
@@ -536,6 +538,96 @@ fn parse_kv_list(v: &str) -> Option<BTreeMap<String, String>> {
     Some(map)
 }
 
+/// The Authentication specification's rules for a credential's fields, per mechanism.
+fn validate_credential(cred: &Credential, props_ignored: bool) -> Result<(), Error> {
+    let mech = cred.mechanism.as_deref();
+    let props = &cred.mechanism_properties;
+    let source = cred.source.as_deref();
+    let external_only = |name: &str| -> Result<(), Error> {
+        match source {
+            Some(s) if s != "$external" => Err(invalid(format!(
+                "authMechanism {name} requires authSource $external"
+            ))),
+            _ => Ok(()),
+        }
+    };
+    match mech {
+        Some("GSSAPI") => {
+            external_only("GSSAPI")?;
+            if let Some(c) = props.get("CANONICALIZE_HOST_NAME")
+                && !matches!(
+                    c.as_str(),
+                    "none" | "forward" | "forwardAndReverse" | "true" | "false"
+                )
+            {
+                return Err(invalid(format!(
+                    "CANONICALIZE_HOST_NAME `{c}` is not none, forward or forwardAndReverse"
+                )));
+            }
+        }
+        Some("MONGODB-X509") => {
+            external_only("MONGODB-X509")?;
+            if cred.password.is_some() {
+                return Err(invalid("authMechanism MONGODB-X509 takes no password"));
+            }
+        }
+        Some("MONGODB-AWS") => {
+            external_only("MONGODB-AWS")?;
+            if cred.username.is_some() != cred.password.is_some() {
+                return Err(invalid(
+                    "authMechanism MONGODB-AWS needs both a user name and a password, or neither",
+                ));
+            }
+            if props.contains_key("AWS_SESSION_TOKEN") && cred.username.is_none() {
+                return Err(invalid(
+                    "AWS_SESSION_TOKEN needs a user name and password in the URI",
+                ));
+            }
+        }
+        Some("MONGODB-OIDC") => {
+            external_only("MONGODB-OIDC")?;
+            if cred.password.is_some() {
+                return Err(invalid("authMechanism MONGODB-OIDC takes no password"));
+            }
+            if !props_ignored {
+                if let Some(k) = props.keys().find(|k| {
+                    !matches!(
+                        k.as_str(),
+                        "ENVIRONMENT" | "TOKEN_RESOURCE" | "ALLOWED_HOSTS"
+                    )
+                }) {
+                    return Err(invalid(format!(
+                        "unknown MONGODB-OIDC authMechanismProperties key `{k}`"
+                    )));
+                }
+                match props.get("ENVIRONMENT").map(String::as_str) {
+                    None => {
+                        return Err(invalid(
+                            "MONGODB-OIDC needs an ENVIRONMENT in authMechanismProperties",
+                        ));
+                    }
+                    Some("test" | "k8s" | "gcp") if cred.username.is_some() => {
+                        return Err(invalid("this MONGODB-OIDC ENVIRONMENT takes no user name"));
+                    }
+                    Some("azure" | "gcp") if !props.contains_key("TOKEN_RESOURCE") => {
+                        return Err(invalid(
+                            "this MONGODB-OIDC ENVIRONMENT needs a TOKEN_RESOURCE",
+                        ));
+                    }
+                    Some("test" | "azure" | "gcp" | "k8s") => {}
+                    Some(other) => {
+                        return Err(invalid(format!(
+                            "unknown MONGODB-OIDC ENVIRONMENT `{other}`"
+                        )));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// The state of one parse: options, warnings, and which keys were seen.
 struct Parser {
     opts: ClientOptions,
@@ -614,6 +706,9 @@ impl Parser {
                     "given more than once; the last value is used",
                 );
             }
+        }
+        if v.is_empty() && key == "authsource" {
+            return Err(invalid("authSource must not be empty"));
         }
         if v.is_empty() && key != "readpreferencetags" {
             self.warn(
@@ -938,6 +1033,12 @@ impl Parser {
                     cred.mechanism.as_deref().unwrap_or_default()
                 )));
             }
+            // authMechanismProperties that were ignored (with a warning) are not checked.
+            let props_ignored = o
+                .warnings
+                .iter()
+                .any(|w| w.option.eq_ignore_ascii_case("authMechanismProperties"));
+            validate_credential(cred, props_ignored)?;
         }
         Ok(())
     }
@@ -1051,6 +1152,48 @@ impl ClientOptions {
         }
         p.validate()?;
         Ok(p.opts)
+    }
+
+    /// The credential to authenticate with, as the Authentication specification resolves
+    /// it: `None` when the URI names no user and no mechanism (an `authSource` alone
+    /// creates none); the source defaulted (`$external` for GSSAPI, MONGODB-X509,
+    /// MONGODB-AWS and MONGODB-OIDC; else `authSource`, the URI's database, then `admin`
+    /// — `$external` for PLAIN); GSSAPI's `SERVICE_NAME` defaulted to `mongodb`.
+    pub fn auth_credential(&self) -> Option<Credential> {
+        let cred = self.credential.as_ref()?;
+        if cred.username.is_none() && cred.mechanism.is_none() {
+            return None;
+        }
+        let external = matches!(
+            cred.mechanism.as_deref(),
+            Some("GSSAPI" | "MONGODB-X509" | "MONGODB-AWS" | "MONGODB-OIDC")
+        );
+        let source = if external {
+            "$external".to_owned()
+        } else {
+            let fallback = if cred.mechanism.as_deref() == Some("PLAIN") {
+                "$external"
+            } else {
+                "admin"
+            };
+            cred.source
+                .clone()
+                .or_else(|| self.default_database.clone())
+                .unwrap_or_else(|| fallback.to_owned())
+        };
+        let mut mechanism_properties = cred.mechanism_properties.clone();
+        if cred.mechanism.as_deref() == Some("GSSAPI") {
+            mechanism_properties
+                .entry("SERVICE_NAME".to_owned())
+                .or_insert_with(|| "mongodb".to_owned());
+        }
+        Some(Credential {
+            username: cred.username.clone(),
+            password: cred.password.clone(),
+            source: Some(source),
+            mechanism: cred.mechanism.clone(),
+            mechanism_properties,
+        })
     }
 
     /// Whether the URI names credentials or auth options.

@@ -9,6 +9,7 @@ mod load_balanced;
 mod monitor;
 mod reads_writes;
 mod secrets;
+mod spec_auth;
 mod spec_srv;
 mod spec_uri;
 mod srv;
