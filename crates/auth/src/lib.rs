@@ -258,9 +258,9 @@ impl AuthError {
     }
 }
 
-/// What the driver does next.
+/// What the driver does next. Not `#[non_exhaustive]`, on purpose: a driver handles
+/// every step, and a new one must break its build rather than fall into a guess.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum Step {
     /// Send this command (to the credential's source database) and hand back its reply.
     Continue(Document),

@@ -77,6 +77,16 @@ fn to_connection_options(o: &ClientOptions) -> Result<ConnectionOptions, Error> 
         app_name: o.app_name.clone(),
         compressors,
         tls,
+        credential: o.auth_credential().map(|c| {
+            brook_conn::Credential::new(
+                c.username,
+                c.password,
+                c.source.unwrap_or_else(|| "admin".to_owned()),
+                c.mechanism
+                    .as_deref()
+                    .and_then(brook_conn::Mechanism::from_name),
+            )
+        }),
         ..defaults
     })
 }

@@ -48,8 +48,8 @@
 //! 2. **Connecting is strict.** [`Client::connect`] / [`Client::with_options`] call
 //!    [`ClientOptions::check_supported`], which refuses options with any warning (an
 //!    `is_invalid_argument()` error naming each one) and options brook parses but does
-//!    not act on yet (an `is_unsupported()` error naming the feature): credentials
-//!    (authentication is not implemented), Unix sockets, `timeoutMS`,
+//!    not act on yet (an `is_unsupported()` error naming the feature): the GSSAPI,
+//!    MONGODB-AWS and MONGODB-OIDC mechanisms, Unix sockets, `timeoutMS`,
 //!    `readConcernLevel`, proxies, `tlsCertificateKeyFilePassword` (keys are not
 //!    decrypted), and `tlsDisableOCSPEndpointCheck=false` /
 //!    `tlsDisableCertificateRevocationCheck=false` (see TLS below). Nothing in a
@@ -74,6 +74,22 @@
 //! rustls makes no revocation check (no OCSP, stapled or fetched, and no CRL), so
 //! `tlsDisableOCSPEndpointCheck=true` and `tlsDisableCertificateRevocationCheck=true`
 //! are accepted as describing what happens, and `=false` is refused.
+//!
+//! # Authentication
+//!
+//! Credentials in the URI are authenticated on every pooled connection right after its
+//! hello, per the MongoDB Authentication specification (the IO-free conversation is the
+//! `brook-auth` crate): SCRAM-SHA-256 and SCRAM-SHA-1 (without `authMechanism` the hello
+//! asks for `saslSupportedMechs` and SCRAM-SHA-256 is used when the server offers it),
+//! the SHA-256 password SASLprep'd, speculative authentication inside the hello with
+//! `saslStart`/`saslContinue` when the server ignores it, the server's signature
+//! checked (a server that cannot prove it knows the password is refused), salted
+//! passwords cached per client; MONGODB-X509 (the client certificate of
+//! `tlsCertificateKeyFile`, user name optional) and PLAIN (`$external`). The source is
+//! `authSource`, else the URI's database, else `admin` (`$external` for X.509 and
+//! PLAIN's default); [`ClientOptions::auth_credential`] shows the result. Monitoring
+//! connections never authenticate. A failed authentication is an error naming the
+//! mechanism and the user, never the password; it is not retried.
 //!
 //! # Behind a load balancer
 //!

@@ -1263,8 +1263,15 @@ impl ClientOptions {
                 feature: feature.to_string(),
             }))
         };
-        if self.credential.is_some() {
-            return unsupported("authentication (credentials or auth options in the URI)");
+        if let Some(m @ ("GSSAPI" | "MONGODB-AWS" | "MONGODB-OIDC" | "MONGODB-CR")) = self
+            .credential
+            .as_ref()
+            .and_then(|c| c.mechanism.as_deref())
+        {
+            return unsupported(&format!(
+                "authMechanism={m} (brook authenticates with SCRAM-SHA-256, SCRAM-SHA-1, \
+                 MONGODB-X509 and PLAIN)"
+            ));
         }
         if self.hosts.iter().any(|h| matches!(h, Host::Unix { .. })) {
             return unsupported("Unix domain socket hosts");
@@ -1379,8 +1386,21 @@ mod tests {
         assert_eq!(c.source.as_deref(), Some("admin"));
         assert_eq!(o.default_database.as_deref(), Some("my=db"));
         assert!(!format!("{c:?}").contains("p/w"), "Debug must redact");
-        let err = o.check_supported().unwrap_err();
-        assert!(err.to_string().contains("authentication"), "{err}");
+        o.check_supported().unwrap();
+        for (m, uri) in [
+            ("GSSAPI", "mongodb://u@h/?authMechanism=GSSAPI"),
+            ("MONGODB-AWS", "mongodb://h/?authMechanism=MONGODB-AWS"),
+            (
+                "MONGODB-OIDC",
+                "mongodb://h/?authMechanism=MONGODB-OIDC&authMechanismProperties=ENVIRONMENT:k8s",
+            ),
+        ] {
+            let err = ClientOptions::parse(uri)
+                .unwrap()
+                .check_supported()
+                .unwrap_err();
+            assert!(err.to_string().contains(m), "{err}");
+        }
     }
 
     #[test]

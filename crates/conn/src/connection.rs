@@ -369,6 +369,11 @@ impl Connection {
         };
 
         let mut hello = handshake_command(opts);
+        // Authentication: saslSupportedMechs and speculativeAuthenticate ride in the hello.
+        let pending_auth = match &opts.credential {
+            Some(credential) => Some(crate::auth::prepare(address, credential, &mut hello)?),
+            None => None,
+        };
         let mut hello_reply = handshake(&mut transport, &hello).await;
         if let Err(ConnError::Handshake { source, .. }) = &hello_reply
             && source.code() == Some(COMMAND_NOT_FOUND)
@@ -393,6 +398,11 @@ impl Connection {
                 }),
             });
         }
+        let speculative_reply = hello_reply
+            .speculative_authenticate
+            .as_ref()
+            .and_then(|d| d.to_document().ok());
+        let sasl_supported_mechs = hello_reply.sasl_supported_mechs.clone();
         let description =
             StreamDescription::from_hello(address.clone(), hello_reply, &opts.compressors);
 
@@ -405,6 +415,27 @@ impl Connection {
         );
         transport.max_send_size = description.max_message_size_bytes;
         transport.compressor = description.compressor;
+        if let (Some(credential), Some(pending)) = (&opts.credential, pending_auth) {
+            // Still bounded by the connect timeout, like the hello.
+            let (mut auth, mut step) = crate::auth::start(
+                address,
+                credential,
+                pending,
+                speculative_reply,
+                sasl_supported_mechs.as_deref(),
+            )?;
+            loop {
+                match step {
+                    brook_auth::Step::Done => break,
+                    brook_auth::Step::Continue(mut command) => {
+                        command.insert("$db", auth.source().to_owned());
+                        let reply = auth_command(&mut transport, command).await?;
+                        step = crate::auth::next(address, credential, &mut auth, &reply)?;
+                    }
+                }
+            }
+            debug!(connection = id, server = %address, "authenticated");
+        }
         transport.socket_timeout = opts.socket_timeout;
         debug!(
             connection = id,
@@ -651,6 +682,29 @@ fn text_instead_of_a_frame(error: &brook_wire::WireError) -> Option<String> {
         .iter()
         .all(|b| b.is_ascii_graphic() || *b == b' ')
         .then(|| bytes.iter().map(|&b| char::from(b)).collect())
+}
+
+/// Sends one authentication command (body with `$db`) and returns its reply body; `ok: 0`
+/// is for the conversation to judge.
+async fn auth_command(
+    transport: &mut Transport,
+    body: bson::Document,
+) -> Result<bson::Document, ConnError> {
+    let address = transport.address.clone();
+    let failed = |source| ConnError::Handshake {
+        address: address.clone(),
+        source: Box::new(source),
+    };
+    let message = brook_command::CommandBody::new(body)
+        .into_message(next_request_id())
+        .map_err(failed)?;
+    let reply = transport.round_trip(&message, None).await?;
+    reply.body.to_document().map_err(|e| {
+        failed(CommandError::MalformedReply {
+            command: "saslContinue",
+            reason: e.to_string(),
+        })
+    })
 }
 
 /// The hello that opens every connection.

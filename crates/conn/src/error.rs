@@ -187,6 +187,23 @@ pub enum ConnError {
         #[source]
         source: Box<CommandError>,
     },
+
+    /// Authentication failed after the hello: the server refused the credential, could
+    /// not prove it knows the password, answered out of protocol, or the mechanism is not
+    /// supported. Names the mechanism and the user, never the password. Not retryable;
+    /// the connection is dropped.
+    #[error("authentication to {address} failed ({mechanism}, user {user:?}): {source}")]
+    Auth {
+        /// The server.
+        address: ServerAddress,
+        /// The mechanism (`SCRAM-SHA-256`, `MONGODB-X509`…).
+        mechanism: &'static str,
+        /// The user name, if the credential has one.
+        user: Option<String>,
+        /// Why.
+        #[source]
+        source: brook_auth::AuthError,
+    },
 }
 
 impl From<brook_command::AddressError> for ConnError {
@@ -210,6 +227,11 @@ impl ConnError {
                 | ConnError::Tls { .. }
                 | ConnError::Broken { .. }
         )
+    }
+
+    /// Authentication failed ([`Auth`](ConnError::Auth)).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, ConnError::Auth { .. })
     }
 
     /// A connect or operation timeout (client side).
@@ -252,7 +274,8 @@ impl ConnError {
             | ConnError::InvalidState { .. }
             | ConnError::TlsConfig(_)
             | ConnError::Tls { .. }
-            | ConnError::Handshake { .. } => false,
+            | ConnError::Handshake { .. }
+            | ConnError::Auth { .. } => false,
         }
     }
 
@@ -283,7 +306,8 @@ impl ConnError {
             | ConnError::InvalidState { .. }
             | ConnError::TlsConfig(_)
             | ConnError::Tls { .. }
-            | ConnError::Handshake { .. } => None,
+            | ConnError::Handshake { .. }
+            | ConnError::Auth { .. } => None,
         }
     }
 
@@ -299,7 +323,8 @@ impl ConnError {
             | ConnError::UnexpectedMoreToCome { address, .. }
             | ConnError::Broken { address, .. }
             | ConnError::Tls { address, .. }
-            | ConnError::Handshake { address, .. } => Some(address),
+            | ConnError::Handshake { address, .. }
+            | ConnError::Auth { address, .. } => Some(address),
             ConnError::InvalidAddress { .. }
             | ConnError::Command { .. }
             | ConnError::InvalidState { .. }

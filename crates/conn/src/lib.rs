@@ -108,6 +108,19 @@
 //! PEM CA file or the bundled Mozilla roots, an optional client certificate, and the two
 //! "allow invalid" switches.
 //!
+//! # Authentication
+//!
+//! With [`ConnectionOptions::credential`] set, [`Connection::connect`] authenticates
+//! after the hello, per the MongoDB Authentication specification: without a mechanism the
+//! hello asks for `saslSupportedMechs` and SCRAM-SHA-256 is used when the server lists
+//! it (SCRAM-SHA-1 otherwise); SCRAM and MONGODB-X509 start speculatively inside the hello
+//! (`speculativeAuthenticate`) and continue with `saslContinue` when the server answered,
+//! or start over with `saslStart`/`authenticate` when it did not; PLAIN runs one
+//! `saslStart`. The conversation is `brook-auth`'s (no IO); a SCRAM server that cannot
+//! prove it knows the password is refused. GSSAPI, MONGODB-AWS and MONGODB-OIDC fail
+//! before anything is sent. Every failure is [`ConnError::Auth`]
+//! ([`ConnError::is_auth`]), naming the mechanism and the user, never the password.
+//!
 //! # Logging
 //!
 //! `tracing` events: `debug` for connecting, TLS and the handshake, `trace` for every
@@ -115,6 +128,7 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
 mod connection;
 mod description;
 mod error;
@@ -125,6 +139,7 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
+pub use brook_auth::{AuthError, Credential, Mechanism};
 pub use brook_command::{AddressError, DEFAULT_PORT, ServerAddress};
 pub use connection::{Connection, next_request_id};
 pub use description::{ServerKind, StreamDescription, negotiate_compressor};

@@ -63,6 +63,11 @@ pub struct ConnectionOptions {
     /// Announce a load-balanced connection in the handshake (`loadBalanced: true`).
     /// Default `false`.
     pub load_balanced: bool,
+    /// Authenticate as this after the hello (see the [crate docs](crate#authentication));
+    /// `None` (the default)
+    /// for no authentication, as monitoring connections always do. Its `Debug` never
+    /// shows the password.
+    pub credential: Option<brook_auth::Credential>,
 }
 
 impl Default for ConnectionOptions {
@@ -76,6 +81,7 @@ impl Default for ConnectionOptions {
             keepalive: Some(DEFAULT_KEEPALIVE),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             load_balanced: false,
+            credential: None,
         }
     }
 }

@@ -121,6 +121,7 @@
 #![forbid(unsafe_code)]
 
 mod action;
+mod auth;
 mod frame;
 mod listen;
 mod proxy;
@@ -132,6 +133,7 @@ pub mod shapes;
 mod tls;
 
 pub use action::{Action, Fault, Handler};
+pub use auth::{AuthConfig, AuthServer, User};
 pub use proxy::{
     CutEvent, CutPoint, CutReason, CutStyle, Proxy, ProxyConfig, ProxyStats, SplitMix64,
 };

@@ -45,6 +45,10 @@ pub struct ServerConfig {
     /// Serve TLS (the server's certificate, versions and client-certificate policy) instead
     /// of plain TCP; keep a clone to read its handshakes.
     pub tls: Option<Arc<TlsServer>>,
+    /// Users and authentication behaviour; with it, commands other than the handshake
+    /// and authentication are refused until the connection authenticated. Keep a clone
+    /// to read which connections authenticated.
+    pub auth: Option<Arc<crate::auth::AuthServer>>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +60,7 @@ impl Default for ServerConfig {
             max_await: Duration::from_millis(1000),
             handler: None,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -69,6 +74,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_await", &self.max_await)
             .field("handler", &self.handler.as_ref().map(|_| "<handler>"))
             .field("tls", &self.tls)
+            .field("auth", &self.auth)
             .finish()
     }
 }
@@ -135,6 +141,12 @@ impl ServerConfig {
     /// Set the handler.
     pub fn with_handler(mut self, handler: impl Handler) -> ServerConfig {
         self.handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Require authentication with these users (see [`crate::AuthConfig`]).
+    pub fn with_auth(mut self, auth: crate::auth::AuthConfig) -> ServerConfig {
+        self.auth = Some(Arc::new(crate::auth::AuthServer::new(auth)));
         self
     }
 }
@@ -970,6 +982,14 @@ async fn default_reply(shared: &Arc<Shared>, cmd: &ReceivedCommand) -> Document 
     {
         return reply;
     }
+    if let Some(auth) = &config.auth {
+        if let Some(reply) = auth.answer(cmd.connection_id, &cmd.db, &cmd.body) {
+            return reply;
+        }
+        if !auth.allows(cmd.connection_id, &cmd.name) {
+            return crate::auth::AuthServer::unauthorized(&cmd.name);
+        }
+    }
     let ts = shared.tick();
     let gossip = config.hello.topology.has_cluster_time();
     let ns_of = |coll: &str| format!("{}.{}", cmd.db, coll);
@@ -978,7 +998,11 @@ async fn default_reply(shared: &Arc<Shared>, cmd: &ReceivedCommand) -> Document 
             let opts = hello_options(config, cmd);
             let connection_id = i64::try_from(cmd.connection_id).unwrap_or(i64::MAX);
             // hello_reply already adds the cluster time where the topology has one.
-            return shapes::hello_reply(&opts, connection_id, ts);
+            let mut reply = shapes::hello_reply(&opts, connection_id, ts);
+            if let Some(auth) = &config.auth {
+                auth.decorate_hello(cmd.connection_id, &cmd.body, &mut reply);
+            }
+            return reply;
         }
         "ping" | "endSessions" | "abortTransaction" | "commitTransaction" => shapes::ok_reply(),
         "buildInfo" | "buildinfo" => {

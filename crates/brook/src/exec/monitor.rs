@@ -138,8 +138,11 @@ impl Drop for AbortOnDrop {
 pub(super) async fn monitor(
     topology: Weak<Topology>,
     server: Weak<Server>,
-    settings: MonitorSettings,
+    mut settings: MonitorSettings,
 ) {
+    // Monitoring connections never authenticate (Authentication spec); the RTT monitor
+    // gets these settings too.
+    settings.options.credential = None;
     let address = &settings.address;
     let rtt: SharedRtt = Arc::new(Mutex::new(RttEstimator::new()));
     let mut rtt_monitor: Option<AbortOnDrop> = None;

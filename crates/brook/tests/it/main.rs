@@ -1,6 +1,7 @@
 //! brook's integration tests: the spec runners and the whole client against the
 //! testkit's fake server.
 
+mod auth;
 mod change_stream;
 mod client;
 mod failover;
