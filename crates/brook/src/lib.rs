@@ -300,8 +300,8 @@ mod error;
 mod event;
 mod exec;
 pub mod monitoring;
-mod redact;
 mod options;
+mod redact;
 mod session;
 pub mod srv;
 
