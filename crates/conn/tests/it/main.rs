@@ -14,6 +14,8 @@ use brook_testkit::{Action, FakeServer, Fault, ServerConfig};
 use brook_wire::{Compressor, DEFAULT_MAX_MESSAGE_SIZE, Message, MsgFlags, SharedDoc, WireError};
 use bson::{Document, doc};
 
+mod auth;
+
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A read buffer this small cannot hold any of the large frames the tests declare.
