@@ -253,6 +253,13 @@ impl Error {
         }
     }
 
+    /// Authentication failed (the credential was refused, the mechanism is not supported,
+    /// or the server could not prove it knows the password). Never retried; the error
+    /// names the mechanism and the user, never the password.
+    pub fn is_auth(&self) -> bool {
+        matches!(&self.0.kind, ErrorKind::Connection(e) if e.is_auth())
+    }
+
     /// The server's pool was cleared after a network error and the server was not found
     /// again in time.
     pub fn is_pool_cleared(&self) -> bool {

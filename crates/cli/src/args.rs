@@ -403,22 +403,25 @@ fn take_uri(
     positionals: &mut Vec<String>,
     env_uri: Option<&str>,
     command: &str,
+    others: usize,
 ) -> Result<String, CliError> {
-    if positionals.first().is_some_and(|a| is_uri(a)) {
-        return Ok(positionals.remove(0));
-    }
-    if let Some(uri) = env_uri {
-        return Ok(uri.to_owned());
-    }
     match positionals.first() {
-        Some(first) if first.contains("://") => Err(CliError::usage(format!(
-            "{command}: `{}` is not a MongoDB connection string (mongodb:// or \
+        Some(first) if is_uri(first) => Ok(positionals.remove(0)),
+        // Meant as a connection string (it looks like one, or there is one argument more
+        // than the command takes besides it), but not one, whatever MONGODB_URI says.
+        Some(first) if first.contains("://") || positionals.len() > others => {
+            Err(CliError::usage(format!(
+                "{command}: `{}` is not a MongoDB connection string (mongodb:// or \
              mongodb+srv://)",
-            brook::redact_uri(first)
-        ))),
-        _ => Err(CliError::usage(format!(
-            "{command}: missing <uri> (give it first, or set MONGODB_URI)"
-        ))),
+                brook::redact_uri(first)
+            )))
+        }
+        _ => match env_uri {
+            Some(uri) => Ok(uri.to_owned()),
+            None => Err(CliError::usage(format!(
+                "{command}: missing <uri> (give it first, or set MONGODB_URI)"
+            ))),
+        },
     }
 }
 
@@ -504,7 +507,7 @@ fn parse_tail(parser: &mut lexopt::Parser, env_uri: Option<&str>) -> Result<Comm
             other => return Err(other.unexpected().into()),
         }
     }
-    let uri = take_uri(&mut positionals, env_uri, "tail")?;
+    let uri = take_uri(&mut positionals, env_uri, "tail", usize::from(!cluster))?;
     check_uri(&uri)?;
     let mut positionals = positionals.into_iter();
     let target = match (positionals.next(), cluster) {
@@ -559,7 +562,7 @@ fn parse_writer(parser: &mut lexopt::Parser, env_uri: Option<&str>) -> Result<Co
             other => return Err(other.unexpected().into()),
         }
     }
-    let uri = take_uri(&mut positionals, env_uri, "demo-writer")?;
+    let uri = take_uri(&mut positionals, env_uri, "demo-writer", 1)?;
     check_uri(&uri)?;
     let mut positionals = positionals.into_iter();
     let ns = positionals
@@ -679,7 +682,7 @@ fn parse_bench(parser: &mut lexopt::Parser, env_uri: Option<&str>) -> Result<Com
         (None, Some(n)) => BenchLength::Events(n),
         (None, None) => BenchLength::Duration(DEFAULT_BENCH_DURATION),
     };
-    let uri = take_uri(&mut positionals, env_uri, "bench")?;
+    let uri = take_uri(&mut positionals, env_uri, "bench", 1)?;
     check_uri(&uri)?;
     let mut positionals = positionals.into_iter();
     let ns = positionals

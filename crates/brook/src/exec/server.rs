@@ -56,6 +56,26 @@ impl Manager for ConnManager {
     }
 
     fn on_connect_error(&self, error: &ConnError, generation: u64) -> ConnectErrorAction {
+        if error.is_auth() {
+            // SDAM: a failed authentication marks the server Unknown and clears its pool
+            // (outside load-balanced mode), as a network error before the handshake does;
+            // the pool clears itself after handing the error to the checkout that
+            // started the attempt, which reports it (rather than a cleared pool).
+            let Some(topology) = self.topology.upgrade() else {
+                return ConnectErrorAction::Keep;
+            };
+            let as_unknown = ApplicationError::new(
+                ApplicationErrorKind::Network,
+                ErrorPhase::BeforeHandshake,
+                generation,
+            );
+            let clear = topology.handle_error_with(&self.address, &as_unknown, None, false);
+            return if clear {
+                ConnectErrorAction::Clear
+            } else {
+                ConnectErrorAction::Keep
+            };
+        }
         let kind = if error.is_timeout() {
             ApplicationErrorKind::Timeout
         } else if error.is_network() {

@@ -255,14 +255,28 @@ impl Topology {
         error: &ApplicationError,
         service: Option<brook_pool::ServiceId>,
     ) {
+        self.handle_error_with(address, error, service, true);
+    }
+
+    /// [`handle_error_on`](Self::handle_error_on); with `clear_here` false the caller
+    /// clears the pool itself (the pool's manager, so that the failed checkout sees its
+    /// own error first). Returns whether the pool is to be cleared.
+    pub(crate) fn handle_error_with(
+        self: &Arc<Self>,
+        address: &ServerAddress,
+        error: &ApplicationError,
+        service: Option<brook_pool::ServiceId>,
+        clear_here: bool,
+    ) -> bool {
         let Some(server) = self.server(address) else {
-            return;
+            return false;
         };
         let generation = server.pool().generation();
         let decision = self
             .lock_description()
             .handle_application_error(address, error, generation);
-        if decision.clear_pool {
+        let clear = decision.clear_pool;
+        if decision.clear_pool && clear_here {
             if self.load_balanced {
                 if let Some(service) = service {
                     info!(server = %address, ?error, "a service's connections cleared after an error");
@@ -277,6 +291,7 @@ impl Topology {
             server.request_check();
         }
         self.apply(decision.events);
+        clear
     }
 
     /// Opens and closes servers as the events say, readies a server's pool once it is

@@ -68,6 +68,38 @@ fn assert_auth_error(err: &Error, mechanism: &str, user: &str, password: &str) {
         "not retryable as a network error: {shown}"
     );
     assert!(!err.is_retryable_read(), "{shown}");
+    assert!(err.is_auth(), "{shown}");
+}
+
+#[tokio::test]
+async fn a_failed_authentication_marks_the_server_unknown() {
+    use brook::monitoring::{DescriptionEvent, EventHandler, SdamEvent, ServerType};
+    use std::sync::{Arc, Mutex};
+
+    let fake = server(AuthConfig::new().user("admin", "user", PASSWORD, &["SCRAM-SHA-256"])).await;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let mut options =
+        brook::ClientOptions::parse(&uri(&fake, "user:not-the-Pencil-77", "")).unwrap();
+    options.sdam_event_handler = Some(EventHandler::new(move |e: &SdamEvent| {
+        sink.lock().unwrap().push(e.clone());
+    }));
+    let client = Client::with_options(options).await.unwrap();
+    let err = client
+        .database("app")
+        .collection::<Document>("c")
+        .insert_one(doc! { "a": 1 })
+        .await
+        .unwrap_err();
+    assert!(err.is_auth(), "{err}");
+    let went_unknown = events.lock().unwrap().iter().any(|e| {
+        matches!(e, SdamEvent::Description(DescriptionEvent::ServerDescriptionChanged { new, .. })
+            if new.server_type == ServerType::Unknown)
+    });
+    assert!(
+        went_unknown,
+        "SDAM: the server is marked Unknown after a failed authentication"
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,9 @@ pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The binary under test.
 pub(crate) fn brook_command(args: &[String]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_brook"));
+    // The command line alone says where to connect (the environment may carry a
+    // MONGODB_URI for the live tests).
+    cmd.env_remove("MONGODB_URI");
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
