@@ -118,3 +118,96 @@ async fn a_peer_that_is_not_mongodb_is_named_as_such() {
     assert!(text.contains("HTTP"), "{text}");
     assert!(!text.contains("1347703880"), "{text}");
 }
+
+/// Every `tracing` event and span field brook emits, as text.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={value:?}", field.name()));
+    }
+}
+
+impl tracing::Subscriber for Captured {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut line = String::from(span.metadata().name());
+        span.record(&mut Fields(&mut line));
+        self.0.lock().unwrap().push(line);
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut line = String::new();
+        values.record(&mut Fields(&mut line));
+        self.0.lock().unwrap().push(line);
+    }
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = String::from(event.metadata().target());
+        event.record(&mut Fields(&mut line));
+        self.0.lock().unwrap().push(line);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// With every `tracing` event captured (this test's runtime is single-threaded, so the
+/// thread's default subscriber sees brook's tasks too): a failed authentication and
+/// connections refused with a password in the URI log no password.
+#[tokio::test]
+async fn no_log_line_shows_the_password() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.clone());
+    let fake = brook_testkit::FakeServer::start(
+        brook_testkit::ServerConfig::replica_set("rs0").with_auth(
+            brook_testkit::AuthConfig::new().user(
+                "admin",
+                "app",
+                "the-right-one",
+                &["SCRAM-SHA-256"],
+            ),
+        ),
+    )
+    .await
+    .expect("starts");
+    let client = Client::connect(&format!(
+        "mongodb://app:{SECRET}@{}/?serverSelectionTimeoutMS=2000&heartbeatFrequencyMS=500",
+        fake.host_port()
+    ))
+    .await
+    .expect("monitors do not authenticate");
+    let err = client
+        .database("app")
+        .run_command(bson::doc! { "ping": 1 })
+        .await
+        .expect_err("wrong password");
+    assert!(err.is_auth(), "{err}");
+    check_error("failed auth", &err);
+    client.shutdown().await;
+    let refused = closed_port().await;
+    let _ = Client::connect(&format!(
+        "mongodb://app:{SECRET}@{refused}/?serverSelectionTimeoutMS=300"
+    ))
+    .await
+    .expect_err("refused");
+    let lines = captured.0.lock().unwrap().clone();
+    assert!(lines.len() > 10, "brook logged: {lines:?}");
+    for line in &lines {
+        assert_clean("a log line", line);
+    }
+}
