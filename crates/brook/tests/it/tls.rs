@@ -344,3 +344,60 @@ async fn revocation_switches_that_ask_for_no_check_are_accepted() {
         assert_mentions(&err, &[switch]);
     }
 }
+
+/// MONGODB-X509 end to end: the client certificate from `tlsCertificateKeyFile` is
+/// presented in the TLS handshake (which the server requires), and the `authenticate`
+/// command, without a user name (the server takes it from the certificate), opens the
+/// connection for an insert the server refuses to unauthenticated connections.
+#[tokio::test]
+async fn x509_authentication_over_tls_with_the_key_file_certificate() {
+    let pki = pki();
+    let tls = TlsServer::builder(&pki.ca.issue(&Leaf::server(&["localhost"])))
+        .require_client_certificate(&pki.ca)
+        .build();
+    let auth =
+        brook_testkit::AuthConfig::new().user("$external", "CN=app-user", "", &["MONGODB-X509"]);
+    let mut config = ServerConfig::replica_set("rs0").with_auth(auth);
+    config.tls = Some(Arc::clone(&tls));
+    let server = FakeServer::start(config).await.expect("starts");
+    let client_cert = pki.ca.issue(&Leaf::client("app-user"));
+    let key_file = pki.dir.write("client.pem", &client_cert.pem());
+    let uri = format!(
+        "mongodb://localhost:{}/?directConnection=true&serverSelectionTimeoutMS=2000\
+         &tls=true&tlsCAFile={}&tlsCertificateKeyFile={key_file}&authMechanism=MONGODB-X509",
+        server.addr().port(),
+        pki.ca_file
+    );
+    let client = Client::connect(&uri).await.expect("connects");
+    client
+        .database("app")
+        .collection::<bson::Document>("c")
+        .insert_one(doc! { "a": 1 })
+        .await
+        .expect("authenticated by certificate");
+    client.shutdown().await;
+    let authenticated = server
+        .config()
+        .auth
+        .as_ref()
+        .map_or(0, |a| a.authenticated_connections());
+    assert!(authenticated >= 1);
+    let handshakes = tls.handshakes();
+    assert!(
+        handshakes
+            .iter()
+            .all(|h| h.client_certificate && h.error.is_none()),
+        "{handshakes:?}"
+    );
+    let sent: Vec<bson::Document> = server
+        .commands_named("hello")
+        .into_iter()
+        .filter_map(|h| h.body.get_document("speculativeAuthenticate").ok().cloned())
+        .collect();
+    assert!(
+        sent.iter()
+            .any(|d| *d
+                == doc! { "authenticate": 1, "mechanism": "MONGODB-X509", "db": "$external" }),
+        "{sent:?}"
+    );
+}
