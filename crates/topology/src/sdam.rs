@@ -610,6 +610,13 @@ impl TopologyDescription {
         }
         self.update_derived();
         let mut events = Vec::new();
+        self.push_changes(before, &mut events);
+        events
+    }
+
+    /// The events of going from `before` to this description, after `events`: servers
+    /// opened and closed, then the topology's change if any.
+    fn push_changes(&self, before: TopologyDescription, events: &mut Vec<SdamEvent>) {
         for added in self
             .servers
             .keys()
@@ -634,7 +641,6 @@ impl TopologyDescription {
                 new: Box::new(self.clone()),
             });
         }
-        events
     }
 
     /// Applies a new description of one of the servers and returns the events.
@@ -652,30 +658,7 @@ impl TopologyDescription {
                 new: Box::new(new.clone()),
             });
         }
-        for added in self
-            .servers
-            .keys()
-            .filter(|a| !before.servers.contains_key(*a))
-        {
-            events.push(SdamEvent::ServerOpening {
-                address: added.clone(),
-            });
-        }
-        for removed in before
-            .servers
-            .keys()
-            .filter(|a| !self.servers.contains_key(*a))
-        {
-            events.push(SdamEvent::ServerClosed {
-                address: removed.clone(),
-            });
-        }
-        if !before.same_as(self) {
-            events.push(SdamEvent::TopologyDescriptionChanged {
-                previous: Box::new(before),
-                new: Box::new(self.clone()),
-            });
-        }
+        self.push_changes(before, &mut events);
         events
     }
 
