@@ -22,7 +22,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind};
 use crate::event::{ChangeStreamEvent, RawChangeEvent, ResumeToken};
-use crate::exec::{Body, Executor, GetMoreCache, Lease, PooledConn, Target as ServerTarget};
+use crate::exec::{
+    Body, Executor, GetMoreCache, KillAt, Lease, PooledConn, Target as ServerTarget,
+};
 use crate::options::ReadPreference;
 use crate::session::{ClientSession, ExplicitSession, HeldSession, LsidOnly, SessionRef};
 use tracing::debug;
@@ -679,7 +681,8 @@ impl Core {
                 command,
             } => {
                 let lsid = LsidOnly(self.lsid.clone());
-                self.exec.spawn_kill_cursors(server, db, command, lsid);
+                self.exec
+                    .spawn_kill_cursors(KillAt::Server(server), db, command, lsid);
                 return;
             }
             Outgoing::Aggregate { db, command, .. } => {

@@ -15,7 +15,7 @@ use futures_core::Stream;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::exec::{Body, Executed, Executor, GetMoreCache, Lease, PooledConn, Target};
+use crate::exec::{Body, Executed, Executor, GetMoreCache, KillAt, Lease, PooledConn, Target};
 use crate::session::{HeldSession, SessionRef};
 
 /// A getMore in flight: its outcome, the session it held, and the pinned connection it
@@ -272,12 +272,20 @@ impl<T> Drop for Cursor<T> {
         let session = std::mem::take(&mut self.session);
         let cmd = KillCursors::new(self.ns.coll.clone(), vec![self.id]);
         if let Some(conn) = self.pinned.take() {
-            self.exec
-                .spawn_kill_cursors_pinned(conn, self.ns.db.clone(), cmd, session);
+            self.exec.spawn_kill_cursors(
+                KillAt::Pinned(Box::new(conn)),
+                self.ns.db.clone(),
+                cmd,
+                session,
+            );
             return;
         }
-        self.exec
-            .spawn_kill_cursors(self.server.clone(), self.ns.db.clone(), cmd, session);
+        self.exec.spawn_kill_cursors(
+            KillAt::Server(self.server.clone()),
+            self.ns.db.clone(),
+            cmd,
+            session,
+        );
     }
 }
 

@@ -132,6 +132,15 @@ fn is_unsupported_txn_number(err: &Error) -> bool {
             .is_some_and(|m| m.starts_with("Transaction numbers"))
 }
 
+/// Where a background `killCursors` goes.
+#[derive(Debug)]
+pub(crate) enum KillAt {
+    /// A pooled connection to the cursor's server.
+    Server(ServerAddress),
+    /// The connection the cursor is pinned to (behind a load balancer).
+    Pinned(Box<PooledConn>),
+}
+
 /// A connection checked out for an operation, and what selection said about it.
 #[derive(Debug)]
 pub(crate) struct CheckedOut {
@@ -770,53 +779,50 @@ impl Executor {
         cmd: &KillCursors,
         session: &mut dyn SessionRef,
     ) -> Result<(), Error> {
-        let body = cmd.build(db).map_err(Error::command)?;
-        let reply = self
-            .run_on(
-                &mut conn,
-                Body::Built(body),
-                Some(session),
-                Some(KILL_CURSORS_BOUND),
-            )
-            .await?;
-        cmd.handle_reply(reply).map(|_| ()).map_err(Error::command)
+        let outcome = async {
+            let body = cmd.build(db).map_err(Error::command)?;
+            let reply = self
+                .run_on(
+                    &mut conn,
+                    Body::Built(body),
+                    Some(session),
+                    Some(KILL_CURSORS_BOUND),
+                )
+                .await?;
+            cmd.handle_reply(reply).map(|_| ()).map_err(Error::command)
+        }
+        .await;
+        match &outcome {
+            Ok(()) => debug!(cursors = ?cmd.ids, "cursors killed on their pinned connection"),
+            Err(e) => debug!(cursors = ?cmd.ids, error = %e, "killCursors failed"),
+        }
+        outcome
     }
 
-    /// [`kill_cursors_pinned`](Self::kill_cursors_pinned) in the background.
-    pub(crate) fn spawn_kill_cursors_pinned(
-        self: &Arc<Self>,
-        conn: PooledConn,
-        db: String,
-        cmd: KillCursors,
-        mut session: impl SessionRef + 'static,
-    ) {
-        let exec = Arc::clone(self);
-        self.spawn(async move {
-            let outcome = exec
-                .kill_cursors_pinned(conn, &db, &cmd, &mut session)
-                .await;
-            if let Err(e) = outcome {
-                debug!(cursors = ?cmd.ids, error = %e, "killCursors failed");
-            }
-            drop(session);
-        });
-    }
-
-    /// Kills cursors in the background (`cmd` on `db` on `server`, in `session`, held
-    /// until the kill is done), bounded by [`KILL_CURSORS_BOUND`]. Every background kill
-    /// (a dropped cursor, a change stream's resume) goes through here.
+    /// Kills cursors in the background (`cmd` on `db`, on the cursor's server or on the
+    /// connection it is pinned to, in `session`, held until the kill is done), bounded by
+    /// [`KILL_CURSORS_BOUND`]. Every background kill (a dropped cursor, a change stream's
+    /// resume) goes through here.
     pub(crate) fn spawn_kill_cursors(
         self: &Arc<Self>,
-        server: ServerAddress,
+        at: KillAt,
         db: String,
         cmd: KillCursors,
         mut session: impl SessionRef + 'static,
     ) {
         let exec = Arc::clone(self);
         self.spawn(async move {
-            let _ = exec
-                .kill_cursors_bounded(&server, &db, &cmd, &mut session)
-                .await;
+            // Both log their outcome; a background kill has nobody to report to.
+            let _ = match at {
+                KillAt::Server(server) => {
+                    exec.kill_cursors_bounded(&server, &db, &cmd, &mut session)
+                        .await
+                }
+                KillAt::Pinned(conn) => {
+                    exec.kill_cursors_pinned(*conn, &db, &cmd, &mut session)
+                        .await
+                }
+            };
             drop(session);
         });
     }
