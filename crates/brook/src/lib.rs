@@ -305,6 +305,7 @@ mod redact;
 mod session;
 pub mod srv;
 
+pub use brook_changestream::{TokenInfo, TokenType};
 pub use brook_command::{Namespace, WriteConcernError, WriteError};
 pub use brook_conn::{ServerAddress, ServerKind};
 pub use change_stream::{

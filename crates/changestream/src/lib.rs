@@ -116,6 +116,7 @@ mod error;
 mod machine;
 mod options;
 mod scan;
+mod token;
 
 pub use error::{
     CURSOR_NOT_FOUND, ChangeStreamError, FailedCommand, Failure, LABEL_MIN_WIRE_VERSION,
@@ -123,3 +124,4 @@ pub use error::{
 };
 pub use machine::{ChangeStreamMachine, OPERATION_TIME_MIN_WIRE_VERSION, Outgoing};
 pub use options::{ChangeStreamOptions, Target};
+pub use token::{TokenInfo, TokenType, decode_resume_token, decode_resume_token_hex};
