@@ -115,6 +115,14 @@ pub(crate) enum ErrorKind {
     /// the resume token is missing"), malformed event data, or use after close.
     #[error(transparent)]
     ChangeStream(ChangeStreamError),
+    /// A change stream's token fell off the oplog and the stream restarted from now
+    /// ([`HistoryLost::RestartFromNow`](crate::HistoryLost::RestartFromNow)): reported
+    /// once; the stream goes on.
+    #[error("{gap}")]
+    HistoryLost {
+        /// What was not delivered.
+        gap: Box<crate::resume::HistoryGap>,
+    },
 }
 
 fn write_failure_message(errors: &[WriteError], wce: Option<&WriteConcernError>) -> String {
@@ -143,6 +151,11 @@ fn write_failure_message(errors: &[WriteError], wce: Option<&WriteConcernError>)
     }
     s
 }
+
+/// 286 `ChangeStreamHistoryLost`.
+const CHANGE_STREAM_HISTORY_LOST: i32 = 286;
+/// 280 `ChangeStreamFatalError`.
+const CHANGE_STREAM_FATAL_ERROR: i32 = 280;
 
 struct Inner {
     kind: ErrorKind,
@@ -275,6 +288,30 @@ impl Error {
             ErrorKind::ServerSelection { timed_out, .. } => *timed_out,
             _ => false,
         }
+    }
+
+    /// The change stream's resume token is no longer in the oplog: the server's 286
+    /// `ChangeStreamHistoryLost` (the stream ended with it), or the report of a stream
+    /// that restarted from now because of it (see [`history_gap`](Self::history_gap)).
+    pub fn is_history_lost(&self) -> bool {
+        self.code() == Some(CHANGE_STREAM_HISTORY_LOST)
+            || matches!(&self.0.kind, ErrorKind::HistoryLost { .. })
+    }
+
+    /// What a change stream that restarted from now after losing its history did not
+    /// deliver ([`HistoryLost::RestartFromNow`](crate::HistoryLost::RestartFromNow)).
+    /// The stream that returned this error goes on.
+    pub fn history_gap(&self) -> Option<&crate::resume::HistoryGap> {
+        match &self.0.kind {
+            ErrorKind::HistoryLost { gap } => Some(gap),
+            _ => None,
+        }
+    }
+
+    /// The server's 280 `ChangeStreamFatalError`: the stream cannot go on (for example
+    /// a pipeline stage changed the events' `_id`), and resuming cannot cure it.
+    pub fn is_change_stream_fatal(&self) -> bool {
+        self.code() == Some(CHANGE_STREAM_FATAL_ERROR)
     }
 
     /// The server reported the failure (`ok: 0`, write errors or a write concern error).

@@ -302,14 +302,16 @@ mod exec;
 pub mod monitoring;
 mod options;
 mod redact;
+mod resume;
 mod session;
 pub mod srv;
+mod stats;
 
 pub use brook_changestream::{TokenInfo, TokenType};
 pub use brook_command::{Namespace, WriteConcernError, WriteError};
 pub use brook_conn::{ServerAddress, ServerKind};
 pub use change_stream::{
-    ChangeStream, ChangeStreamItem, FullDocument, FullDocumentBeforeChange, WatchBuilder,
+    Batch, ChangeStream, ChangeStreamItem, FullDocument, FullDocumentBeforeChange, WatchBuilder,
 };
 pub use client::Client;
 pub use coll::{
@@ -329,7 +331,9 @@ pub use options::{
     ReadPreferenceMode, ServerMonitoringMode, TagSet, UriWarning, UriWarningKind,
 };
 pub use redact::redact_uri;
+pub use resume::{HistoryGap, HistoryLost, ResumeCause, ResumeEvent, ResumeOutcome, ResumePolicy};
 pub use session::ClientSession;
+pub use stats::StreamStats;
 
 /// A BSON document in a refcounted buffer: how events and resume tokens share the reply's
 /// buffer ([`RawChangeEvent::as_shared`], [`ResumeToken::as_shared`]).

@@ -14,4 +14,5 @@ mod spec_auth;
 mod spec_srv;
 mod spec_uri;
 mod srv;
+mod stream_features;
 mod tls;
