@@ -36,10 +36,10 @@ use crate::event::ResumeToken;
 ///     .initial_delay(Duration::from_millis(50))
 ///     .max_delay(Duration::from_secs(5))
 ///     .max_elapsed(Some(Duration::from_secs(120)));
-/// // The delay before the 3rd attempt after 2 failed ones, without jitter: 50 ms × 2².
-/// assert_eq!(policy.clone().jitter(false).delay_after(2), Duration::from_millis(200));
+/// // The delay after 3 consecutive failed resumes, without jitter: 50 ms × 2².
+/// assert_eq!(policy.clone().jitter(false).delay_after(3), Duration::from_millis(200));
 /// // With jitter: between half of it and all of it.
-/// let d = policy.delay_after(2);
+/// let d = policy.delay_after(3);
 /// assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(200));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
