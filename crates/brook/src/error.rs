@@ -110,6 +110,24 @@ pub(crate) enum ErrorKind {
         /// Its bound.
         after: Duration,
     },
+    /// The operation's client-side timeout (`timeoutMS`, the Client Side Operations
+    /// Timeout specification) expired: during server selection, a connection checkout,
+    /// or a command (or before a command was sent, when too little time was left for
+    /// the server's round trip). `cause` is the error of the step that was cut short,
+    /// when there is one (a socket timeout, a selection or checkout timeout, the
+    /// server's MaxTimeMSExpired).
+    #[error(
+        "operation exceeded timeoutMS ({timeout:?}) {during}{}",
+        cause.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+    )]
+    OperationTimeout {
+        /// The `timeoutMS` of the operation.
+        timeout: Duration,
+        /// Where the expiry was detected ("during server selection", …).
+        during: &'static str,
+        /// The error of the step that was cut short.
+        cause: Option<Box<Error>>,
+    },
     /// A change stream stopped for a reason of its own (not a failed command, which keeps
     /// its own kind): an event without `_id` ("cannot provide resume functionality when
     /// the resume token is missing"), malformed event data, or use after close.
@@ -266,15 +284,42 @@ impl Error {
         matches!(&self.0.kind, ErrorKind::PoolCleared { .. })
     }
 
-    /// A client-side timeout: connect or socket timeout, `waitQueueTimeoutMS`, or server
-    /// selection giving up after `serverSelectionTimeoutMS`.
+    /// A client-side timeout: the operation's `timeoutMS` expired (see
+    /// [`is_operation_timeout`](Error::is_operation_timeout)), a connect or socket
+    /// timeout, `waitQueueTimeoutMS`, or server selection giving up after
+    /// `serverSelectionTimeoutMS`.
     pub fn is_timeout(&self) -> bool {
         match &self.0.kind {
+            ErrorKind::OperationTimeout { .. } => true,
             ErrorKind::Connection(e) => e.is_timeout(),
             ErrorKind::PoolTimeout { .. } => true,
             ErrorKind::ServerSelection { timed_out, .. } => *timed_out,
             _ => false,
         }
+    }
+
+    /// The operation's `timeoutMS` expired (client-side operation timeout). The error of
+    /// the step that was cut short, if any, is its [`source`](std::error::Error::source)
+    /// and is part of its message; a server's MaxTimeMSExpired keeps its
+    /// [`code`](Error::code) (50).
+    pub fn is_operation_timeout(&self) -> bool {
+        matches!(&self.0.kind, ErrorKind::OperationTimeout { .. })
+    }
+
+    /// The error of an operation whose `timeoutMS` (`timeout`) expired `during` a step
+    /// ("during server selection"), `cause` being that step's own error if it had one.
+    pub(crate) fn operation_timeout(
+        timeout: Duration,
+        during: &'static str,
+        cause: Option<Error>,
+    ) -> Error {
+        let wire_version = cause.as_ref().and_then(Error::wire_version);
+        Error::new(ErrorKind::OperationTimeout {
+            timeout,
+            during,
+            cause: cause.map(Box::new),
+        })
+        .with_wire_version(wire_version)
     }
 
     /// The server reported the failure (`ok: 0`, write errors or a write concern error).
@@ -306,6 +351,7 @@ impl Error {
             ErrorKind::Command(CommandError::Server(e)) => Some(e),
             ErrorKind::Connection(e) => e.server_error(),
             ErrorKind::ChangeStream(e) => e.server_error(),
+            ErrorKind::OperationTimeout { cause: Some(e), .. } => e.server_error(),
             _ => None,
         }
     }
@@ -522,7 +568,10 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.0.kind)
+        match &self.0.kind {
+            ErrorKind::OperationTimeout { cause: Some(e), .. } => Some(&**e),
+            kind => std::error::Error::source(kind),
+        }
     }
 }
 
