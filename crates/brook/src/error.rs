@@ -345,13 +345,22 @@ impl Error {
         matches!(&self.0.kind, ErrorKind::Shutdown)
     }
 
-    pub(crate) fn server_error(&self) -> Option<&ServerError> {
+    /// The error a timeoutMS error wraps (the step that was cut short), else `self`: what
+    /// the server said is read from there.
+    fn reported(&self) -> &Error {
         match &self.0.kind {
+            ErrorKind::OperationTimeout { cause: Some(e), .. } => e.reported(),
+            _ => self,
+        }
+    }
+
+    pub(crate) fn server_error(&self) -> Option<&ServerError> {
+        let this = self.reported();
+        match &this.0.kind {
             ErrorKind::Server(e) => Some(e),
             ErrorKind::Command(CommandError::Server(e)) => Some(e),
             ErrorKind::Connection(e) => e.server_error(),
             ErrorKind::ChangeStream(e) => e.server_error(),
-            ErrorKind::OperationTimeout { cause: Some(e), .. } => e.server_error(),
             _ => None,
         }
     }
@@ -362,7 +371,7 @@ impl Error {
         if let Some(e) = self.server_error() {
             return e.code;
         }
-        match &self.0.kind {
+        match &self.reported().0.kind {
             ErrorKind::Write {
                 write_errors,
                 write_concern_error,
@@ -380,7 +389,7 @@ impl Error {
         if let Some(e) = self.server_error() {
             return e.code_name.as_deref();
         }
-        match &self.0.kind {
+        match &self.reported().0.kind {
             ErrorKind::Write {
                 write_errors,
                 write_concern_error,
@@ -400,7 +409,7 @@ impl Error {
         if let Some(e) = self.server_error() {
             return &e.labels;
         }
-        match &self.0.kind {
+        match &self.reported().0.kind {
             ErrorKind::Write {
                 write_concern_error: Some(w),
                 ..
@@ -484,6 +493,10 @@ impl Error {
     /// operation, or a server error whose code says the server is stepping down, shutting
     /// down or unreachable. Server selection failures are not retried.
     pub fn is_retryable_read(&self) -> bool {
+        if self.is_operation_timeout() {
+            // The operation's time is up (Client Side Operations Timeout).
+            return false;
+        }
         if self.is_network() || self.is_pool_cleared() {
             return true;
         }
@@ -498,6 +511,10 @@ impl Error {
     /// 9 and newer attach), and before wire version 9 a top-level or write concern error
     /// with one of the spec's codes. A write error (`writeErrors`) never is.
     pub fn is_retryable_write(&self) -> bool {
+        if self.is_operation_timeout() {
+            // The operation's time is up (Client Side Operations Timeout).
+            return false;
+        }
         if self.is_network() || self.is_pool_cleared() || self.has_label(RETRYABLE_WRITE_LABEL) {
             return true;
         }
@@ -526,7 +543,7 @@ impl Error {
 
     /// The write errors of a failed write (indices relative to the caller's input).
     pub fn write_errors(&self) -> &[WriteError] {
-        match &self.0.kind {
+        match &self.reported().0.kind {
             ErrorKind::Write { write_errors, .. } => write_errors,
             _ => &[],
         }
@@ -537,7 +554,7 @@ impl Error {
         if let Some(e) = self.server_error() {
             return Some(&e.message);
         }
-        match &self.0.kind {
+        match &self.reported().0.kind {
             ErrorKind::Write {
                 write_errors,
                 write_concern_error,
