@@ -4,6 +4,7 @@
 mod auth;
 mod change_stream;
 mod client;
+mod csot;
 mod failover;
 mod failures;
 mod load_balanced;
