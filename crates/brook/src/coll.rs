@@ -353,6 +353,7 @@ impl<T> Collection<T> {
             },
             self.read_preference.clone(),
         )
+        .inherit_timeout(self.timeout)
     }
 
     /// Run an aggregation pipeline on the collection.

@@ -514,16 +514,8 @@ impl Executor {
     }
 
     /// Selects a server for `target` (leaving out `deprioritized` servers while others
-    /// are suitable), waiting up to `serverSelectionTimeoutMS`.
-    pub(crate) async fn select(
-        &self,
-        target: Target<'_>,
-        deprioritized: &[ServerAddress],
-    ) -> Result<Selected, Error> {
-        self.select_within(target, deprioritized, None).await
-    }
-
-    /// [`select`](Self::select) for an operation with `deadline`: selection waits up to
+    /// are suitable), for an operation with `deadline` (`None`: no `timeoutMS`, up to
+    /// `serverSelectionTimeoutMS`): selection waits up to
     /// `min(serverSelectionTimeoutMS, time left)`, and gives up with the operation's
     /// timeout error (the selection error as its cause) once the deadline is what
     /// stopped it. [`Selected::min_rtt`] is the server's minimum round trip, read from
@@ -552,19 +544,8 @@ impl Executor {
     /// Selects the server for `target` (leaving out `deprioritized` servers while others
     /// are suitable) and checks a connection out of its pool. A pool cleared between
     /// selection and checkout sends the checkout back to selection, within the same
-    /// `serverSelectionTimeoutMS`. A connection that fails to establish on the network
-    /// marks the server unknown and clears its pool.
-    pub(crate) async fn check_out(
-        &self,
-        target: Target<'_>,
-        lease: Lease,
-        deprioritized: &[ServerAddress],
-    ) -> Result<CheckedOut, Error> {
-        self.check_out_within(target, lease, deprioritized, None)
-            .await
-    }
-
-    /// [`check_out`](Self::check_out) for an operation with `deadline` (`None`: no
+    /// bound. A connection that fails to establish on the network marks the server
+    /// unknown and clears its pool. `deadline`: the operation's (`None`: no
     /// `timeoutMS`, the legacy bounds). With a deadline, selection and checkout share
     /// `computedServerSelectionTimeout` = `min(serverSelectionTimeoutMS, time left)`:
     /// the checkout waits (for a free connection, or for one being established for it:
@@ -626,21 +607,10 @@ impl Executor {
     }
 
     /// Runs one command on `conn`: attaches the lsid and `$clusterTime`, sends it under
-    /// `limit` (`None`: `socketTimeoutMS`), and applies what the outcome means (cluster
-    /// time, SDAM error rules, dirty session). `ok: 0` is not an error here: the caller's
-    /// command parses the reply.
-    pub(crate) async fn run_on(
-        &self,
-        conn: &mut PooledConn,
-        body: Body,
-        session: Option<&mut dyn SessionRef>,
-        limit: Option<Duration>,
-    ) -> Result<Reply, Error> {
-        self.run_on_within(conn, body, session, Bound::Legacy(limit))
-            .await
-    }
-
-    /// [`run_on`](Self::run_on) under `bound`. With [`Bound::Deadline`]: nothing is sent
+    /// `bound`, and applies what the outcome means (cluster time, SDAM error rules,
+    /// dirty session). `ok: 0` is not an error here: the caller's command parses the
+    /// reply. With [`Bound::Legacy`] the exchange is bounded by its limit, else
+    /// `socketTimeoutMS`. With [`Bound::Deadline`]: nothing is sent
     /// (the operation's timeout error, the connection untouched) when the time left is
     /// not more than the server's minimum round trip; a built body gets `maxTimeMS`
     /// when asked (replacing one the caller put there); the round trip ends at the
@@ -675,9 +645,7 @@ impl Executor {
             } => {
                 let now = Instant::now();
                 let ms = max_time_ms(&deadline, min_rtt, now)?;
-                if max_time
-                    && let (Some(ms), Body::Built(built)) = (ms, &mut body)
-                {
+                if max_time && let (Some(ms), Body::Built(built)) = (ms, &mut body) {
                     built
                         .body
                         .insert("maxTimeMS", i64::try_from(ms).unwrap_or(i64::MAX));
@@ -931,7 +899,9 @@ impl Executor {
             // A write's retry that reports NoWritesPerformed: the error to report stays
             // the previous one.
             let kept = match previous.take() {
-                Some((original, _)) if retry == Retry::Write && err.has_label("NoWritesPerformed") => {
+                Some((original, _))
+                    if retry == Retry::Write && err.has_label("NoWritesPerformed") =>
+                {
                     original
                 }
                 _ => err,
@@ -1049,19 +1019,7 @@ impl Executor {
     }
 
     /// Runs `cmd` (a `killCursors`) on `db` on `server`, in `session`, on a pooled
-    /// connection, bounded by [`KILL_CURSORS_BOUND`], its outcome logged.
-    pub(crate) async fn kill_cursors_bounded(
-        &self,
-        server: &ServerAddress,
-        db: &str,
-        cmd: &KillCursors,
-        session: &mut dyn SessionRef,
-    ) -> Result<(), Error> {
-        self.kill_cursors_within(server, db, cmd, session, None)
-            .await
-    }
-
-    /// [`kill_cursors_bounded`](Self::kill_cursors_bounded) under `deadline`: with a
+    /// connection, its outcome logged, under `deadline`: with a
     /// deadline that has a limit, selection, checkout and the round trip are bounded by
     /// it and the command carries `maxTimeMS` (Client Side Operations Timeout: a
     /// cursor's `close` gets a fresh `timeoutMS`); otherwise (`None`, or `timeoutMS=0`)
