@@ -675,9 +675,7 @@ impl Executor {
             } => {
                 let now = Instant::now();
                 let ms = max_time_ms(&deadline, min_rtt, now)?;
-                if max_time
-                    && let (Some(ms), Body::Built(built)) = (ms, &mut body)
-                {
+                if max_time && let (Some(ms), Body::Built(built)) = (ms, &mut body) {
                     built
                         .body
                         .insert("maxTimeMS", i64::try_from(ms).unwrap_or(i64::MAX));
@@ -931,7 +929,9 @@ impl Executor {
             // A write's retry that reports NoWritesPerformed: the error to report stays
             // the previous one.
             let kept = match previous.take() {
-                Some((original, _)) if retry == Retry::Write && err.has_label("NoWritesPerformed") => {
+                Some((original, _))
+                    if retry == Retry::Write && err.has_label("NoWritesPerformed") =>
+                {
                     original
                 }
                 _ => err,
@@ -1280,6 +1280,99 @@ fn append_document(body: &SharedDoc, key: &str, value: &RawDocument) -> SharedDo
 mod tests {
     use super::*;
     use bson::doc;
+
+    #[test]
+    fn max_time_ms_is_the_time_left_minus_the_minimum_round_trip() {
+        let now = Instant::now();
+        let deadline = Deadline::starting_at(now, Duration::from_millis(500));
+        let at = |ms| now + Duration::from_millis(ms);
+        let rtt = |ms| Duration::from_millis(ms);
+        assert_eq!(max_time_ms(&deadline, rtt(0), now).unwrap(), Some(500));
+        assert_eq!(max_time_ms(&deadline, rtt(50), now).unwrap(), Some(450));
+        assert_eq!(max_time_ms(&deadline, rtt(50), at(100)).unwrap(), Some(350));
+        // Rounded down: 0.9 ms left after the round trip is less than one millisecond.
+        let nearly = now + Duration::from_micros(499_100);
+        assert_eq!(
+            max_time_ms(&deadline, rtt(0), nearly - rtt(1)).unwrap(),
+            Some(1)
+        );
+        let err = max_time_ms(&deadline, rtt(0), nearly).unwrap_err();
+        assert!(err.is_timeout() && err.is_operation_timeout(), "{err}");
+        // The round trip takes all the time left, or more: not sent.
+        for (rtt_ms, now_ms) in [(500, 0), (600, 0), (100, 400), (0, 500), (0, 900)] {
+            let err = max_time_ms(&deadline, rtt(rtt_ms), at(now_ms)).unwrap_err();
+            assert!(err.is_operation_timeout(), "{err}");
+            assert!(err.to_string().contains("timeoutMS (500ms)"), "{err}");
+            assert!(!err.is_retryable_read() && !err.is_retryable_write());
+        }
+        // timeoutMS=0: no limit, no maxTimeMS.
+        let unlimited = Deadline::starting_at(now, Duration::ZERO);
+        assert_eq!(max_time_ms(&unlimited, rtt(900), at(10_000)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_deadline_and_its_bounds() {
+        let now = Instant::now();
+        let d = Deadline::starting_at(now, Duration::from_millis(300));
+        assert_eq!(d.at(), Some(now + Duration::from_millis(300)));
+        assert_eq!(d.timeout(), Duration::from_millis(300));
+        assert_eq!(
+            d.remaining(now + Duration::from_millis(100)),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            d.remaining(now + Duration::from_secs(1)),
+            Some(Duration::ZERO)
+        );
+        assert!(!d.is_expired(now) && d.is_expired(now + Duration::from_millis(300)));
+        // Selection: the shorter of serverSelectionTimeoutMS and the time left.
+        let thirty = Duration::from_secs(30);
+        assert_eq!(
+            Deadline::min_with(Some(d), now, thirty),
+            now + Duration::from_millis(300)
+        );
+        assert_eq!(
+            Deadline::min_with(Some(d), now, Duration::from_millis(100)),
+            now + Duration::from_millis(100)
+        );
+        assert_eq!(Deadline::min_with(None, now, thirty), now + thirty);
+        let unlimited = Deadline::starting_at(now, Duration::ZERO);
+        assert_eq!(unlimited.at(), None);
+        assert_eq!(unlimited.remaining(now), None);
+        assert!(!unlimited.is_expired(now + thirty));
+        assert_eq!(
+            Deadline::min_with(Some(unlimited), now, thirty),
+            now + thirty
+        );
+        assert_eq!(Deadline::for_timeout(None), None);
+    }
+
+    #[test]
+    fn timing_bounds_each_command() {
+        let rtt = Duration::from_millis(7);
+        assert_eq!(Timing::LEGACY.bound(rtt), Bound::Legacy(None));
+        assert_eq!(Timing::for_timeout(None).bound(rtt), Bound::Legacy(None));
+        let timing = Timing::for_timeout(Some(Duration::from_secs(1)));
+        let Some(deadline) = timing.deadline else {
+            panic!("a deadline");
+        };
+        assert_eq!(
+            timing.bound(rtt),
+            Bound::Deadline {
+                deadline,
+                max_time: true,
+                min_rtt: rtt
+            }
+        );
+        assert_eq!(
+            timing.without_max_time().bound(rtt),
+            Bound::Deadline {
+                deadline,
+                max_time: false,
+                min_rtt: rtt
+            }
+        );
+    }
 
     #[test]
     fn appending_a_document_field() {
