@@ -19,6 +19,17 @@
 //!
 //! Background work (killCursors of dropped cursors and streams) is spawned here too, each
 //! task bounded, and [`Executor::shutdown`] waits for it (bounded) before `endSessions`.
+//!
+//! Client Side Operations Timeout (`timeoutMS`): an operation computes one [`Deadline`]
+//! when it starts (`Option<Deadline>`: `None` when `timeoutMS` is not set anywhere, and
+//! the legacy bounds apply) and hands it to every step: [`Executor::select_within`]
+//! (`min(serverSelectionTimeoutMS, time left)`), [`Executor::check_out_within`] (the same
+//! bound for the checkout, `waitQueueTimeoutMS` ignored), [`Executor::run_on_within`]
+//! with a [`Bound`] (the round trip ends at the deadline; `maxTimeMS` from
+//! [`max_time_ms`] when asked; nothing sent when the time left is not more than the
+//! server's minimum round trip), and [`Executor::execute`] with a [`Timing`] for the
+//! whole select-checkout-run-retry loop. Each expiry is
+//! [`Error::is_operation_timeout`]; after it nothing is retried.
 
 mod monitor;
 mod server;

@@ -63,7 +63,8 @@
 //! Beyond the spec files: `timeout_ms_overrides_the_legacy_options`,
 //! `a_command_cut_by_timeout_ms_closes_its_connection_and_does_not_clear_the_pool`,
 //! `an_expired_cursor_lifetime_still_returns_its_buffered_documents`,
-//! `server_selection_is_bounded_by_timeout_ms`.
+//! `server_selection_is_bounded_by_timeout_ms`,
+//! `iteration_mode_bounds_a_whole_call_not_each_get_more`.
 #![allow(non_snake_case)] // `<file>__<case>`: the spec file and case, apart.
 
 use std::sync::{Arc, Mutex};
@@ -1117,4 +1118,36 @@ async fn server_selection_is_bounded_by_timeout_ms() {
         std::error::Error::source(&err).is_some(),
         "the cut step's error is the source: {err}"
     );
+}
+
+/// Iteration mode: the timeout applies to a whole `next` call, not to each getMore of it
+/// (spec, "Cursors"): an empty batch and a second getMore, 650 ms each, exceed one
+/// 1000 ms call.
+#[tokio::test]
+async fn iteration_mode_bounds_a_whole_call_not_each_get_more() {
+    let fake = fake().await;
+    let client = client(&fake, "").await;
+    let coll = client.database(DB).collection::<Document>(COLL);
+    fake.push_action(
+        "find",
+        Action::cursor(42, NS, BatchKind::First, vec![], None, None),
+    );
+    fake.push_actions(
+        "getMore",
+        [
+            blocked_then(
+                650,
+                Action::cursor(42, NS, BatchKind::Next, vec![], None, None),
+            ),
+            blocked_then(650, last_batch()),
+        ],
+    );
+    let mut cursor = coll
+        .find(doc! {})
+        .timeout(ms(1000))
+        .timeout_mode(TimeoutMode::Iteration)
+        .await
+        .expect("find");
+    assert_timeout(cursor.try_next().await);
+    assert_eq!(sent(&fake, "getMore").len(), 2);
 }
