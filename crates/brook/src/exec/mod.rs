@@ -623,13 +623,18 @@ impl Executor {
                 // A failed handshake has been reported to the topology by the pool's
                 // manager (SDAM: Unknown, pool cleared).
                 Err(e) => {
-                    let timed_out = matches!(e, PoolError::Timeout { .. });
-                    let err = Error::from_pool(e, server.address());
-                    return Err(match deadline {
-                        Some(d) if timed_out || d.is_expired(Instant::now()) => {
-                            d.expired("during connection checkout", Some(err))
-                        }
-                        _ => err,
+                    return Err(match (deadline, e) {
+                        // The wait for a connection reached the operation's deadline
+                        // (waitQueueTimeoutMS plays no part): no error of its own.
+                        (Some(d), PoolError::Timeout { .. }) => d.expired(
+                            "during connection checkout (no connection became available)",
+                            None,
+                        ),
+                        (Some(d), e) if d.is_expired(Instant::now()) => d.expired(
+                            "during connection checkout",
+                            Some(Error::from_pool(e, server.address())),
+                        ),
+                        (_, e) => Error::from_pool(e, server.address()),
                     });
                 }
             }
@@ -1239,11 +1244,14 @@ impl Executor {
 const MAX_TIME_MS_EXPIRED: i32 = 50;
 
 /// A selection error of an operation with `deadline`: the operation's timeout error when
-/// selection timed out (whether `serverSelectionTimeoutMS` or the time left was the
-/// shorter), the selection error as its cause.
+/// selection timed out because the deadline passed, the selection error as its cause.
+/// A `serverSelectionTimeoutMS` shorter than the time left stays the selection error
+/// (a timeout error as well: [`Error::is_timeout`]).
 fn selection_error(deadline: Option<Deadline>, err: Error) -> Error {
     match deadline {
-        Some(d) if err.is_timeout() => d.expired("during server selection", Some(err)),
+        Some(d) if err.is_timeout() && d.is_expired(Instant::now()) => {
+            d.expired("during server selection", Some(err))
+        }
         _ => err,
     }
 }
