@@ -19,6 +19,17 @@
 //!
 //! Background work (killCursors of dropped cursors and streams) is spawned here too, each
 //! task bounded, and [`Executor::shutdown`] waits for it (bounded) before `endSessions`.
+//!
+//! Client Side Operations Timeout (`timeoutMS`): an operation computes one [`Deadline`]
+//! when it starts (`Option<Deadline>`: `None` when `timeoutMS` is not set anywhere, and
+//! the legacy bounds apply) and hands it to every step: [`Executor::select_within`]
+//! (`min(serverSelectionTimeoutMS, time left)`), [`Executor::check_out_within`] (the same
+//! bound for the checkout, `waitQueueTimeoutMS` ignored), [`Executor::run_on_within`]
+//! with a [`Bound`] (the round trip ends at the deadline; `maxTimeMS` from
+//! [`max_time_ms`] when asked; nothing sent when the time left is not more than the
+//! server's minimum round trip), and [`Executor::execute`] with a [`Timing`] for the
+//! whole select-checkout-run-retry loop. Each expiry is
+//! [`Error::is_operation_timeout`]; after it nothing is retried.
 
 mod monitor;
 mod server;
@@ -593,13 +604,18 @@ impl Executor {
                 // A failed handshake has been reported to the topology by the pool's
                 // manager (SDAM: Unknown, pool cleared).
                 Err(e) => {
-                    let timed_out = matches!(e, PoolError::Timeout { .. });
-                    let err = Error::from_pool(e, server.address());
-                    return Err(match deadline {
-                        Some(d) if timed_out || d.is_expired(Instant::now()) => {
-                            d.expired("during connection checkout", Some(err))
-                        }
-                        _ => err,
+                    return Err(match (deadline, e) {
+                        // The wait for a connection reached the operation's deadline
+                        // (waitQueueTimeoutMS plays no part): no error of its own.
+                        (Some(d), PoolError::Timeout { .. }) => d.expired(
+                            "during connection checkout (no connection became available)",
+                            None,
+                        ),
+                        (Some(d), e) if d.is_expired(Instant::now()) => d.expired(
+                            "during connection checkout",
+                            Some(Error::from_pool(e, server.address())),
+                        ),
+                        (_, e) => Error::from_pool(e, server.address()),
                     });
                 }
             }
@@ -1186,11 +1202,14 @@ impl Executor {
 const MAX_TIME_MS_EXPIRED: i32 = 50;
 
 /// A selection error of an operation with `deadline`: the operation's timeout error when
-/// selection timed out (whether `serverSelectionTimeoutMS` or the time left was the
-/// shorter), the selection error as its cause.
+/// selection timed out because the deadline passed, the selection error as its cause.
+/// A `serverSelectionTimeoutMS` shorter than the time left stays the selection error
+/// (a timeout error as well: [`Error::is_timeout`]).
 fn selection_error(deadline: Option<Deadline>, err: Error) -> Error {
     match deadline {
-        Some(d) if err.is_timeout() => d.expired("during server selection", Some(err)),
+        Some(d) if err.is_timeout() && d.is_expired(Instant::now()) => {
+            d.expired("during server selection", Some(err))
+        }
         _ => err,
     }
 }
@@ -1238,6 +1257,99 @@ fn append_document(body: &SharedDoc, key: &str, value: &RawDocument) -> SharedDo
 mod tests {
     use super::*;
     use bson::doc;
+
+    #[test]
+    fn max_time_ms_is_the_time_left_minus_the_minimum_round_trip() {
+        let now = Instant::now();
+        let deadline = Deadline::starting_at(now, Duration::from_millis(500));
+        let at = |ms| now + Duration::from_millis(ms);
+        let rtt = |ms| Duration::from_millis(ms);
+        assert_eq!(max_time_ms(&deadline, rtt(0), now).unwrap(), Some(500));
+        assert_eq!(max_time_ms(&deadline, rtt(50), now).unwrap(), Some(450));
+        assert_eq!(max_time_ms(&deadline, rtt(50), at(100)).unwrap(), Some(350));
+        // Rounded down: 0.9 ms left after the round trip is less than one millisecond.
+        let nearly = now + Duration::from_micros(499_100);
+        assert_eq!(
+            max_time_ms(&deadline, rtt(0), nearly - rtt(1)).unwrap(),
+            Some(1)
+        );
+        let err = max_time_ms(&deadline, rtt(0), nearly).unwrap_err();
+        assert!(err.is_timeout() && err.is_operation_timeout(), "{err}");
+        // The round trip takes all the time left, or more: not sent.
+        for (rtt_ms, now_ms) in [(500, 0), (600, 0), (100, 400), (0, 500), (0, 900)] {
+            let err = max_time_ms(&deadline, rtt(rtt_ms), at(now_ms)).unwrap_err();
+            assert!(err.is_operation_timeout(), "{err}");
+            assert!(err.to_string().contains("timeoutMS (500ms)"), "{err}");
+            assert!(!err.is_retryable_read() && !err.is_retryable_write());
+        }
+        // timeoutMS=0: no limit, no maxTimeMS.
+        let unlimited = Deadline::starting_at(now, Duration::ZERO);
+        assert_eq!(max_time_ms(&unlimited, rtt(900), at(10_000)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_deadline_and_its_bounds() {
+        let now = Instant::now();
+        let d = Deadline::starting_at(now, Duration::from_millis(300));
+        assert_eq!(d.at(), Some(now + Duration::from_millis(300)));
+        assert_eq!(d.timeout(), Duration::from_millis(300));
+        assert_eq!(
+            d.remaining(now + Duration::from_millis(100)),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            d.remaining(now + Duration::from_secs(1)),
+            Some(Duration::ZERO)
+        );
+        assert!(!d.is_expired(now) && d.is_expired(now + Duration::from_millis(300)));
+        // Selection: the shorter of serverSelectionTimeoutMS and the time left.
+        let thirty = Duration::from_secs(30);
+        assert_eq!(
+            Deadline::min_with(Some(d), now, thirty),
+            now + Duration::from_millis(300)
+        );
+        assert_eq!(
+            Deadline::min_with(Some(d), now, Duration::from_millis(100)),
+            now + Duration::from_millis(100)
+        );
+        assert_eq!(Deadline::min_with(None, now, thirty), now + thirty);
+        let unlimited = Deadline::starting_at(now, Duration::ZERO);
+        assert_eq!(unlimited.at(), None);
+        assert_eq!(unlimited.remaining(now), None);
+        assert!(!unlimited.is_expired(now + thirty));
+        assert_eq!(
+            Deadline::min_with(Some(unlimited), now, thirty),
+            now + thirty
+        );
+        assert_eq!(Deadline::for_timeout(None), None);
+    }
+
+    #[test]
+    fn timing_bounds_each_command() {
+        let rtt = Duration::from_millis(7);
+        assert_eq!(Timing::LEGACY.bound(rtt), Bound::Legacy(None));
+        assert_eq!(Timing::for_timeout(None).bound(rtt), Bound::Legacy(None));
+        let timing = Timing::for_timeout(Some(Duration::from_secs(1)));
+        let Some(deadline) = timing.deadline else {
+            panic!("a deadline");
+        };
+        assert_eq!(
+            timing.bound(rtt),
+            Bound::Deadline {
+                deadline,
+                max_time: true,
+                min_rtt: rtt
+            }
+        );
+        assert_eq!(
+            timing.without_max_time().bound(rtt),
+            Bound::Deadline {
+                deadline,
+                max_time: false,
+                min_rtt: rtt
+            }
+        );
+    }
 
     #[test]
     fn appending_a_document_field() {
