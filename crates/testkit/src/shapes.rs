@@ -651,10 +651,13 @@ pub fn fragment_resume_token(event: &Document, fragment: u32) -> Option<Document
 pub fn fragment_of(event: &str, token: &str) -> Option<u32> {
     let rest = token.strip_prefix(event.strip_suffix("04")?)?;
     let num = rest.strip_suffix("04")?;
-    let (kind, digits) = (num.get(..2)?, num.get(2..)?);
+    let (kind, digits) = (u8::from_str_radix(num.get(..2)?, 16).ok()?, num.get(2..)?);
     let raw = match kind {
-        "29" if digits.is_empty() => 0,
-        "2B" | "2C" | "2D" | "2E" if !digits.is_empty() => u64::from_str_radix(digits, 16).ok()?,
+        0x29 if digits.is_empty() => 0,
+        // 0x2B..=0x32: a positive integer of 1 to 8 bytes.
+        0x2B..=0x32 if digits.len() == 2 * usize::from(kind - 0x2A) => {
+            u64::from_str_radix(digits, 16).ok()?
+        }
         _ => return None,
     };
     let n = u32::try_from(raw >> 1).ok()?;
@@ -1206,7 +1209,7 @@ mod tests {
         );
         let data = event.get_str("_data").unwrap();
         let mut previous = data.to_owned();
-        for k in [1u32, 2, 3, 64, 65, 200, 70_000] {
+        for k in [1u32, 2, 3, 64, 65, 200, 70_000, u32::MAX] {
             let token = fragment_resume_token(&event, k).unwrap();
             let t = token.get_str("_data").unwrap();
             assert!(t > previous.as_str(), "fragment {k}: {t} after {previous}");
@@ -1220,6 +1223,10 @@ mod tests {
         assert!(first.get_str("_data").unwrap().ends_with("002904"));
         assert_eq!(fragment_resume_token(&event, 0), None);
         assert_eq!(fragment_of(data, data), None);
+        // A length byte that disagrees with the digits is not a fragment token.
+        let prefix = data.strip_suffix("04").unwrap();
+        assert_eq!(fragment_of(data, &format!("{prefix}2C0204")), None);
+        assert_eq!(fragment_of(data, &format!("{prefix}2B0404")), Some(3));
     }
 
     #[test]
