@@ -21,6 +21,7 @@ use futures_core::Stream;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind};
+use crate::event::split::Reassembler;
 use crate::event::{ChangeStreamEvent, RawChangeEvent, ResumeToken};
 use crate::exec::{
     Body, Bound, Deadline, Executor, GetMoreCache, KillAt, Lease, PooledConn,
@@ -201,6 +202,8 @@ pub struct WatchBuilder<E> {
     policy: StreamPolicy,
     /// `timeoutMS`: the handle's, or set on the builder.
     timeout: Option<Duration>,
+    /// Whether `$changeStreamSplitLargeEvent` ends the pipeline.
+    split_large_events: bool,
     _marker: PhantomData<fn() -> E>,
 }
 
@@ -234,6 +237,7 @@ impl<E> WatchBuilder<E> {
             read_preference,
             policy: StreamPolicy::default(),
             timeout: None,
+            split_large_events: false,
             _marker: PhantomData,
         }
     }
@@ -350,6 +354,22 @@ impl<E> WatchBuilder<E> {
         self
     }
 
+    /// Events over 16 MiB (a document near the limit with its pre- and post-image, a
+    /// large update description): a server fails the stream with 10334
+    /// `BSONObjectTooLarge` on such an event, unless the pipeline ends with
+    /// `$changeStreamSplitLargeEvent` (MongoDB 7.0 and 6.0.9), which makes it send the
+    /// event in fragments. `true` adds that stage (after your own) and hands out each
+    /// such event whole: the fragments put back together, with the last fragment's
+    /// `_id`. Until the last fragment arrived the stream's
+    /// [`resume_token`](ChangeStream::resume_token) stays the one before the event; a
+    /// resume in the middle continues from the last fragment received, as the server
+    /// allows. An event that is too large in one field cannot be split: the server's
+    /// error ends the stream.
+    pub fn split_large_events(mut self, split: bool) -> Self {
+        self.split_large_events = split;
+        self
+    }
+
     /// What the stream does when a resume fails: [`ResumePolicy::once`] (the
     /// specification's, the default) ends the stream with the error;
     /// [`ResumePolicy::backoff`] tries again with a growing, jittered delay, within its
@@ -395,6 +415,7 @@ impl<E> WatchBuilder<E> {
             read_preference: self.read_preference,
             policy: self.policy,
             timeout: self.timeout,
+            split_large_events: self.split_large_events,
             _marker: PhantomData,
         }
     }
@@ -424,7 +445,13 @@ impl<E> WatchBuilder<E> {
             }
             None => exec.implicit_session(),
         };
-        let mut machine = ChangeStreamMachine::new(self.scope.target(), self.options);
+        let mut options = self.options;
+        if self.split_large_events {
+            let mut stage = Document::new();
+            stage.insert("$changeStreamSplitLargeEvent", Document::new());
+            options.pipeline.push(stage);
+        }
+        let mut machine = ChangeStreamMachine::new(self.scope.target(), options);
         // The facade decides what a failure that would end the stream means (resume
         // policy, history lost); without a policy it gives up, as the machine would.
         machine.hold_failures(true);
@@ -452,6 +479,8 @@ impl<E> WatchBuilder<E> {
             timeout: self.timeout,
             call: None,
             call_timer: None,
+            split: self.split_large_events.then(Reassembler::new),
+            token_before_split: None,
         };
         // Run the initial aggregate (and nothing else) to completion here, restarting
         // it from now if its token's history is lost and the stream was told to. If this
@@ -825,6 +854,10 @@ struct Core {
     call: Option<Deadline>,
     /// Fires at the call's deadline (kept across calls: reset, not reallocated).
     call_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Puts split events together (`split_large_events`).
+    split: Option<Reassembler>,
+    /// While an event's fragments arrive: the token before it, the one to show.
+    token_before_split: Option<Option<SharedDoc>>,
 }
 
 impl Core {
@@ -1098,6 +1131,10 @@ impl Core {
             self.restarting = Some(gap);
             self.last_error = None;
             self.attempt = None;
+            if let Some(split) = self.split.as_mut() {
+                split.reset();
+            }
+            self.token_before_split = None;
             self.machine.restart_from_now();
             return;
         }
@@ -1292,14 +1329,38 @@ impl Core {
             if let Some(err) = self.pending_error.take() {
                 return Poll::Ready(Some(Err(err)));
             }
+            // The token before an event that may turn out to be a first fragment.
+            let before = match &self.split {
+                Some(split) if !split.in_progress() => Some(self.machine.resume_token().cloned()),
+                _ => None,
+            };
             if let Some(event) = self.machine.poll_event() {
-                return Poll::Ready(Some(match event {
-                    Ok(doc) => {
-                        self.counters.event(&doc);
-                        Ok(doc)
-                    }
-                    Err(e) => Err(self.take_error(e)),
-                }));
+                let doc = match event {
+                    Ok(doc) => doc,
+                    Err(e) => return Poll::Ready(Some(Err(self.take_error(e)))),
+                };
+                let doc = match self.split.as_mut() {
+                    None => doc,
+                    Some(split) => match split.push(doc) {
+                        Ok(Some(whole)) => {
+                            self.token_before_split = None;
+                            whole
+                        }
+                        Ok(None) => {
+                            // A fragment: more to come.
+                            if self.token_before_split.is_none() {
+                                self.token_before_split = before;
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            self.token_before_split = None;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    },
+                };
+                self.counters.event(&doc);
+                return Poll::Ready(Some(Ok(doc)));
             }
             if *mode == Mode::AtMostOneGetMore(true) && self.next_is_get_more() {
                 return Poll::Ready(None);
@@ -1503,11 +1564,12 @@ impl<E> ChangeStream<E> {
     /// after every empty batch. `None` if the stream started from "now" and nothing came
     /// back yet.
     pub fn resume_token(&self) -> Option<ResumeToken> {
-        self.core
-            .machine
-            .resume_token()
-            .cloned()
-            .map(ResumeToken::from)
+        let token = match &self.core.token_before_split {
+            // Part of a split event was received: the token before it until it is whole.
+            Some(before) => before.as_ref(),
+            None => self.core.machine.resume_token(),
+        };
+        token.cloned().map(ResumeToken::from)
     }
 
     /// Whether the stream may still yield events: false once it ended — a fatal error

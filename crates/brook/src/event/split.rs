@@ -15,9 +15,6 @@
 //! `_id`, and an event growing beyond [`MAX_REASSEMBLED_SIZE`]. After an error nothing is
 //! held.
 
-// The change stream wires this in; until then only the tests call it.
-#![allow(dead_code)]
-
 use std::collections::HashSet;
 
 use brook_changestream::ChangeStreamError;

@@ -547,3 +547,187 @@ async fn stats_count_and_measure_the_lag() {
     );
     stream.close().await.unwrap();
 }
+
+const MIB16: usize = 16 * 1024 * 1024;
+
+/// An update event with pre- and post-images of `len` bytes of string each.
+fn large_update(id: i32, len: usize) -> Document {
+    let big = "a".repeat(len);
+    doc! {
+        "operationType": "update",
+        "clusterTime": Timestamp { time: 0, increment: 0 },
+        "wallTime": bson::DateTime::from_millis(0),
+        "ns": { "db": "shop", "coll": "orders" },
+        "documentKey": { "_id": id },
+        "updateDescription": { "updatedFields": { "n": 2 }, "removedFields": [], "truncatedArrays": [] },
+        "fullDocument": { "_id": id, "big": big.clone(), "n": 2 },
+        "fullDocumentBeforeChange": { "_id": id, "big": big, "n": 1 },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_large_events_hand_out_a_32_mib_event_whole() {
+    let set = brook_testkit::ReplicaSet::start(
+        brook_testkit::ReplicaSetConfig::new("rs0").with_max_await(Duration::from_millis(200)),
+    )
+    .await
+    .expect("set starts");
+    let client = Client::connect(&format!("{}&serverSelectionTimeoutMS=5000", set.uri()))
+        .await
+        .unwrap();
+    let coll = client.database("shop").collection::<Document>("orders");
+
+    // Without the stage, the server refuses the event: the stream ends with 10334.
+    let mut plain = coll.watch().raw().await.unwrap();
+    set.append_event(large_update(1, MIB16 - 200));
+    let err = plain.next().await.unwrap().expect_err("too large");
+    assert_eq!(err.code(), Some(10334));
+
+    let mut stream = coll.watch().split_large_events(true).raw().await.unwrap();
+    let before = stream.resume_token();
+    let logged = set.append_event(large_update(2, MIB16 - 200));
+    set.insert_event("shop.orders", doc! { "_id": 3 });
+    let event: RawChangeEvent = stream.next().await.unwrap().expect("one whole event");
+    let whole = event.as_document();
+    assert!(
+        whole.as_bytes().len() > 2 * (MIB16 - 200),
+        "{}",
+        whole.as_bytes().len()
+    );
+    assert!(whole.get("splitEvent").unwrap().is_none());
+    let doc = bson::Document::try_from(whole).unwrap();
+    let mut expected = logged.clone();
+    expected.remove("_id");
+    let mut got = doc.clone();
+    got.remove("_id");
+    assert_eq!(got, expected, "every field back, in order");
+    // Its _id is the last fragment's token, which resumes after the whole event.
+    let last_fragment =
+        shapes::fragment_resume_token(logged.get_document("_id").unwrap(), 3).expect("a token");
+    assert_eq!(doc.get_document("_id").unwrap(), &last_fragment);
+    assert_ne!(stream.resume_token(), before);
+    let next = stream.next().await.unwrap().unwrap();
+    assert_eq!(
+        next.as_document()
+            .get_document("documentKey")
+            .unwrap()
+            .get_i32("_id")
+            .unwrap(),
+        3
+    );
+    // The stage went last in the pipeline.
+    let aggs = set
+        .member(set.primary().unwrap())
+        .commands_named("aggregate");
+    let pipeline = aggs
+        .last()
+        .unwrap()
+        .body
+        .get_array("pipeline")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        pipeline.last().and_then(Bson::as_document),
+        Some(&doc! { "$changeStreamSplitLargeEvent": {} })
+    );
+    stream.close().await.unwrap();
+    client.shutdown().await;
+    set.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_split_event_survives_a_resume_between_its_fragments() {
+    let fake = server().await;
+    let event = ev(2);
+    let fragments = shapes::split_event(&event, 200).expect("splits");
+    assert!(fragments.len() >= 3, "{} fragments", fragments.len());
+    let n = fragments.len();
+    let last_but_one = fragments[n - 2].get_document("_id").unwrap().clone();
+    fake.push_actions(
+        "aggregate",
+        [
+            first(42, vec![], Some(pbrt(1))),
+            first(43, vec![fragments[n - 1].clone(), ev(3)], Some(pbrt(3))),
+        ],
+    );
+    fake.push_actions(
+        "getMore",
+        [
+            next_batch(42, fragments[..n - 1].to_vec(), Some(last_but_one.clone())),
+            Action::fault(Fault::CloseWithoutReply),
+        ],
+    );
+    let client = client_for(&fake).await;
+    let mut stream = client
+        .database("app")
+        .collection::<Document>("items")
+        .watch()
+        .split_large_events(true)
+        .await
+        .unwrap();
+    // One getMore brings all fragments but the last: no event yet, and the token to
+    // store is still the one before the event.
+    assert!(stream.next_if_any().await.unwrap().is_none());
+    assert_eq!(token_doc(stream.resume_token().as_ref()), pbrt(1));
+    // The next getMore fails; the resume starts after the last fragment received, the
+    // server sends the rest, and the event comes out whole, once.
+    let whole = stream.next().await.unwrap().unwrap();
+    assert_eq!(n_of(&whole), 2);
+    assert_eq!(
+        token_doc(Some(&whole.id)),
+        fragments[n - 1].get_document("_id").unwrap().clone()
+    );
+    assert_eq!(n_of(&stream.next().await.unwrap().unwrap()), 3);
+    let aggs = fake.commands_named("aggregate");
+    assert_eq!(stage(&aggs[1]), doc! { "resumeAfter": last_but_one });
+    stream.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_oplog_rolled_over_restarts_from_now_on_the_replica_set() {
+    let set = brook_testkit::ReplicaSet::start(
+        brook_testkit::ReplicaSetConfig::new("rs0").with_max_await(Duration::from_millis(200)),
+    )
+    .await
+    .expect("set starts");
+    let client = Client::connect(&format!("{}&serverSelectionTimeoutMS=5000", set.uri()))
+        .await
+        .unwrap();
+    let coll = client.database("shop").collection::<Document>("orders");
+    let mut stream = coll
+        .watch()
+        .on_history_lost(HistoryLost::RestartFromNow)
+        .await
+        .unwrap();
+    let key = |e: &ChangeStreamEvent<Document>| {
+        e.document_key
+            .as_ref()
+            .and_then(|k| k.get_i32("_id").ok())
+            .expect("documentKey._id")
+    };
+    let e1 = set.insert_event("shop.orders", doc! { "_id": 1 });
+    assert_eq!(key(&stream.next().await.unwrap().unwrap()), 1);
+    // The token after event 1 (its batch's postBatchResumeToken).
+    let held = stream.resume_token();
+    // The oplog rolls over past event 1 while the primary changes: the resume from
+    // event 1's token finds its history gone.
+    set.truncate_history(0);
+    set.insert_event("shop.orders", doc! { "_id": 2 });
+    set.step_down().await;
+    set.elect(1).await.unwrap();
+    let err = stream.next().await.unwrap().expect_err("the gap");
+    let gap = err.history_gap().expect("a gap").clone();
+    assert_eq!(gap.lost_token, held);
+    assert_eq!(gap.last_delivered, e1.get_timestamp("clusterTime").ok());
+    assert!(gap.restarted_at.is_some());
+    assert!(stream.is_alive());
+    set.insert_event("shop.orders", doc! { "_id": 3 });
+    assert_eq!(
+        key(&stream.next().await.unwrap().unwrap()),
+        3,
+        "event 2 fell in the gap"
+    );
+    stream.close().await.unwrap();
+    client.shutdown().await;
+    set.shutdown().await;
+}
