@@ -1693,8 +1693,9 @@ impl<E> Batch<E> {
 
     /// The token to store once the events are processed: the stream's resume token
     /// after the last of them (the batch's `postBatchResumeToken` after a whole server
-    /// batch, so that an empty batch moves it too). `None` if the stream started from
-    /// "now" and no token came back yet.
+    /// batch, so that an empty batch moves it too); after an `invalidate`, that event's
+    /// `_id` (to restart with `start_after`). `None` if the stream started from "now"
+    /// and no token came back yet.
     pub fn resume_token(&self) -> Option<&ResumeToken> {
         self.resume_token.as_ref()
     }
@@ -1764,14 +1765,19 @@ impl<E: ChangeStreamItem> ChangeStream<E> {
         })
         .await;
         outcome?;
-        let invalidated = last.is_some_and(|doc| {
-            RawChangeEvent::from(doc).operation_type()
-                == Some(crate::event::OperationType::Invalidate)
+        let invalidate = last.map(RawChangeEvent::from).filter(|event| {
+            event.operation_type() == Some(crate::event::OperationType::Invalidate)
         });
+        let resume_token = match &invalidate {
+            // Restarting after an invalidate takes its own _id (with startAfter), whatever
+            // postBatchResumeToken came with it.
+            Some(event) => event.resume_token(),
+            None => token_after.unwrap_or_else(|| self.resume_token()),
+        };
         Ok(Batch {
             events,
-            resume_token: token_after.unwrap_or_else(|| self.resume_token()),
-            invalidated,
+            resume_token,
+            invalidated: invalidate.is_some(),
         })
     }
 }

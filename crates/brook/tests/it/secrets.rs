@@ -121,7 +121,7 @@ async fn a_peer_that_is_not_mongodb_is_named_as_such() {
 
 /// Every `tracing` event and span field brook emits, as text.
 #[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+pub(crate) struct Captured(pub(crate) std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 
 struct Fields<'a>(&'a mut String);
 

@@ -443,7 +443,11 @@ async fn next_batch_splits_at_an_undecodable_event_and_flags_an_invalidate() {
     };
     fake.push_actions(
         "aggregate",
-        [first(42, vec![ev(1), bad, ev(3), invalidate], None)],
+        [first(
+            42,
+            vec![ev(1), bad, ev(3), invalidate],
+            Some(pbrt(10)),
+        )],
     );
     let client = client_for(&fake).await;
     let mut stream = client
@@ -730,4 +734,117 @@ async fn a_consumer_whose_oplog_rolled_over_restarts_from_now_on_the_replica_set
     stream.close().await.unwrap();
     client.shutdown().await;
     set.shutdown().await;
+}
+
+/// The stream's health as `tracing` fields: after each reply (TRACE), and with every
+/// resume (INFO, with its cause, token and server).
+#[tokio::test(flavor = "current_thread")]
+async fn stats_and_resumes_are_tracing_fields() {
+    let captured = crate::secrets::Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.clone());
+    let fake = server().await;
+    fake.push_actions(
+        "aggregate",
+        [
+            first(42, vec![ev(1)], None),
+            first(43, vec![], Some(pbrt(2))),
+        ],
+    );
+    fake.push_actions(
+        "getMore",
+        [
+            Action::fault(Fault::CloseWithoutReply),
+            next_batch(43, vec![ev(3)], Some(pbrt(3))),
+        ],
+    );
+    let client = client_for(&fake).await;
+    let mut stream = client
+        .database("app")
+        .collection::<Document>("items")
+        .watch()
+        .await
+        .unwrap();
+    assert_eq!(n_of(&stream.next().await.unwrap().unwrap()), 1);
+    assert_eq!(n_of(&stream.next().await.unwrap().unwrap()), 3);
+    stream.close().await.unwrap();
+    let lines = captured.0.lock().unwrap().clone();
+    let stream_lines: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("brook::change_stream"))
+        .collect();
+    let reply = stream_lines
+        .iter()
+        .find(|l| l.contains("change stream reply") && l.contains("get_mores=2"))
+        .unwrap_or_else(|| panic!("no stats line: {stream_lines:#?}"));
+    for field in [
+        "events=1",
+        "resumes=1",
+        "failed_resumes=0",
+        "lag_ms=",
+        "events_per_second=",
+        "server=",
+    ] {
+        assert!(reply.contains(field), "{field} in {reply}");
+    }
+    let resume = stream_lines
+        .iter()
+        .find(|l| l.contains("change stream resume"))
+        .unwrap_or_else(|| panic!("no resume line: {stream_lines:#?}"));
+    for field in [
+        "cause=",
+        "resumed_from=",
+        "server=",
+        "outcome=Resumed",
+        "attempt=1",
+    ] {
+        assert!(resume.contains(field), "{field} in {resume}");
+    }
+}
+
+/// Under timeoutMS a resume policy's back-off counts against the call: the call times
+/// out, the stream stays alive, and a later call goes on with the resume.
+#[tokio::test]
+async fn a_back_off_longer_than_the_timeout_ends_the_call_not_the_stream() {
+    let fake = server().await;
+    fake.push_actions(
+        "aggregate",
+        [
+            first(42, vec![ev(1)], None),
+            // Errors that leave the server selectable (no SDAM state change), so that
+            // only the back-off holds the resume.
+            Action::error(6, "HostUnreachable", &[RESUMABLE_CHANGE_STREAM_ERROR]),
+            first(43, vec![ev(2)], None),
+        ],
+    );
+    fake.push_actions("getMore", [Action::error(43, "CursorNotFound", &[])]);
+    let client = client_for(&fake).await;
+    let mut stream = client
+        .database("app")
+        .collection::<Document>("items")
+        .watch()
+        .timeout(Duration::from_millis(300))
+        .resume_policy(
+            ResumePolicy::backoff()
+                .jitter(false)
+                .initial_delay(Duration::from_millis(700)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n_of(&stream.next().await.unwrap().unwrap()), 1);
+    let err = stream
+        .next()
+        .await
+        .unwrap()
+        .expect_err("the call timed out");
+    assert!(err.is_timeout(), "{err}");
+    assert!(stream.is_alive());
+    assert_eq!(
+        fake.commands_named("aggregate").len(),
+        2,
+        "still backing off"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(n_of(&stream.next().await.unwrap().unwrap()), 2);
+    assert_eq!(stream.failed_resume_count(), 1);
+    stream.close().await.unwrap();
 }
