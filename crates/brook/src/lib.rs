@@ -291,6 +291,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
 mod change_stream;
 mod client;
 mod coll;
