@@ -867,6 +867,30 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[tokio::test]
+    async fn a_failed_save_leaves_the_old_checkpoint() {
+        let dir = temp_dir("failed-save");
+        let path = dir.join("pos.json");
+        let mut store = FileCheckpoint::new(&path).unwrap();
+        store
+            .save(&Checkpoint::resume_after(token("01")))
+            .await
+            .unwrap();
+        // The temporary file cannot be created: a directory is in its place.
+        fs::create_dir(dir.join("pos.json.tmp")).unwrap();
+        let err = store
+            .save(&Checkpoint::resume_after(token("02")))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("pos.json.tmp"), "{err}");
+        assert_eq!(
+            store.load().await.unwrap(),
+            Some(Checkpoint::resume_after(token("01"))),
+            "the file still holds the last good save"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[cfg(unix)]
     fn inode(path: &Path) -> u64 {
         std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap())
@@ -995,6 +1019,38 @@ mod tests {
                 "checkpoint file /sys/brook-checkpoint: cannot create files in the directory /sys"
             ),
             "{err}"
+        );
+    }
+
+    /// The `$changeStream` stage of the `aggregate` a builder with `checkpoint` sends.
+    async fn stage_sent_for(checkpoint: &Checkpoint) -> Document {
+        let server = brook_testkit::FakeServer::start(brook_testkit::ServerConfig::default())
+            .await
+            .unwrap();
+        let client = crate::Client::connect(&server.uri()).await.unwrap();
+        let watch = client
+            .database("shop")
+            .collection::<Document>("orders")
+            .watch();
+        let stream = checkpoint.apply_to(watch).await.unwrap();
+        stream.close().await.unwrap();
+        client.shutdown().await;
+        let aggregate = server.commands_named("aggregate").remove(0);
+        match aggregate.body.get_array("pipeline").unwrap().first() {
+            Some(Bson::Document(stage)) => stage.get_document("$changeStream").unwrap().clone(),
+            other => panic!("first stage: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn apply_to_resumes_after_or_starts_after_an_invalidate() {
+        assert_eq!(
+            stage_sent_for(&Checkpoint::resume_after(token("8201"))).await,
+            doc! { "resumeAfter": { "_data": "8201" } }
+        );
+        assert_eq!(
+            stage_sent_for(&Checkpoint::start_after(token("8202"))).await,
+            doc! { "startAfter": { "_data": "8202" } }
         );
     }
 
