@@ -26,8 +26,12 @@ use crate::exec::{
     Body, Executor, GetMoreCache, KillAt, Lease, PooledConn, Target as ServerTarget,
 };
 use crate::options::ReadPreference;
+use crate::resume::{
+    HistoryGap, HistoryLost, ResumeCause, ResumeEvent, ResumeHandler, ResumeOutcome, ResumePolicy,
+};
 use crate::session::{ClientSession, ExplicitSession, HeldSession, LsidOnly, SessionRef};
-use tracing::debug;
+use crate::stats::{Counters, StreamStats};
+use tracing::{debug, info, warn};
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -193,7 +197,16 @@ pub struct WatchBuilder<E> {
     options: ChangeStreamOptions,
     session: Option<Arc<ExplicitSession>>,
     read_preference: ReadPreference,
+    policy: StreamPolicy,
     _marker: PhantomData<fn() -> E>,
+}
+
+/// What a stream does when resumes fail or its history is lost, and whom it tells.
+#[derive(Clone, Default)]
+struct StreamPolicy {
+    resume: ResumePolicy,
+    history_lost: HistoryLost,
+    on_resume: Option<ResumeHandler>,
 }
 
 impl<E> fmt::Debug for WatchBuilder<E> {
@@ -202,7 +215,9 @@ impl<E> fmt::Debug for WatchBuilder<E> {
             .field("scope", &self.scope)
             .field("options", &self.options)
             .field("explicit_session", &self.session.is_some())
-            .finish()
+            .field("resume_policy", &self.policy.resume)
+            .field("history_lost", &self.policy.history_lost)
+            .finish_non_exhaustive()
     }
 }
 
@@ -214,6 +229,7 @@ impl<E> WatchBuilder<E> {
             options: ChangeStreamOptions::default(),
             session: None,
             read_preference,
+            policy: StreamPolicy::default(),
             _marker: PhantomData,
         }
     }
@@ -307,6 +323,32 @@ impl<E> WatchBuilder<E> {
         self
     }
 
+    /// What the stream does when a resume fails: [`ResumePolicy::once`] (the
+    /// specification's, the default) ends the stream with the error;
+    /// [`ResumePolicy::backoff`] tries again with a growing, jittered delay, within its
+    /// caps. See [`ResumePolicy`].
+    pub fn resume_policy(mut self, policy: ResumePolicy) -> Self {
+        self.policy.resume = policy;
+        self
+    }
+
+    /// What the stream does when its token has fallen off the oplog (286
+    /// `ChangeStreamHistoryLost`): [`HistoryLost::Fail`] (the default) or
+    /// [`HistoryLost::RestartFromNow`].
+    pub fn on_history_lost(mut self, action: HistoryLost) -> Self {
+        self.policy.history_lost = action;
+        self
+    }
+
+    /// Called after every resume attempt of the stream (successful or not) with what
+    /// caused it, the token it resumed from and the server it went to. Every resume is
+    /// also logged (`tracing`, target `brook::change_stream`), and the last one is kept
+    /// as [`ChangeStream::last_resume`].
+    pub fn on_resume(mut self, handler: impl Fn(&ResumeEvent) + Send + Sync + 'static) -> Self {
+        self.policy.on_resume = Some(Arc::new(handler));
+        self
+    }
+
     /// Yield events whose `fullDocument` / `fullDocumentBeforeChange` decode as `U`.
     pub fn with_type<U>(self) -> WatchBuilder<ChangeStreamEvent<U>> {
         self.cast()
@@ -324,6 +366,7 @@ impl<E> WatchBuilder<E> {
             options: self.options,
             session: self.session,
             read_preference: self.read_preference,
+            policy: self.policy,
             _marker: PhantomData,
         }
     }
@@ -342,7 +385,10 @@ impl<E> WatchBuilder<E> {
             }
             None => exec.implicit_session(),
         };
-        let machine = ChangeStreamMachine::new(self.scope.target(), self.options);
+        let mut machine = ChangeStreamMachine::new(self.scope.target(), self.options);
+        // The facade decides what a failure that would end the stream means (resume
+        // policy, history lost); without a policy it gives up, as the machine would.
+        machine.hold_failures(true);
         let mut core = Core {
             lsid: session.lsid().cloned(),
             exec,
@@ -354,14 +400,22 @@ impl<E> WatchBuilder<E> {
             get_mores: 0,
             get_more_cache: GetMoreCache::default(),
             read_preference: Arc::new(self.read_preference),
+            policy: self.policy,
+            counters: Counters::default(),
+            attempt: None,
+            resume_cause: None,
+            consecutive_failed: 0,
+            first_failed_at: None,
+            backoff: None,
+            restarting: None,
+            pending_error: None,
+            last_resume: None,
         };
-        // Run the initial aggregate (and nothing else) to completion here. If this future
-        // is dropped meanwhile, the stream's Drop finishes the aggregate in the
+        // Run the initial aggregate (and nothing else) to completion here, restarting
+        // it from now if its token's history is lost and the stream was told to. If this
+        // future is dropped meanwhile, the stream's Drop finishes the aggregate in the
         // background and kills the cursor it opened.
-        if let Some(out) = core.machine.poll_command() {
-            core.start(out);
-        }
-        std::future::poll_fn(|cx| core.poll_in_flight(cx)).await;
+        std::future::poll_fn(|cx| core.poll_open(cx)).await;
         if core.machine.is_closed()
             && let Some(Err(err)) = core.machine.poll_event()
         {
@@ -667,6 +721,23 @@ struct Core {
     get_more_cache: GetMoreCache,
     /// Selects the server of each `aggregate` (the first and every resume's).
     read_preference: Arc<ReadPreference>,
+    policy: StreamPolicy,
+    counters: Counters,
+    /// The resume `aggregate` in flight: the token it resumes from.
+    attempt: Option<Option<SharedDoc>>,
+    /// The error that started the resume in progress.
+    resume_cause: Option<ResumeCause>,
+    /// Failed resumes since the last successful one, and when the first of them failed.
+    consecutive_failed: u32,
+    first_failed_at: Option<std::time::Instant>,
+    /// The back-off before the next resume attempt.
+    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A restart from now in progress (history lost): the gap to report once it opened.
+    restarting: Option<HistoryGap>,
+    /// An error to hand out by the next call, the stream going on after it (a history
+    /// gap; a batch's undecodable event).
+    pending_error: Option<Error>,
+    last_resume: Option<ResumeEvent>,
 }
 
 impl Core {
@@ -685,7 +756,12 @@ impl Core {
                     .spawn_kill_cursors(KillAt::Server(server), db, command, lsid);
                 return;
             }
-            Outgoing::Aggregate { db, command, .. } => {
+            Outgoing::Aggregate {
+                db,
+                command,
+                resume,
+            } => {
+                self.attempt = resume.then(|| self.machine.resume_token().cloned());
                 let body = command.build(&db).map(Body::Built).map_err(Error::command);
                 (None, body, None)
             }
@@ -737,17 +813,234 @@ impl Core {
         {
             self.conn = Some(conn);
         }
+        let resumes = self.machine.resume_count();
+        let attempt = self.attempt.take();
         match done.outcome {
             Ok((server, reply)) => {
+                let operation_time = match reply.body.as_raw().get("operationTime") {
+                    Ok(Some(bson::raw::RawBsonRef::Timestamp(t))) => Some(t),
+                    _ => None,
+                };
                 self.machine
                     .handle_reply(server, done.wire_version.unwrap_or(0), reply);
+                let with_events = self.machine.has_buffered_events();
+                self.counters.reply(operation_time, with_events);
+                if tracing::enabled!(target: "brook::change_stream", tracing::Level::TRACE) {
+                    self.trace_stats(with_events);
+                }
+                if self.machine.resume_count() != resumes
+                    && let Some(cause) = self.machine.resume_cause()
+                {
+                    self.resume_cause = Some(cause_of_stream_error(cause));
+                }
             }
             Err(err) => {
                 self.machine
                     .handle_failure(err.to_failure(), done.wire_version);
-                self.last_error = self.machine.is_closed().then_some(err);
+                if self.machine.resume_count() != resumes {
+                    self.resume_cause = Some(cause_of(&err));
+                }
+                let ends = self.machine.is_closed() || self.machine.held_failure().is_some();
+                self.last_error = ends.then_some(err);
             }
         }
+        let opened = self.machine.held_failure().is_none() && self.machine.cursor_id().is_some();
+        if opened && let Some(from) = attempt {
+            // The resume opened its cursor.
+            let event = ResumeEvent {
+                cause: self.resume_cause.clone().unwrap_or_else(unknown_cause),
+                resumed_from: from.map(ResumeToken::from),
+                server: self.machine.cursor_server().cloned(),
+                attempt: self.consecutive_failed.saturating_add(1),
+                outcome: ResumeOutcome::Resumed,
+            };
+            self.consecutive_failed = 0;
+            self.first_failed_at = None;
+            self.report_resume(event);
+        } else if let Some(from) = attempt {
+            // Failed: `decide` reports it, with what the policy does next.
+            self.attempt = Some(from);
+        }
+        if opened && let Some(mut gap) = self.restarting.take() {
+            gap.restarted_at = self
+                .counters
+                .operation_time
+                .or(self.machine.saved_operation_time());
+            warn!(
+                target: "brook::change_stream",
+                gap = %gap,
+                "change stream restarted from now after losing its history"
+            );
+            self.pending_error = Some(Error::new(ErrorKind::HistoryLost { gap: Box::new(gap) }));
+        }
+    }
+
+    /// Logs a resume attempt, keeps it, and hands it to the stream's handler.
+    fn report_resume(&mut self, event: ResumeEvent) {
+        info!(
+            target: "brook::change_stream",
+            attempt = event.attempt,
+            cause = %event.cause,
+            resumed_from = ?event.resumed_from,
+            server = ?event.server,
+            outcome = ?event.outcome,
+            resumes = self.machine.resume_count(),
+            failed_resumes = self.counters.failed_resumes,
+            events = self.counters.events,
+            get_mores = self.get_mores,
+            "change stream resume"
+        );
+        if let Some(handler) = &self.policy.on_resume {
+            handler(&event);
+        }
+        self.last_resume = Some(event);
+    }
+
+    /// Answers the failure the machine holds: restart from now (history lost, when the
+    /// stream was told to), try the resume again after the policy's back-off, or give
+    /// up (the error is handed out and the stream ends).
+    fn decide(&mut self) {
+        let Some(held) = self.machine.held_failure() else {
+            return;
+        };
+        let during_resume = held.during_resume;
+        let from_stream = Error::new(ErrorKind::ChangeStream(held.error.clone()));
+        let error = self.last_error.as_ref().unwrap_or(&from_stream);
+        if error.is_history_lost() && self.policy.history_lost == HistoryLost::RestartFromNow {
+            let token = self.machine.resume_token().cloned();
+            let gap = HistoryGap {
+                last_delivered: self
+                    .counters
+                    .last_event_time()
+                    .or_else(|| token.as_ref().and_then(token_time)),
+                lost_token: token.map(ResumeToken::from),
+                restarted_at: None,
+            };
+            warn!(
+                target: "brook::change_stream",
+                error = %error,
+                "the change stream's token fell off the oplog; restarting from now"
+            );
+            self.restarting = Some(gap);
+            self.last_error = None;
+            self.attempt = None;
+            self.machine.restart_from_now();
+            return;
+        }
+        let from = self.attempt.take();
+        if !during_resume {
+            self.machine.give_up();
+            return;
+        }
+        let now = std::time::Instant::now();
+        let failed = self.consecutive_failed.saturating_add(1);
+        self.consecutive_failed = failed;
+        self.counters.failed_resumes = self.counters.failed_resumes.saturating_add(1);
+        let first = *self.first_failed_at.get_or_insert(now);
+        let retry_in = (retryable_by_policy(error)
+            && self
+                .policy
+                .resume
+                .allows(failed, now.saturating_duration_since(first)))
+        .then(|| self.policy.resume.delay_after(failed));
+        let event = ResumeEvent {
+            cause: self.resume_cause.clone().unwrap_or_else(unknown_cause),
+            resumed_from: from.flatten().map(ResumeToken::from),
+            server: None,
+            attempt: failed,
+            outcome: ResumeOutcome::Failed {
+                error: error.to_string(),
+                retry_in,
+            },
+        };
+        self.report_resume(event);
+        match retry_in {
+            Some(delay) => {
+                self.last_error = None;
+                self.backoff = Some(Box::pin(tokio::time::sleep(delay)));
+            }
+            None => self.machine.give_up(),
+        }
+    }
+
+    /// Waits out a back-off and answers a held failure; `Pending` while the back-off
+    /// runs.
+    fn poll_policy(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(sleep) = self.backoff.as_mut() {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.backoff = None;
+            self.machine.retry_resume();
+        }
+        if self.machine.held_failure().is_some() {
+            self.decide();
+            // A back-off just set is polled once now, to register its timer.
+            if let Some(sleep) = self.backoff.as_mut()
+                && sleep.as_mut().poll(cx).is_pending()
+            {
+                return Poll::Pending;
+            }
+            if self.backoff.take().is_some() {
+                self.machine.retry_resume();
+            }
+        }
+        Poll::Ready(())
+    }
+
+    /// Drives the initial `aggregate` (and a restart from now when its token's history
+    /// is lost) to its outcome.
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.poll_in_flight(cx).is_pending() || self.poll_policy(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if self.in_flight.is_none()
+                && self.machine.wants_command()
+                && self.machine.cursor_id().is_none()
+                && let Some(out) = self.machine.poll_command()
+            {
+                self.start(out);
+                continue;
+            }
+            return Poll::Ready(());
+        }
+    }
+
+    /// The stream's statistics as `tracing` fields, after each reply.
+    fn trace_stats(&self, with_events: bool) {
+        let s = self.stats();
+        let millis =
+            |d: Option<Duration>| d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        tracing::trace!(
+            target: "brook::change_stream",
+            with_events,
+            events = s.events,
+            events_per_second = s.events_per_second,
+            get_mores = s.get_mores,
+            resumes = s.resumes,
+            failed_resumes = s.failed_resumes,
+            lag_ms = millis(s.lag),
+            server_lag_ms = millis(s.server_lag),
+            server = ?s.server,
+            "change stream reply"
+        );
+    }
+
+    /// The stream's statistics now.
+    fn stats(&self) -> StreamStats {
+        let token_time = self.machine.resume_token().and_then(token_time);
+        let server = self
+            .machine
+            .cursor_server()
+            .filter(|_| self.machine.is_alive())
+            .cloned();
+        self.counters.snapshot(
+            self.get_mores,
+            self.machine.resume_count(),
+            token_time,
+            server,
+        )
     }
 
     /// Maps an error the machine hands out to the facade's error.
@@ -782,11 +1075,20 @@ impl Core {
         mode: &mut Mode,
     ) -> Poll<Option<Result<SharedDoc, Error>>> {
         loop {
-            if self.poll_in_flight(cx).is_pending() {
+            if self.poll_in_flight(cx).is_pending() || self.poll_policy(cx).is_pending() {
                 return Poll::Pending;
             }
+            if let Some(err) = self.pending_error.take() {
+                return Poll::Ready(Some(Err(err)));
+            }
             if let Some(event) = self.machine.poll_event() {
-                return Poll::Ready(Some(event.map_err(|e| self.take_error(e))));
+                return Poll::Ready(Some(match event {
+                    Ok(doc) => {
+                        self.counters.event(&doc);
+                        Ok(doc)
+                    }
+                    Err(e) => Err(self.take_error(e)),
+                }));
             }
             if *mode == Mode::AtMostOneGetMore(true) && self.next_is_get_more() {
                 return Poll::Ready(None);
@@ -814,9 +1116,59 @@ impl Core {
         };
         self.in_flight = None;
         self.conn = None;
+        self.backoff = None;
         self.machine.close();
         pending
     }
+}
+
+/// The cause of a resume, from the facade's error.
+fn cause_of(err: &Error) -> ResumeCause {
+    ResumeCause {
+        message: err.to_string(),
+        code: err.code(),
+        labels: err.labels().to_vec(),
+    }
+}
+
+/// The cause of a resume, from the machine's record of it (a server's `ok: 0` reply).
+fn cause_of_stream_error(err: &brook_changestream::ChangeStreamError) -> ResumeCause {
+    let server = err.server_error();
+    ResumeCause {
+        message: err.to_string(),
+        code: server.and_then(|e| e.code),
+        labels: server.map(|e| e.labels.clone()).unwrap_or_default(),
+    }
+}
+
+/// For a resume whose cause went unrecorded (cannot happen: every resume starts from a
+/// failure the facade saw).
+fn unknown_cause() -> ResumeCause {
+    ResumeCause {
+        message: "unknown".to_owned(),
+        code: None,
+        labels: Vec::new(),
+    }
+}
+
+/// Whether a failed resume may be tried again under a resume policy: an error a later
+/// attempt can cure (the network, a timeout — no primary yet —, an election, a
+/// shutdown, a resumable or retryable server error); never history lost, a fatal
+/// stream error, an authentication failure or a client-side error.
+fn retryable_by_policy(err: &Error) -> bool {
+    if err.is_history_lost() || err.is_change_stream_fatal() || err.is_auth() {
+        return false;
+    }
+    err.is_resumable_change_stream_error()
+        || err.is_retryable_read()
+        || err.is_timeout()
+        || err.is_network()
+        || err.is_pool_cleared()
+}
+
+/// The cluster time a resume token stands for.
+fn token_time(token: &SharedDoc) -> Option<Timestamp> {
+    brook_changestream::decode_resume_token(token.as_raw()).map(|info| info.cluster_time)
 }
 
 /// Finishes an `aggregate` left in flight by a closed stream (bounded) and feeds its
@@ -964,6 +1316,24 @@ impl<E> ChangeStream<E> {
         self.core.get_mores
     }
 
+    /// How many resume attempts failed (each is followed by another attempt or ends the
+    /// stream, as its [`ResumePolicy`] says).
+    pub fn failed_resume_count(&self) -> u64 {
+        self.core.counters.failed_resumes
+    }
+
+    /// The last resume attempt: what caused it, the token it resumed from, the server it
+    /// went to and how it ended. `None` until the stream first resumed.
+    pub fn last_resume(&self) -> Option<&ResumeEvent> {
+        self.core.last_resume.as_ref()
+    }
+
+    /// The stream's health now: events and their rate, round trips, resumes, and how
+    /// far behind the writes it is (see [`StreamStats`]).
+    pub fn stats(&self) -> StreamStats {
+        self.core.stats()
+    }
+
     /// The server the stream's cursor is on (its getMores and killCursors go there);
     /// `None` while a resume is opening a new cursor, and once the stream ended.
     pub fn server_address(&self) -> Option<&ServerAddress> {
@@ -1013,6 +1383,111 @@ impl<E: ChangeStreamItem> ChangeStream<E> {
         let mut mode = Mode::AtMostOneGetMore(self.core.in_flight.is_some());
         let doc = std::future::poll_fn(|cx| self.core.poll_doc(cx, &mut mode)).await;
         Self::item(doc).transpose()
+    }
+}
+
+/// What [`ChangeStream::next_batch`] hands out: events, and the token to store after
+/// them.
+#[derive(Debug)]
+pub struct Batch<E> {
+    events: Vec<E>,
+    resume_token: Option<ResumeToken>,
+    invalidated: bool,
+}
+
+impl<E> Batch<E> {
+    /// The events, in order.
+    pub fn events(&self) -> &[E] {
+        &self.events
+    }
+
+    /// The events, by value.
+    pub fn into_events(self) -> Vec<E> {
+        self.events
+    }
+
+    /// The token to store once the events are processed: the stream's resume token
+    /// after the last of them (the batch's `postBatchResumeToken` after a whole server
+    /// batch, so that an empty batch moves it too). `None` if the stream started from
+    /// "now" and no token came back yet.
+    pub fn resume_token(&self) -> Option<&ResumeToken> {
+        self.resume_token.as_ref()
+    }
+
+    /// Whether the batch ends with an `invalidate` event: store its token to restart
+    /// with `start_after`, not `resume_after`.
+    pub fn invalidated(&self) -> bool {
+        self.invalidated
+    }
+
+    /// How many events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether there are none (a quiet period: the token may still have moved).
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+impl<E: ChangeStreamItem> ChangeStream<E> {
+    /// Every event already received — the rest of the server's batch — or, when none
+    /// is, the events of at most one `getMore` (none in a quiet period), with the resume
+    /// token to store after them: a sink writes the batch, then commits the token once.
+    /// Resumes like [`next`](Self::next). An event that fails to decode ends the batch
+    /// before it and is returned (as an error) by the next call; a stream that ended
+    /// returns empty batches (see [`is_alive`](Self::is_alive)). Cancellation safe, as
+    /// every call.
+    pub async fn next_batch(&mut self) -> Result<Batch<E>, Error> {
+        let mut mode = Mode::AtMostOneGetMore(self.core.in_flight.is_some());
+        let mut events = Vec::new();
+        let mut last: Option<SharedDoc> = None;
+        // The token after the last event taken (the machine's moves past an event that
+        // fails to decode, which this batch leaves out).
+        let mut token_after: Option<Option<ResumeToken>> = None;
+        let outcome = std::future::poll_fn(|cx| {
+            loop {
+                if last.is_some() && !self.core.machine.has_buffered_events() {
+                    return Poll::Ready(Ok(()));
+                }
+                match self.core.poll_doc(cx, &mut mode) {
+                    Poll::Pending if last.is_some() => return Poll::Ready(Ok(())),
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Some(Err(e))) if last.is_some() => {
+                        self.core.pending_error = Some(e);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Some(Ok(doc))) => {
+                        match E::from_event(RawChangeEvent::from(doc.clone())) {
+                            Ok(item) => {
+                                events.push(item);
+                                token_after = Some(self.resume_token());
+                            }
+                            Err(e) if last.is_some() => {
+                                self.core.pending_error = Some(e);
+                                return Poll::Ready(Ok(()));
+                            }
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
+                        last = Some(doc);
+                    }
+                }
+            }
+        })
+        .await;
+        outcome?;
+        let invalidated = last.is_some_and(|doc| {
+            RawChangeEvent::from(doc).operation_type()
+                == Some(crate::event::OperationType::Invalidate)
+        });
+        Ok(Batch {
+            events,
+            resume_token: token_after.unwrap_or_else(|| self.resume_token()),
+            invalidated,
+        })
     }
 }
 

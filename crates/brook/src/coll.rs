@@ -21,11 +21,11 @@ use serde::de::DeserializeOwned;
 
 use crate::change_stream::{Scope, WatchBuilder};
 use crate::client::Client;
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, CursorTimeout};
 use crate::error::{Error, ErrorKind};
 use crate::event::ChangeStreamEvent;
-use crate::exec::{Retry, Target};
-use crate::options::ReadPreference;
+use crate::exec::{Retry, Target, Timing};
+use crate::options::{ReadPreference, TimeoutMode};
 
 /// Bytes of an OP_MSG that are not the documents of the sequence: the header, the flags,
 /// the command body (name, `$db`, `lsid`, `ordered`, write concern) and the section
@@ -77,6 +77,8 @@ pub struct Collection<T> {
     db: String,
     name: String,
     read_preference: ReadPreference,
+    /// `timeoutMS` of its operations (the database's unless set here).
+    timeout: Option<Duration>,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -87,6 +89,7 @@ impl<T> Clone for Collection<T> {
             db: self.db.clone(),
             name: self.name.clone(),
             read_preference: self.read_preference.clone(),
+            timeout: self.timeout,
             _marker: PhantomData,
         }
     }
@@ -110,6 +113,42 @@ fn write_failure(
         applied,
     })
     .with_wire_version(Some(wire_version))
+}
+
+/// A write's failure, as the operation's timeout error when `timing` has a deadline and
+/// the server reports MaxTimeMSExpired (code 50) in a write error or its write concern
+/// error (Client Side Operations Timeout, "Error Transformations").
+fn write_failure_within(
+    timing: Timing,
+    write_errors: Vec<WriteError>,
+    write_concern_error: Option<WriteConcernError>,
+    applied: u64,
+    wire_version: i32,
+) -> Error {
+    let expired = write_errors.iter().any(|e| e.code == MAX_TIME_MS_EXPIRED)
+        || write_concern_error
+            .as_ref()
+            .is_some_and(|e| e.code == MAX_TIME_MS_EXPIRED);
+    let err = write_failure(write_errors, write_concern_error, applied, wire_version);
+    match timing.deadline {
+        Some(d) if expired => d.expired("on the server (MaxTimeMSExpired)", Some(err)),
+        _ => err,
+    }
+}
+
+/// The server's code for a command out of its `maxTimeMS` (MaxTimeMSExpired).
+const MAX_TIME_MS_EXPIRED: i32 = 50;
+
+/// Refuses a `timeout_mode` without a `timeoutMS` (Client Side Operations Timeout,
+/// "Cursors": a client-side error, nothing is sent).
+fn check_timeout_mode(mode: Option<TimeoutMode>, timeout: Option<Duration>) -> Result<(), Error> {
+    if mode.is_some() && timeout.is_none() {
+        return Err(Error::invalid_argument(
+            "timeout_mode needs a timeoutMS (set on the client, the database, the collection \
+             or the operation)",
+        ));
+    }
+    Ok(())
 }
 
 fn wire_err(e: brook_wire::WireError) -> Error {
@@ -174,14 +213,46 @@ impl<T> Collection<T> {
         db: &str,
         name: &str,
         read_preference: ReadPreference,
+        timeout: Option<Duration>,
     ) -> Collection<T> {
         Collection {
             client,
             db: db.to_string(),
             name: name.to_string(),
             read_preference,
+            timeout,
             _marker: PhantomData,
         }
+    }
+
+    /// The same collection, its operations bounded by `timeoutMS` = `timeout` (the
+    /// Client Side Operations Timeout specification; see
+    /// [`ClientOptions::timeout`](crate::ClientOptions::timeout)). `Duration::ZERO`
+    /// means no limit (the specification's rules still apply: legacy timeouts ignored).
+    /// The default is the database's. An operation's builder may set its own
+    /// (`.timeout(…)`).
+    pub fn with_timeout(mut self, timeout: Duration) -> Collection<T> {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The `timeoutMS` of this collection's operations, `None` when not set at any level.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// How the commands of an operation with `timeoutMS` `timeout` are bounded, from now.
+    fn timing(&self, timeout: Option<Duration>) -> Timing {
+        Timing::for_timeout(timeout)
+    }
+
+    /// The write concern of a write bounded by `timing` (no `wtimeout` under
+    /// `timeoutMS`).
+    fn write_concern(&self, timing: Timing) -> Option<Document> {
+        self.client
+            .exec
+            .options()
+            .write_concern_for(timing.deadline.is_some())
     }
 
     /// The same collection, reading with `read_preference` (finds, aggregates and change
@@ -218,6 +289,7 @@ impl<T> Collection<T> {
             &self.db,
             &self.name,
             self.read_preference.clone(),
+            self.timeout,
         )
     }
 
@@ -227,6 +299,7 @@ impl<T> Collection<T> {
         UpdateOne {
             coll: self,
             statement: UpdateStatement::new(filter, UpdateModification::Document(update)),
+            timeout: self.timeout,
         }
     }
 
@@ -239,20 +312,23 @@ impl<T> Collection<T> {
         UpdateOne {
             coll: self,
             statement: UpdateStatement::new(filter, UpdateModification::Pipeline(pipeline)),
+            timeout: self.timeout,
         }
     }
 
     /// Delete the first document matching `filter`.
     pub async fn delete_one(&self, filter: Document) -> Result<DeleteResult, Error> {
+        let timing = self.timing(self.timeout);
         let mut cmd = Delete::new(self.name.clone(), vec![DeleteStatement::one(filter)]);
-        cmd.write_concern = self.client.exec.options().write_concern();
+        cmd.write_concern = self.write_concern(timing);
         let reply = self
             .client
             .exec
-            .execute_implicit(&self.db, &cmd, Target::Primary, Retry::Write)
+            .execute_implicit(&self.db, &cmd, Target::Primary, Retry::Write, timing)
             .await?;
         if !reply.write_errors.is_empty() || reply.write_concern_error.is_some() {
-            return Err(write_failure(
+            return Err(write_failure_within(
+                timing,
                 reply.write_errors,
                 reply.write_concern_error,
                 u64::try_from(reply.n).unwrap_or(0),
@@ -287,6 +363,7 @@ impl<T> Collection<T> {
             AggregateTarget::Collection(self.name.clone()),
             pipeline,
             self.read_preference.clone(),
+            self.timeout,
         )
     }
 }
@@ -303,15 +380,17 @@ impl<T: Serialize> Collection<T> {
                 doc.bytes().len()
             )));
         }
+        let timing = self.timing(self.timeout);
         let mut cmd = Insert::new(self.name.clone(), vec![doc]);
-        cmd.write_concern = self.client.exec.options().write_concern();
+        cmd.write_concern = self.write_concern(timing);
         let reply = self
             .client
             .exec
-            .execute_implicit(&self.db, &cmd, Target::Primary, Retry::Write)
+            .execute_implicit(&self.db, &cmd, Target::Primary, Retry::Write, timing)
             .await?;
         if !reply.write_errors.is_empty() || reply.write_concern_error.is_some() {
-            return Err(write_failure(
+            return Err(write_failure_within(
+                timing,
                 reply.write_errors,
                 reply.write_concern_error,
                 u64::try_from(reply.n).unwrap_or(0),
@@ -337,6 +416,7 @@ impl<T: Serialize> Collection<T> {
             coll: self,
             docs,
             ordered: true,
+            timeout: self.timeout,
         }
     }
 }
@@ -349,6 +429,8 @@ impl<T: DeserializeOwned> Collection<T> {
             coll: self,
             cmd: Find::new(self.name.clone(), filter),
             read_preference: None,
+            timeout: self.timeout,
+            timeout_mode: None,
         }
     }
 }
@@ -359,6 +441,7 @@ pub struct InsertMany<'a, T> {
     coll: &'a Collection<T>,
     docs: Result<Vec<(SharedDoc, Bson)>, Error>,
     ordered: bool,
+    timeout: Option<Duration>,
 }
 
 impl<T> fmt::Debug for InsertMany<'_, T> {
@@ -377,7 +460,15 @@ impl<T> InsertMany<'_, T> {
         self
     }
 
+    /// `timeoutMS` of this insert (the collection's by default): one deadline for every
+    /// batch (`Duration::ZERO`: no limit).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
     async fn run(self) -> Result<InsertManyResult, Error> {
+        let timing = self.coll.timing(self.timeout);
         let docs = self.docs?;
         if docs.is_empty() {
             return Err(Error::invalid_argument(
@@ -415,9 +506,9 @@ impl<T> InsertMany<'_, T> {
                 .collect();
             let mut cmd = Insert::new(self.coll.name.clone(), batch);
             cmd.ordered = self.ordered;
-            cmd.write_concern = inner.options().write_concern();
+            cmd.write_concern = self.coll.write_concern(timing);
             let reply = inner
-                .execute_implicit(&self.coll.db, &cmd, Target::Primary, Retry::Write)
+                .execute_implicit(&self.coll.db, &cmd, Target::Primary, Retry::Write, timing)
                 .await?;
             applied += u64::try_from(reply.n).unwrap_or(0);
             let failed: Vec<usize> = reply.write_errors.iter().map(|e| e.index).collect();
@@ -445,7 +536,8 @@ impl<T> InsertMany<'_, T> {
             }
         }
         if !write_errors.is_empty() || wce.is_some() {
-            return Err(write_failure(
+            return Err(write_failure_within(
+                timing,
                 write_errors,
                 wce,
                 applied,
@@ -472,6 +564,7 @@ impl<'a, T> IntoFuture for InsertMany<'a, T> {
 pub struct UpdateOne<'a, T> {
     coll: &'a Collection<T>,
     statement: UpdateStatement,
+    timeout: Option<Duration>,
 }
 
 impl<T> fmt::Debug for UpdateOne<'_, T> {
@@ -479,6 +572,7 @@ impl<T> fmt::Debug for UpdateOne<'_, T> {
         f.debug_struct("UpdateOne")
             .field("coll", &self.coll.namespace())
             .field("statement", &self.statement)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -502,15 +596,24 @@ impl<T> UpdateOne<'_, T> {
         self
     }
 
+    /// `timeoutMS` of this update (the collection's by default; `Duration::ZERO`: no
+    /// limit).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
     async fn run(self) -> Result<UpdateResult, Error> {
+        let timing = self.coll.timing(self.timeout);
         let inner = &self.coll.client.exec;
         let mut cmd = Update::new(self.coll.name.clone(), vec![self.statement]);
-        cmd.write_concern = inner.options().write_concern();
+        cmd.write_concern = self.coll.write_concern(timing);
         let reply = inner
-            .execute_implicit(&self.coll.db, &cmd, Target::Primary, Retry::Write)
+            .execute_implicit(&self.coll.db, &cmd, Target::Primary, Retry::Write, timing)
             .await?;
         if !reply.write_errors.is_empty() || reply.write_concern_error.is_some() {
-            return Err(write_failure(
+            return Err(write_failure_within(
+                timing,
                 reply.write_errors,
                 reply.write_concern_error,
                 u64::try_from(reply.n).unwrap_or(0),
@@ -550,6 +653,8 @@ pub struct FindBuilder<'a, T> {
     coll: &'a Collection<T>,
     cmd: Find,
     read_preference: Option<ReadPreference>,
+    timeout: Option<Duration>,
+    timeout_mode: Option<TimeoutMode>,
 }
 
 impl<T> fmt::Debug for FindBuilder<'_, T> {
@@ -557,11 +662,27 @@ impl<T> fmt::Debug for FindBuilder<'_, T> {
         f.debug_struct("FindBuilder")
             .field("coll", &self.coll.namespace())
             .field("cmd", &self.cmd)
+            .field("timeout", &self.timeout)
+            .field("timeout_mode", &self.timeout_mode)
             .finish()
     }
 }
 
 impl<T> FindBuilder<'_, T> {
+    /// `timeoutMS` of this find and its cursor (the collection's by default;
+    /// `Duration::ZERO`: no limit): see [`timeout_mode`](Self::timeout_mode).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How `timeoutMS` applies to the cursor ([`TimeoutMode::CursorLifetime`] by
+    /// default). Refused (a client-side error, nothing sent) when no `timeoutMS` applies.
+    pub fn timeout_mode(mut self, mode: TimeoutMode) -> Self {
+        self.timeout_mode = Some(mode);
+        self
+    }
+
     /// Documents per batch (the first batch and every getMore).
     pub fn batch_size(mut self, n: u32) -> Self {
         self.cmd.batch_size = Some(n);
@@ -599,7 +720,7 @@ impl<T> FindBuilder<'_, T> {
         self
     }
 
-    /// `maxTimeMS` of the find.
+    /// `maxTimeMS` of the find (ignored under `timeoutMS`, which sets its own).
     pub fn max_time(mut self, d: Duration) -> Self {
         self.cmd.max_time_ms = Some(millis(d));
         self
@@ -630,29 +751,38 @@ impl<'a, T: 'a> IntoFuture for FindBuilder<'a, T> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let inner = &self.coll.client.exec;
+            let mut this = self;
+            check_timeout_mode(this.timeout_mode, this.timeout)?;
+            let inner = &this.coll.client.exec;
             inner.check_open()?;
+            let (timing, cursor_timeout) = cursor_timing(this.timeout, this.timeout_mode);
+            if timing.deadline.is_some() {
+                // A legacy option, ignored under timeoutMS.
+                this.cmd.max_time_ms = None;
+            }
             let mut session = inner.implicit_session();
-            let preference = self
+            let preference = this
                 .read_preference
                 .as_ref()
-                .unwrap_or(&self.coll.read_preference);
+                .unwrap_or(&this.coll.read_preference);
             let target = Target::Read(preference);
             let executed = inner
                 .execute_pinned(
-                    &self.coll.db,
-                    &self.cmd,
+                    &this.coll.db,
+                    &this.cmd,
                     Some(&mut session),
                     target,
                     Retry::Read,
+                    timing,
                 )
                 .await?;
             let spec = GetMoreOptions {
-                batch_size: self.cmd.batch_size,
+                batch_size: this.cmd.batch_size,
                 max_await_time: None,
-                comment: self.cmd.comment.clone(),
+                comment: this.cmd.comment.clone(),
             };
-            Ok(Cursor::new(inner.clone(), executed, spec, session))
+            Ok(Cursor::new(inner.clone(), executed, spec, session)
+                .with_timeout(cursor_timeout))
         })
     }
 }
@@ -665,6 +795,8 @@ pub struct AggregateBuilder<'a, T> {
     cmd: Aggregate,
     read_preference: ReadPreference,
     max_await_time: Option<Duration>,
+    timeout: Option<Duration>,
+    timeout_mode: Option<TimeoutMode>,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -673,6 +805,8 @@ impl<T> fmt::Debug for AggregateBuilder<'_, T> {
         f.debug_struct("AggregateBuilder")
             .field("db", &self.db)
             .field("cmd", &self.cmd)
+            .field("timeout", &self.timeout)
+            .field("timeout_mode", &self.timeout_mode)
             .finish()
     }
 }
@@ -684,6 +818,7 @@ impl<'a, T> AggregateBuilder<'a, T> {
         target: AggregateTarget,
         pipeline: Vec<Document>,
         read_preference: ReadPreference,
+        timeout: Option<Duration>,
     ) -> Self {
         AggregateBuilder {
             client,
@@ -691,8 +826,25 @@ impl<'a, T> AggregateBuilder<'a, T> {
             cmd: Aggregate::new(target, pipeline),
             read_preference,
             max_await_time: None,
+            timeout,
+            timeout_mode: None,
             _marker: PhantomData,
         }
+    }
+
+    /// `timeoutMS` of this aggregate and its cursor (the collection's or database's by
+    /// default; `Duration::ZERO`: no limit): see [`timeout_mode`](Self::timeout_mode).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How `timeoutMS` applies to the cursor ([`TimeoutMode::CursorLifetime`] by
+    /// default). Refused (a client-side error, nothing sent) when no `timeoutMS`
+    /// applies, and [`TimeoutMode::Iteration`] for a pipeline with `$out` or `$merge`.
+    pub fn timeout_mode(mut self, mode: TimeoutMode) -> Self {
+        self.timeout_mode = Some(mode);
+        self
     }
 
     /// Documents per batch (the first batch and every getMore).
@@ -707,7 +859,7 @@ impl<'a, T> AggregateBuilder<'a, T> {
         self
     }
 
-    /// `maxTimeMS` of the aggregate.
+    /// `maxTimeMS` of the aggregate (ignored under `timeoutMS`, which sets its own).
     pub fn max_time(mut self, d: Duration) -> Self {
         self.cmd.max_time_ms = Some(millis(d));
         self
@@ -746,6 +898,8 @@ impl<'a, T> AggregateBuilder<'a, T> {
             cmd: self.cmd,
             read_preference: self.read_preference,
             max_await_time: self.max_await_time,
+            timeout: self.timeout,
+            timeout_mode: self.timeout_mode,
             _marker: PhantomData,
         }
     }
@@ -757,30 +911,67 @@ impl<'a, T: 'a> IntoFuture for AggregateBuilder<'a, T> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let inner = &self.client.exec;
-            inner.check_open()?;
-            let mut session = inner.implicit_session();
+            let mut this = self;
+            check_timeout_mode(this.timeout_mode, this.timeout)?;
             // `$out` and `$merge` write: to the primary, and never retried.
-            let writes = self
+            let writes = this
                 .cmd
                 .pipeline
                 .iter()
                 .any(|stage| stage.contains_key("$out") || stage.contains_key("$merge"));
+            if writes && this.timeout_mode == Some(TimeoutMode::Iteration) {
+                return Err(Error::invalid_argument(
+                    "timeout_mode(Iteration) cannot apply to an aggregate with $out or $merge \
+                     (it has no cursor to iterate)",
+                ));
+            }
+            let inner = &this.client.exec;
+            inner.check_open()?;
+            let (timing, cursor_timeout) = cursor_timing(this.timeout, this.timeout_mode);
+            if timing.deadline.is_some() {
+                // A legacy option, ignored under timeoutMS.
+                this.cmd.max_time_ms = None;
+            }
+            let mut session = inner.implicit_session();
             let (target, retry) = if writes {
                 (Target::Primary, Retry::No)
             } else {
-                (Target::Read(&self.read_preference), Retry::Read)
+                (Target::Read(&this.read_preference), Retry::Read)
             };
             let executed = inner
-                .execute_pinned(self.db, &self.cmd, Some(&mut session), target, retry)
+                .execute_pinned(this.db, &this.cmd, Some(&mut session), target, retry, timing)
                 .await?;
             let spec = GetMoreOptions {
-                batch_size: self.cmd.batch_size,
-                max_await_time: self.max_await_time,
-                comment: self.cmd.comment.clone(),
+                batch_size: this.cmd.batch_size,
+                max_await_time: this.max_await_time,
+                comment: this.cmd.comment.clone(),
             };
-            Ok(Cursor::new(inner.clone(), executed, spec, session))
+            Ok(Cursor::new(inner.clone(), executed, spec, session)
+                .with_timeout(cursor_timeout))
         })
+    }
+}
+
+/// How the command opening a cursor is bounded, and the cursor's own timeout, for an
+/// operation with `timeoutMS` `timeout` in `mode` (Client Side Operations Timeout,
+/// "Non-tailable Cursors"): cursor lifetime (the default) sends `maxTimeMS` on the
+/// opening command and keeps its deadline for the getMores; iteration sends none and
+/// gives each getMore a fresh deadline.
+fn cursor_timing(
+    timeout: Option<Duration>,
+    mode: Option<TimeoutMode>,
+) -> (Timing, Option<CursorTimeout>) {
+    let timing = Timing::for_timeout(timeout);
+    match (timing.deadline, timeout, mode.unwrap_or_default()) {
+        (Some(deadline), _, TimeoutMode::CursorLifetime) => (
+            timing,
+            Some(CursorTimeout::Lifetime(deadline)),
+        ),
+        (Some(_), Some(timeout), TimeoutMode::Iteration) => (
+            timing.without_max_time(),
+            Some(CursorTimeout::Iteration(timeout)),
+        ),
+        _ => (timing, None),
     }
 }
 

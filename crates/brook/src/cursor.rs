@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use brook_command::{Command, CursorReply, GetMoreOptions, KillCursors, Namespace, SharedDoc};
 use brook_conn::ServerAddress;
@@ -15,7 +16,9 @@ use futures_core::Stream;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::exec::{Body, Executed, Executor, GetMoreCache, KillAt, Lease, PooledConn, Target};
+use crate::exec::{
+    Body, Bound, Deadline, Executed, Executor, GetMoreCache, KillAt, Lease, PooledConn, Target,
+};
 use crate::session::{HeldSession, SessionRef};
 
 /// A getMore in flight: its outcome, the session it held, and the pinned connection it
@@ -26,6 +29,37 @@ type GetMoreFuture = Pin<
 
 /// The code of CursorNotFound: the server no longer knows the cursor.
 const CURSOR_NOT_FOUND: i32 = 43;
+
+/// How `timeoutMS` bounds a cursor's getMores (Client Side Operations Timeout,
+/// "Non-tailable Cursors"). No getMore carries `maxTimeMS` in either mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CursorTimeout {
+    /// `TimeoutMode::CursorLifetime`: the deadline of the operation that opened the
+    /// cursor bounds every getMore.
+    Lifetime(Deadline),
+    /// `TimeoutMode::Iteration`: each call that sends a getMore gets a fresh deadline of
+    /// this `timeoutMS`.
+    Iteration(Duration),
+}
+
+impl CursorTimeout {
+    /// The `timeoutMS` the cursor was opened with: what `close` (and a drop's background
+    /// kill) gets afresh.
+    fn timeout(&self) -> Duration {
+        match self {
+            CursorTimeout::Lifetime(deadline) => deadline.timeout(),
+            CursorTimeout::Iteration(timeout) => *timeout,
+        }
+    }
+
+    /// The deadline of a getMore starting now.
+    fn get_more_deadline(&self) -> Deadline {
+        match self {
+            CursorTimeout::Lifetime(deadline) => *deadline,
+            CursorTimeout::Iteration(timeout) => Deadline::after(*timeout),
+        }
+    }
+}
 
 /// A server cursor: yields documents of type `T`, deserialised one at a time from the
 /// batch buffers as they are consumed, and fetches further batches with `getMore` on the
@@ -54,6 +88,8 @@ pub struct Cursor<T> {
     /// Behind a load balancer: the connection the cursor was opened on, which its
     /// getMores and killCursors must use (returned to the pool once the cursor ends).
     pinned: Option<PooledConn>,
+    /// How `timeoutMS` bounds the getMores; `None` when it is not set.
+    timeout: Option<CursorTimeout>,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -79,6 +115,7 @@ impl<T> Cursor<T> {
             in_flight: None,
             failed: false,
             pinned: executed.pinned,
+            timeout: None,
             _marker: PhantomData,
         };
         if cursor.id == 0 {
@@ -86,6 +123,12 @@ impl<T> Cursor<T> {
             cursor.pinned = None;
         }
         cursor
+    }
+
+    /// The cursor bounded by `timeout` (`None`: no `timeoutMS`).
+    pub(crate) fn with_timeout(mut self, timeout: Option<CursorTimeout>) -> Cursor<T> {
+        self.timeout = timeout;
+        self
     }
 
     /// The server's cursor id (0 once exhausted or killed).
@@ -120,7 +163,23 @@ impl<T> Cursor<T> {
 
     /// Kill the cursor on its server (if it is still open) and release its session.
     /// Returns the outcome of `killCursors`; closing an exhausted cursor does nothing.
-    pub async fn close(mut self) -> Result<(), Error> {
+    ///
+    /// Under `timeoutMS` the `killCursors` gets the `timeoutMS` the cursor was opened
+    /// with afresh (even when a cursor-lifetime deadline has passed), and carries
+    /// `maxTimeMS`; [`close_with_timeout`](Self::close_with_timeout) sets another.
+    pub async fn close(self) -> Result<(), Error> {
+        let timeout = self.timeout.map(|t| t.timeout());
+        self.close_within(timeout).await
+    }
+
+    /// [`close`](Self::close) with a `timeoutMS` of its own for the `killCursors`
+    /// (`Duration::ZERO`: no limit), whether or not the cursor had one.
+    pub async fn close_with_timeout(self, timeout: Duration) -> Result<(), Error> {
+        self.close_within(Some(timeout)).await
+    }
+
+    async fn close_within(mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        let deadline = Deadline::for_timeout(timeout);
         // An in-flight getMore is abandoned: its connection is discarded, not reused.
         self.in_flight = None;
         let id = std::mem::replace(&mut self.id, 0);
@@ -133,11 +192,11 @@ impl<T> Cursor<T> {
         if let Some(conn) = self.pinned.take() {
             return self
                 .exec
-                .kill_cursors_pinned(conn, &self.ns.db, &cmd, &mut session)
+                .kill_cursors_pinned_within(conn, &self.ns.db, &cmd, &mut session, deadline)
                 .await;
         }
         self.exec
-            .kill_cursors_bounded(&self.server, &self.ns.db, &cmd, &mut session)
+            .kill_cursors_within(&self.server, &self.ns.db, &cmd, &mut session, deadline)
             .await
     }
 
@@ -154,6 +213,17 @@ impl<T> Cursor<T> {
             .get_more
             .max_await_time
             .map(|wait| self.exec.await_bound(Some(wait)));
+        // Under timeoutMS: the cursor's deadline (its lifetime's, or a fresh one), from
+        // the checkout on; no maxTimeMS on the getMore.
+        let deadline = self.timeout.map(|t| t.get_more_deadline());
+        let bound = move |min_rtt: Duration| match deadline {
+            Some(deadline) => Bound::Deadline {
+                deadline,
+                max_time: false,
+                min_rtt,
+            },
+            None => Bound::Legacy(limit),
+        };
         let exec = Arc::clone(&self.exec);
         let server = self.server.clone();
         let mut session = std::mem::take(&mut self.session);
@@ -163,8 +233,11 @@ impl<T> Cursor<T> {
             let mut kept = None;
             let res = async {
                 let body = body?;
-                let (mut conn, _operation) = match pinned {
-                    Some(conn) => (conn, None),
+                let (mut conn, _operation, min_rtt) = match pinned {
+                    Some(conn) => {
+                        let min_rtt = exec.min_rtt(conn.address());
+                        (conn, None, min_rtt)
+                    }
                     None if load_balanced => {
                         // The pinned connection was lost: no other connection reaches
                         // the mongos that holds the cursor.
@@ -180,14 +253,19 @@ impl<T> Cursor<T> {
                     }
                     None => {
                         let checked = exec
-                            .check_out(Target::At(&server), Lease::Shared, &[])
+                            .check_out_within(Target::At(&server), Lease::Shared, &[], deadline)
                             .await?;
-                        (checked.conn, Some(checked.operation))
+                        (checked.conn, Some(checked.operation), checked.min_rtt)
                     }
                 };
                 let wire = conn.description().max_wire_version;
                 let sent = exec
-                    .run_on(&mut conn, Body::Serialized(body), Some(&mut session), limit)
+                    .run_on_within(
+                        &mut conn,
+                        Body::Serialized(body),
+                        Some(&mut session),
+                        bound(min_rtt),
+                    )
                     .await;
                 if load_balanced && !conn.is_broken() {
                     kept = Some(conn);
@@ -271,21 +349,14 @@ impl<T> Drop for Cursor<T> {
         }
         let session = std::mem::take(&mut self.session);
         let cmd = KillCursors::new(self.ns.coll.clone(), vec![self.id]);
-        if let Some(conn) = self.pinned.take() {
-            self.exec.spawn_kill_cursors(
-                KillAt::Pinned(Box::new(conn)),
-                self.ns.db.clone(),
-                cmd,
-                session,
-            );
-            return;
-        }
-        self.exec.spawn_kill_cursors(
-            KillAt::Server(self.server.clone()),
-            self.ns.db.clone(),
-            cmd,
-            session,
-        );
+        // A fresh timeoutMS, as for `close`.
+        let timeout = self.timeout.map(|t| t.timeout());
+        let at = match self.pinned.take() {
+            Some(conn) => KillAt::Pinned(Box::new(conn)),
+            None => KillAt::Server(self.server.clone()),
+        };
+        self.exec
+            .spawn_kill_cursors_within(at, self.ns.db.clone(), cmd, session, timeout);
     }
 }
 

@@ -1,5 +1,7 @@
 //! `Database`: commands and collections of one database.
 
+use std::time::Duration;
+
 use brook_command::{AggregateTarget, RunCommand};
 use bson::{Document, RawDocumentBuf};
 
@@ -8,7 +10,7 @@ use crate::client::Client;
 use crate::coll::{AggregateBuilder, Collection};
 use crate::error::Error;
 use crate::event::ChangeStreamEvent;
-use crate::exec::{Retry, Target};
+use crate::exec::{Retry, Target, Timing};
 use crate::options::ReadPreference;
 
 /// A handle to one database. Cheap to clone; no IO until an operation runs.
@@ -17,16 +19,36 @@ pub struct Database {
     client: Client,
     name: String,
     read_preference: ReadPreference,
+    /// `timeoutMS` of its operations (the client's unless set here).
+    timeout: Option<Duration>,
 }
 
 impl Database {
     pub(crate) fn new(client: Client, name: &str) -> Database {
         let read_preference = client.exec.default_read_preference().clone();
+        let timeout = client.exec.options().timeout;
         Database {
             client,
             name: name.to_string(),
             read_preference,
+            timeout,
         }
+    }
+
+    /// The same database, its operations (and those of the collections it hands out)
+    /// bounded by `timeoutMS` = `timeout` (the Client Side Operations Timeout
+    /// specification; see [`ClientOptions::timeout`](crate::ClientOptions::timeout)).
+    /// `Duration::ZERO` means no limit (the specification's rules still apply: legacy
+    /// timeouts ignored). The default is the client's (`timeoutMS` in the connection
+    /// string).
+    pub fn with_timeout(mut self, timeout: Duration) -> Database {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The `timeoutMS` of this database's operations, `None` when not set at any level.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// The same database, reading with `read_preference` (aggregates and change
@@ -59,6 +81,7 @@ impl Database {
             &self.name,
             name,
             self.read_preference.clone(),
+            self.timeout,
         )
     }
 
@@ -71,12 +94,16 @@ impl Database {
     /// server's reply. `$db` and the implicit session's `lsid` are added to a copy; the
     /// caller's document is not changed. An `ok: 0` reply is an error whose
     /// `is_server_error()` is true.
+    ///
+    /// Under `timeoutMS` ([`with_timeout`](Self::with_timeout)) the command gets the
+    /// computed `maxTimeMS`, replacing one the document carries.
     pub async fn run_command(&self, command: Document) -> Result<Document, Error> {
+        let timing = Timing::for_timeout(self.timeout);
         let cmd = RunCommand::new(command);
         let reply = self
             .client
             .exec
-            .execute_implicit(&self.name, &cmd, Target::Primary, Retry::No)
+            .execute_implicit(&self.name, &cmd, Target::Primary, Retry::No, timing)
             .await?;
         reply.to_document().map_err(Error::bson)
     }
@@ -99,6 +126,7 @@ impl Database {
             AggregateTarget::Database,
             pipeline,
             self.read_preference.clone(),
+            self.timeout,
         )
     }
 }

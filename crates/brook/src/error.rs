@@ -110,11 +110,37 @@ pub(crate) enum ErrorKind {
         /// Its bound.
         after: Duration,
     },
+    /// The operation's client-side timeout (`timeoutMS`, the Client Side Operations
+    /// Timeout specification) expired: during server selection, a connection checkout,
+    /// or a command (or before a command was sent, when too little time was left for
+    /// the server's round trip). `cause` is the error of the step that was cut short,
+    /// when there is one (a socket timeout, a selection or checkout timeout, the
+    /// server's MaxTimeMSExpired).
+    #[error(
+        "operation exceeded timeoutMS ({timeout:?}) {during}{}",
+        cause.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+    )]
+    OperationTimeout {
+        /// The `timeoutMS` of the operation.
+        timeout: Duration,
+        /// Where the expiry was detected ("during server selection", …).
+        during: &'static str,
+        /// The error of the step that was cut short.
+        cause: Option<Box<Error>>,
+    },
     /// A change stream stopped for a reason of its own (not a failed command, which keeps
     /// its own kind): an event without `_id` ("cannot provide resume functionality when
     /// the resume token is missing"), malformed event data, or use after close.
     #[error(transparent)]
     ChangeStream(ChangeStreamError),
+    /// A change stream's token fell off the oplog and the stream restarted from now
+    /// ([`HistoryLost::RestartFromNow`](crate::HistoryLost::RestartFromNow)): reported
+    /// once; the stream goes on.
+    #[error("{gap}")]
+    HistoryLost {
+        /// What was not delivered.
+        gap: Box<crate::resume::HistoryGap>,
+    },
 }
 
 fn write_failure_message(errors: &[WriteError], wce: Option<&WriteConcernError>) -> String {
@@ -143,6 +169,11 @@ fn write_failure_message(errors: &[WriteError], wce: Option<&WriteConcernError>)
     }
     s
 }
+
+/// 286 `ChangeStreamHistoryLost`.
+const CHANGE_STREAM_HISTORY_LOST: i32 = 286;
+/// 280 `ChangeStreamFatalError`.
+const CHANGE_STREAM_FATAL_ERROR: i32 = 280;
 
 struct Inner {
     kind: ErrorKind,
@@ -266,15 +297,66 @@ impl Error {
         matches!(&self.0.kind, ErrorKind::PoolCleared { .. })
     }
 
-    /// A client-side timeout: connect or socket timeout, `waitQueueTimeoutMS`, or server
-    /// selection giving up after `serverSelectionTimeoutMS`.
+    /// A client-side timeout: the operation's `timeoutMS` expired (see
+    /// [`is_operation_timeout`](Error::is_operation_timeout)), a connect or socket
+    /// timeout, `waitQueueTimeoutMS`, or server selection giving up after
+    /// `serverSelectionTimeoutMS`.
     pub fn is_timeout(&self) -> bool {
         match &self.0.kind {
+            ErrorKind::OperationTimeout { .. } => true,
             ErrorKind::Connection(e) => e.is_timeout(),
             ErrorKind::PoolTimeout { .. } => true,
             ErrorKind::ServerSelection { timed_out, .. } => *timed_out,
             _ => false,
         }
+    }
+
+    /// The change stream's resume token is no longer in the oplog: the server's 286
+    /// `ChangeStreamHistoryLost` (the stream ended with it), or the report of a stream
+    /// that restarted from now because of it (see [`history_gap`](Self::history_gap)).
+    pub fn is_history_lost(&self) -> bool {
+        self.code() == Some(CHANGE_STREAM_HISTORY_LOST)
+            || matches!(&self.0.kind, ErrorKind::HistoryLost { .. })
+    }
+
+    /// What a change stream that restarted from now after losing its history did not
+    /// deliver ([`HistoryLost::RestartFromNow`](crate::HistoryLost::RestartFromNow)).
+    /// The stream that returned this error goes on.
+    pub fn history_gap(&self) -> Option<&crate::resume::HistoryGap> {
+        match &self.0.kind {
+            ErrorKind::HistoryLost { gap } => Some(gap),
+            _ => None,
+        }
+    }
+
+    /// The server's 280 `ChangeStreamFatalError`: the stream cannot go on (for example
+    /// a pipeline stage changed the events' `_id`), and resuming cannot cure it.
+    pub fn is_change_stream_fatal(&self) -> bool {
+        self.code() == Some(CHANGE_STREAM_FATAL_ERROR)
+    }
+
+    /// The operation's `timeoutMS` expired (client-side operation timeout). The error of
+    /// the step that was cut short, if any, is its [`source`](std::error::Error::source)
+    /// and is part of its message; a server's MaxTimeMSExpired keeps its
+    /// [`code`](Error::code) (50).
+    pub fn is_operation_timeout(&self) -> bool {
+        matches!(&self.0.kind, ErrorKind::OperationTimeout { .. })
+    }
+
+    /// The error of an operation whose `timeoutMS` (`timeout`) expired `during` a step
+    /// ("during server selection"), `cause` being that step's own error if it had one.
+    pub(crate) fn operation_timeout(
+        timeout: Duration,
+        during: &'static str,
+        cause: Option<Error>,
+    ) -> Error {
+        let wire_version = cause.as_ref().and_then(Error::wire_version);
+        Error::new(ErrorKind::OperationTimeout {
+            timeout,
+            during,
+            cause: cause.map(Box::new),
+        })
+        .with_wire_version(wire_version)
     }
 
     /// The server reported the failure (`ok: 0`, write errors or a write concern error).
@@ -300,8 +382,18 @@ impl Error {
         matches!(&self.0.kind, ErrorKind::Shutdown)
     }
 
-    pub(crate) fn server_error(&self) -> Option<&ServerError> {
+    /// The error a timeoutMS error wraps (the step that was cut short), else `self`: what
+    /// the server said is read from there.
+    fn reported(&self) -> &Error {
         match &self.0.kind {
+            ErrorKind::OperationTimeout { cause: Some(e), .. } => e.reported(),
+            _ => self,
+        }
+    }
+
+    pub(crate) fn server_error(&self) -> Option<&ServerError> {
+        let this = self.reported();
+        match &this.0.kind {
             ErrorKind::Server(e) => Some(e),
             ErrorKind::Command(CommandError::Server(e)) => Some(e),
             ErrorKind::Connection(e) => e.server_error(),
@@ -316,7 +408,7 @@ impl Error {
         if let Some(e) = self.server_error() {
             return e.code;
         }
-        match &self.0.kind {
+        match &self.reported().0.kind {
             ErrorKind::Write {
                 write_errors,
                 write_concern_error,
@@ -334,7 +426,7 @@ impl Error {
         if let Some(e) = self.server_error() {
             return e.code_name.as_deref();
         }
-        match &self.0.kind {
+        match &self.reported().0.kind {
             ErrorKind::Write {
                 write_errors,
                 write_concern_error,
@@ -354,7 +446,7 @@ impl Error {
         if let Some(e) = self.server_error() {
             return &e.labels;
         }
-        match &self.0.kind {
+        match &self.reported().0.kind {
             ErrorKind::Write {
                 write_concern_error: Some(w),
                 ..
@@ -438,6 +530,10 @@ impl Error {
     /// operation, or a server error whose code says the server is stepping down, shutting
     /// down or unreachable. Server selection failures are not retried.
     pub fn is_retryable_read(&self) -> bool {
+        if self.is_operation_timeout() {
+            // The operation's time is up (Client Side Operations Timeout).
+            return false;
+        }
         if self.is_network() || self.is_pool_cleared() {
             return true;
         }
@@ -452,6 +548,10 @@ impl Error {
     /// 9 and newer attach), and before wire version 9 a top-level or write concern error
     /// with one of the spec's codes. A write error (`writeErrors`) never is.
     pub fn is_retryable_write(&self) -> bool {
+        if self.is_operation_timeout() {
+            // The operation's time is up (Client Side Operations Timeout).
+            return false;
+        }
         if self.is_network() || self.is_pool_cleared() || self.has_label(RETRYABLE_WRITE_LABEL) {
             return true;
         }
@@ -480,7 +580,7 @@ impl Error {
 
     /// The write errors of a failed write (indices relative to the caller's input).
     pub fn write_errors(&self) -> &[WriteError] {
-        match &self.0.kind {
+        match &self.reported().0.kind {
             ErrorKind::Write { write_errors, .. } => write_errors,
             _ => &[],
         }
@@ -491,7 +591,7 @@ impl Error {
         if let Some(e) = self.server_error() {
             return Some(&e.message);
         }
-        match &self.0.kind {
+        match &self.reported().0.kind {
             ErrorKind::Write {
                 write_errors,
                 write_concern_error,
@@ -522,7 +622,10 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.0.kind)
+        match &self.0.kind {
+            ErrorKind::OperationTimeout { cause: Some(e), .. } => Some(&**e),
+            kind => std::error::Error::source(kind),
+        }
     }
 }
 

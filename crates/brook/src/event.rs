@@ -87,6 +87,52 @@ impl ResumeToken {
     pub fn into_shared(self) -> SharedDoc {
         self.0
     }
+
+    /// The cluster time the token stands for: the event's, or the high-water mark's.
+    ///
+    /// Read from the token's `_data` (see [`info`](Self::info)); `None` when the token is
+    /// not of a known kind. The format is the server's internal business: use this for
+    /// monitoring (how far behind a stream is) and checkpoints, not to compare tokens.
+    ///
+    /// ```
+    /// use brook::ResumeToken;
+    /// use brook::bson::{Timestamp, doc};
+    ///
+    /// // A postBatchResumeToken of a MongoDB 5.0 replica set.
+    /// let token = ResumeToken::from_document(&doc! { "_data": "82612F653E000000022B0229296E04" })?;
+    /// assert_eq!(token.cluster_time(), Some(Timestamp { time: 1630496062, increment: 2 }));
+    /// # Ok::<(), brook::Error>(())
+    /// ```
+    pub fn cluster_time(&self) -> Option<Timestamp> {
+        self.info().map(|info| info.cluster_time)
+    }
+
+    /// Everything the token's `_data` says, as far as it can be read: cluster time, token
+    /// version, high-water mark or event, the event's `operationType` (version-2 tokens),
+    /// the fragment number of a split event's fragment.
+    ///
+    /// `None` when the token is not `{_data: "<hex>"}` starting with a cluster time (e.g.
+    /// MongoDB 3.6's binary tokens); fields it cannot read are `None`. Never fails.
+    ///
+    /// ```
+    /// use brook::{ResumeToken, TokenType};
+    /// use brook::bson::doc;
+    ///
+    /// // An insert's token from MongoDB 6.0 (a version-2 token).
+    /// let token = ResumeToken::from_document(&doc! { "_data":
+    ///     "826275077A000000012B042C0100296E5A1004BFFDB617400E486099007C0E0048B305463C6F70\
+    ///      65726174696F6E54797065003C696E736572740046646F63756D656E744B65790046645F696400\
+    ///      646275077A2F3159F971E405C6000004" })?;
+    /// let info = token.info().expect("a readable token");
+    /// assert_eq!(info.cluster_time.time, 1651836794);
+    /// assert_eq!(info.version, Some(2));
+    /// assert_eq!(info.token_type, Some(TokenType::Event));
+    /// assert_eq!(info.event_type.as_deref(), Some("insert"));
+    /// # Ok::<(), brook::Error>(())
+    /// ```
+    pub fn info(&self) -> Option<brook_changestream::TokenInfo> {
+        brook_changestream::decode_resume_token(self.as_document())
+    }
 }
 
 impl From<SharedDoc> for ResumeToken {

@@ -49,7 +49,7 @@
 //!    [`ClientOptions::check_supported`], which refuses options with any warning (an
 //!    `is_invalid_argument()` error naming each one) and options brook parses but does
 //!    not act on yet (an `is_unsupported()` error naming the feature): the GSSAPI,
-//!    MONGODB-AWS and MONGODB-OIDC mechanisms, Unix sockets, `timeoutMS`,
+//!    MONGODB-AWS and MONGODB-OIDC mechanisms, Unix sockets,
 //!    `readConcernLevel`, proxies, `tlsCertificateKeyFilePassword` (keys are not
 //!    decrypted), and `tlsDisableOCSPEndpointCheck=false` /
 //!    `tlsDisableCertificateRevocationCheck=false` (see TLS below). Nothing in a
@@ -166,8 +166,21 @@
 //! `socketTimeoutMS`, a command on a server that stops answering is cut short by that
 //! server's monitor: a failed heartbeat (within about `heartbeatFrequencyMS` plus twice
 //! `connectTimeoutMS`) interrupts every command in flight on it. A server that keeps
-//! answering heartbeats but not one slow command is bounded only by `socketTimeoutMS`
-//! (client-side operation timeouts, `timeoutMS`, come later).
+//! answering heartbeats but not one slow command is bounded only by `socketTimeoutMS`,
+//! or by `timeoutMS`.
+//!
+//! **`timeoutMS`** (Client Side Operations Timeout), set in the connection string or with
+//! `with_timeout` on a [`Database`] or [`Collection`] (inherited client → database →
+//! collection) or `.timeout(…)` on an operation's builder: one deadline computed when the
+//! operation starts bounds all of it (server selection within
+//! `min(serverSelectionTimeoutMS, time left)`, the checkout, each command, every retry:
+//! retryable errors are retried while time is left). Each command carries `maxTimeMS` =
+//! time left − the server's minimum round trip, and is not sent when that is not
+//! positive. An expiry is an [`Error::is_timeout`] error (also
+//! [`Error::is_operation_timeout`]); the connection of a command cut short is closed, its
+//! pool is not cleared. Once `timeoutMS` is set `socketTimeoutMS`, `waitQueueTimeoutMS`,
+//! `wTimeoutMS` and operations' `max_time` are ignored; `timeoutMS=0` means no limit.
+//! Cursors follow their [`TimeoutMode`]; `Cursor::close` gets a fresh `timeoutMS`.
 //!
 //! # Sessions
 //!
@@ -303,13 +316,16 @@ mod exec;
 pub mod monitoring;
 mod options;
 mod redact;
+mod resume;
 mod session;
 pub mod srv;
+mod stats;
 
+pub use brook_changestream::{TokenInfo, TokenType};
 pub use brook_command::{Namespace, WriteConcernError, WriteError};
 pub use brook_conn::{ServerAddress, ServerKind};
 pub use change_stream::{
-    ChangeStream, ChangeStreamItem, FullDocument, FullDocumentBeforeChange, WatchBuilder,
+    Batch, ChangeStream, ChangeStreamItem, FullDocument, FullDocumentBeforeChange, WatchBuilder,
 };
 pub use client::Client;
 pub use coll::{
@@ -326,10 +342,12 @@ pub use event::{
 pub use exec::GET_MORE_GRACE;
 pub use options::{
     Acknowledgment, ClientOptions, Credential, DEFAULT_PORT, Host, ReadPreference,
-    ReadPreferenceMode, ServerMonitoringMode, TagSet, UriWarning, UriWarningKind,
+    ReadPreferenceMode, ServerMonitoringMode, TagSet, TimeoutMode, UriWarning, UriWarningKind,
 };
 pub use redact::redact_uri;
+pub use resume::{HistoryGap, HistoryLost, ResumeCause, ResumeEvent, ResumeOutcome, ResumePolicy};
 pub use session::ClientSession;
+pub use stats::StreamStats;
 
 /// A BSON document in a refcounted buffer: how events and resume tokens share the reply's
 /// buffer ([`RawChangeEvent::as_shared`], [`ResumeToken::as_shared`]).

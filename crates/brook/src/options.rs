@@ -208,7 +208,14 @@ pub struct ClientOptions {
     pub socket_timeout: Option<Duration>,
     /// `serverSelectionTimeoutMS`: bounds the initial discovery (default 30 s).
     pub server_selection_timeout: Option<Duration>,
-    /// `timeoutMS` (not acted on yet: client-side operation timeouts).
+    /// `timeoutMS`: the client-side operation timeout (Client Side Operations Timeout
+    /// specification) of every operation of the client, inherited by its databases and
+    /// collections unless they set their own (`with_timeout`). One deadline computed when
+    /// an operation starts bounds all of it: server selection, connection checkout, each
+    /// command (which carries `maxTimeMS`), every retry. `Some(ZERO)` means no limit;
+    /// `None` (the default) keeps the legacy timeouts (`socketTimeoutMS`,
+    /// `waitQueueTimeoutMS`, `wTimeoutMS`, operations' `max_time`), which are ignored once
+    /// `timeoutMS` is set at any level.
     pub timeout: Option<Duration>,
     /// `compressors`, in preference order (names known to the spec).
     pub compressors: Option<Vec<String>>,
@@ -1228,6 +1235,20 @@ impl ClientOptions {
         Some(wc)
     }
 
+    /// [`write_concern`](Self::write_concern) for a write under `timeoutMS` when
+    /// `csot` is true: without `wtimeout` (Client Side Operations Timeout: `wTimeoutMS` is
+    /// ignored once `timeoutMS` is set), `None` when nothing else is left.
+    pub(crate) fn write_concern_for(&self, csot: bool) -> Option<bson::Document> {
+        let mut wc = self.write_concern()?;
+        if csot {
+            wc.remove("wtimeout");
+            if wc.is_empty() {
+                return None;
+            }
+        }
+        Some(wc)
+    }
+
     /// The read preference the URI gives (`readPreference`, `readPreferenceTags`,
     /// `maxStalenessSeconds`; `-1` means no bound): the client's default for reads and
     /// change streams. Primary when the URI says nothing.
@@ -1276,8 +1297,7 @@ impl ClientOptions {
         if self.hosts.iter().any(|h| matches!(h, Host::Unix { .. })) {
             return unsupported("Unix domain socket hosts");
         }
-        let checks: [(bool, &str); 7] = [
-            (self.timeout.is_some(), "timeoutMS"),
+        let checks: [(bool, &str); 6] = [
             (
                 self.tls_certificate_key_file_password.is_some(),
                 "tlsCertificateKeyFilePassword",
@@ -1307,6 +1327,25 @@ impl ClientOptions {
         }
         Ok(())
     }
+}
+
+/// How `timeoutMS` applies to a cursor (Client Side Operations Timeout, "Cursors"): set
+/// with `timeout_mode` on [`FindBuilder`](crate::FindBuilder) and
+/// [`AggregateBuilder`](crate::AggregateBuilder), which refuse it when no `timeoutMS`
+/// applies to the operation.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TimeoutMode {
+    /// The default: one deadline covers the command that opens the cursor and every
+    /// getMore after it (`find` at `T` with `timeoutMS` `t`: the cursor is done by
+    /// `T + t`). Buffered documents are returned even after the deadline; only a
+    /// getMore fails. The opening command carries `maxTimeMS`; getMores do not.
+    #[default]
+    CursorLifetime,
+    /// The opening command gets `timeoutMS`, and so does each call that sends a getMore
+    /// (a fresh deadline each); no command carries `maxTimeMS`. Refused for an
+    /// aggregate with `$out` or `$merge`.
+    Iteration,
 }
 
 #[cfg(test)]
@@ -1452,7 +1491,6 @@ mod tests {
     fn unsupported_features_parse_but_are_refused() {
         for uri in [
             "mongodb://%2Ftmp%2Fmongodb-27017.sock",
-            "mongodb://h/?timeoutMS=5",
             "mongodb://h/?readConcernLevel=majority",
         ] {
             let o = ClientOptions::parse(uri).unwrap();
@@ -1462,6 +1500,8 @@ mod tests {
         for supported in [
             "mongodb://h:1/?appName=x&directConnection=true&maxPoolSize=3",
             "mongodb://h/?loadBalanced=true",
+            "mongodb://h/?timeoutMS=5",
+            "mongodb://h/?timeoutMS=0&socketTimeoutMS=10&waitQueueTimeoutMS=10&wTimeoutMS=10",
             "mongodb://a,b/?readPreference=nearest&readPreferenceTags=dc:ny&maxStalenessSeconds=120",
             "mongodb+srv://cluster.example.com/?srvServiceName=db&srvMaxHosts=2",
         ] {

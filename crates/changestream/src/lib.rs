@@ -116,10 +116,12 @@ mod error;
 mod machine;
 mod options;
 mod scan;
+mod token;
 
 pub use error::{
     CURSOR_NOT_FOUND, ChangeStreamError, FailedCommand, Failure, LABEL_MIN_WIRE_VERSION,
     RESUMABLE_CODES, RESUMABLE_LABEL, is_resumable,
 };
-pub use machine::{ChangeStreamMachine, OPERATION_TIME_MIN_WIRE_VERSION, Outgoing};
+pub use machine::{ChangeStreamMachine, HeldFailure, OPERATION_TIME_MIN_WIRE_VERSION, Outgoing};
 pub use options::{ChangeStreamOptions, Target};
+pub use token::{TokenInfo, TokenType, decode_resume_token, decode_resume_token_hex};

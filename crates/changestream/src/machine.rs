@@ -121,8 +121,23 @@ enum Phase {
     GetMoreInFlight,
     /// The cursor is exhausted or invalidated: buffered events may remain.
     Ended,
+    /// A failure that would close the stream is held for the driver to decide (see
+    /// [`ChangeStreamMachine::hold_failures`]): resume, restart from now, or give up.
+    Held,
     /// Closed by the user or by a fatal error: final.
     Closed,
+}
+
+/// A failure held by a machine in [`hold_failures`](ChangeStreamMachine::hold_failures)
+/// mode, waiting for the driver's decision.
+#[derive(Debug, Clone)]
+pub struct HeldFailure {
+    /// The error that would have closed the stream.
+    pub error: ChangeStreamError,
+    /// The command that failed.
+    pub command: FailedCommand,
+    /// Whether the failed command was a resume's `aggregate` (not the initial one).
+    pub during_resume: bool,
 }
 
 /// The change-stream and resume state machine (sans IO).
@@ -153,6 +168,11 @@ pub struct ChangeStreamMachine<S> {
     kills: VecDeque<Outgoing<S>>,
     error: Option<ChangeStreamError>,
     resumes: u64,
+    /// Hold failures that would close the stream instead (see `hold_failures`).
+    hold: bool,
+    held: Option<HeldFailure>,
+    /// The failure that started the resume in progress (or the last one), if any.
+    resume_cause: Option<ChangeStreamError>,
 }
 
 impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
@@ -178,6 +198,74 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
             kills: VecDeque::new(),
             error: None,
             resumes: 0,
+            hold: false,
+            held: None,
+            resume_cause: None,
+        }
+    }
+
+    /// Hold failures that would close the stream (a failed `aggregate`, the initial one
+    /// or a resume's; a `getMore` failure that is not resumable) instead of closing it:
+    /// the machine then waits in a held state ([`held_failure`](Self::held_failure))
+    /// until the driver decides: [`retry_resume`](Self::retry_resume) (a resume policy
+    /// that tries again), [`restart_from_now`](Self::restart_from_now) (history lost,
+    /// the application re-snapshots) or [`give_up`](Self::give_up) (the error is handed
+    /// out and the stream closes, as without this mode). Off by default: the
+    /// specification's behaviour, every such failure final.
+    pub fn hold_failures(&mut self, hold: bool) {
+        self.hold = hold;
+    }
+
+    /// The failure held for the driver's decision, if the machine holds one.
+    pub fn held_failure(&self) -> Option<&HeldFailure> {
+        self.held.as_ref()
+    }
+
+    /// The failure that made the stream resume last (a resumable `getMore` failure, or
+    /// the held failure a [`retry_resume`](Self::retry_resume) answered), if any.
+    pub fn resume_cause(&self) -> Option<&ChangeStreamError> {
+        self.resume_cause.as_ref()
+    }
+
+    /// Answers a held failure by resuming (again): the old cursor, if any, is killed and
+    /// the resume's `aggregate` comes out of [`poll_command`](Self::poll_command), from
+    /// the cached token. Counts as a resume. Ignored when nothing is held.
+    pub fn retry_resume(&mut self) {
+        if let Some(held) = self.held.take() {
+            self.resume_cause = Some(held.error);
+            self.start_resume();
+        }
+    }
+
+    /// Answers a held failure by starting afresh from "now": the cached token, the saved
+    /// operation time and the start options are dropped, the old cursor is killed, and
+    /// the next `aggregate` opens the stream at the current time, as a new stream (for
+    /// an application that re-snapshots what it lost: the token fell off the oplog,
+    /// `ChangeStreamHistoryLost`). Ignored when nothing is held.
+    pub fn restart_from_now(&mut self) {
+        if self.held.take().is_none() {
+            return;
+        }
+        self.queue_kill();
+        self.cursor = None;
+        self.buffer.clear();
+        self.batch_token = None;
+        self.resume_token = None;
+        self.saved_operation_time = None;
+        self.options.resume_after = None;
+        self.options.start_after = None;
+        self.options.start_at_operation_time = None;
+        self.returned_event = false;
+        self.resuming = false;
+        self.phase = Phase::NeedAggregate;
+    }
+
+    /// Answers a held failure by giving up: the stream closes and
+    /// [`poll_event`](Self::poll_event) hands out the error. Ignored when nothing is
+    /// held.
+    pub fn give_up(&mut self) {
+        if let Some(held) = self.held.take() {
+            self.close_with(held.error);
         }
     }
 
@@ -503,17 +591,25 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
         match self.phase {
             Phase::AggregateInFlight => {
                 // Errors of an aggregate (the initial one or a resume's) are final: a
-                // stream resumes at most once per error.
-                self.close_with(error(failure, FailedCommand::Aggregate, wire_version));
+                // stream resumes at most once per error (unless the driver holds
+                // failures and its resume policy says otherwise).
+                let err = error(failure, FailedCommand::Aggregate, wire_version);
+                self.stop(err, FailedCommand::Aggregate);
             }
             Phase::GetMoreInFlight => {
                 let wire = wire_version
                     .or_else(|| self.cursor.as_ref().map(|c| c.wire_version))
                     .unwrap_or(0);
                 if is_resumable(&failure, wire, FailedCommand::GetMore) {
+                    self.resume_cause = Some(ChangeStreamError::from_failure(
+                        failure,
+                        FailedCommand::GetMore,
+                        Some(wire),
+                    ));
                     self.start_resume();
                 } else {
-                    self.close_with(error(failure, FailedCommand::GetMore, Some(wire)));
+                    let err = error(failure, FailedCommand::GetMore, Some(wire));
+                    self.stop(err, FailedCommand::GetMore);
                 }
             }
             _ => {}
@@ -542,12 +638,28 @@ impl<S: Clone + Eq + Debug> ChangeStreamMachine<S> {
         }
         self.orphan_aggregate = self.phase == Phase::AggregateInFlight;
         self.queue_kill();
+        self.held = None;
         self.phase = Phase::Closed;
         self.buffer.clear();
         self.batch_token = None;
         // A token taken mid-batch shares the dropped batch's buffer: copy it out.
         self.resume_token = self.resume_token.as_ref().map(detach);
         self.error = None;
+    }
+
+    /// A failure that ends the stream: held for the driver when it holds failures,
+    /// else the stream closes with it.
+    fn stop(&mut self, err: ChangeStreamError, command: FailedCommand) {
+        if self.hold {
+            self.held = Some(HeldFailure {
+                error: err,
+                command,
+                during_resume: command == FailedCommand::Aggregate && self.resuming,
+            });
+            self.phase = Phase::Held;
+        } else {
+            self.close_with(err);
+        }
     }
 
     /// Closes the stream and keeps `err` to be handed out by `poll_event`.

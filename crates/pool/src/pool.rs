@@ -19,6 +19,15 @@ use crate::event::{CheckOutFailReason, CloseReason, EventHandler, PoolEvent};
 use crate::manager::{ConnectErrorAction, Manager};
 use crate::options::PoolOptions;
 
+/// What bounds a checkout's wait.
+#[derive(Debug, Clone, Copy)]
+enum CheckOutWait {
+    /// `wait_queue_timeout` from the pool's options.
+    Options,
+    /// The caller's deadline (`None`: none).
+    Until(Option<Instant>),
+}
+
 /// A CMAP connection pool; see the [crate docs](crate).
 ///
 /// Cloning is cheap and gives another handle on the same pool.
@@ -851,7 +860,20 @@ impl<M: Manager> Pool<M> {
     /// `wait_queue_timeout` the wait is unbounded: bound it yourself. Dropping the future
     /// at any point is safe (see the crate docs).
     pub async fn check_out(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
-        self.check_out_inner(false).await
+        self.check_out_inner(false, CheckOutWait::Options).await
+    }
+
+    /// [`check_out`](Pool::check_out) bounded by `deadline` instead of
+    /// `wait_queue_timeout` (which is then ignored): the client-side operation timeout of
+    /// the operation that checks out. `None`: no bound at all. A checkout that reaches the
+    /// deadline fails with [`PoolError::Timeout`]; a connection being established for it
+    /// goes on in the background and joins the pool.
+    pub async fn check_out_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        self.check_out_inner(false, CheckOutWait::Until(deadline))
+            .await
     }
 
     /// Checks out a connection that does not count against `max_pool_size` (for a
@@ -864,10 +886,24 @@ impl<M: Manager> Pool<M> {
     /// available connection if the pool holds fewer than `max_pool_size` counted
     /// connections, else it is closed (reason [`Surplus`](CloseReason::Surplus)).
     pub async fn check_out_dedicated(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
-        self.check_out_inner(true).await
+        self.check_out_inner(true, CheckOutWait::Options).await
     }
 
-    async fn check_out_inner(&self, dedicated: bool) -> Result<Pooled<M>, PoolError<M::Error>> {
+    /// [`check_out_dedicated`](Pool::check_out_dedicated) bounded by `deadline` instead of
+    /// `wait_queue_timeout`, as [`check_out_until`](Pool::check_out_until) is.
+    pub async fn check_out_dedicated_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        self.check_out_inner(true, CheckOutWait::Until(deadline))
+            .await
+    }
+
+    async fn check_out_inner(
+        &self,
+        dedicated: bool,
+        wait: CheckOutWait,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let pool = &*self.inner;
         let started = Instant::now();
         let (id, rx) = pool.with_state(|st| {
@@ -906,10 +942,13 @@ impl<M: Manager> Pool<M> {
             rx,
             settled: false,
         };
-        let deadline = pool
-            .options
-            .checkout_limit()
-            .and_then(|limit| started.checked_add(limit));
+        let deadline = match wait {
+            CheckOutWait::Options => pool
+                .options
+                .checkout_limit()
+                .and_then(|limit| started.checked_add(limit)),
+            CheckOutWait::Until(deadline) => deadline,
+        };
         let received = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, &mut waiting.rx)
                 .await

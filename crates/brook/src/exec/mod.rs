@@ -103,6 +103,183 @@ pub(crate) enum Retry {
     Write,
 }
 
+/// The deadline of one operation under `timeoutMS` (the Client Side Operations Timeout
+/// specification): computed once, when the operation starts, it bounds every step of the
+/// operation (server selection, connection checkout, each command's round trip, every
+/// retry). `timeoutMS=0` gives a deadline with no instant: nothing is bounded, but the
+/// specification's rules apply all the same (legacy options ignored, retries go on while
+/// errors are retryable). An operation without `timeoutMS` has no `Deadline` at all
+/// (`Option<Deadline>::None`) and keeps the legacy bounds (`socketTimeoutMS`,
+/// `waitQueueTimeoutMS`, [`Executor::await_bound`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deadline {
+    /// When the operation must be done; `None` for `timeoutMS=0`.
+    at: Option<Instant>,
+    /// The `timeoutMS` the deadline was computed from (for the error message).
+    timeout: Duration,
+}
+
+impl Deadline {
+    /// The deadline of an operation starting now with `timeoutMS` = `timeout` (zero: no
+    /// limit).
+    pub(crate) fn after(timeout: Duration) -> Deadline {
+        Deadline::starting_at(Instant::now(), timeout)
+    }
+
+    /// The deadline of an operation starting at `now` with `timeoutMS` = `timeout`.
+    pub(crate) fn starting_at(now: Instant, timeout: Duration) -> Deadline {
+        let at = if timeout.is_zero() {
+            None
+        } else {
+            // Beyond what an Instant can hold: no limit in practice.
+            now.checked_add(timeout)
+        };
+        Deadline { at, timeout }
+    }
+
+    /// The deadline of an operation with the effective `timeoutMS` `timeout` (`None`: the
+    /// option is not set anywhere, and the operation has no deadline).
+    pub(crate) fn for_timeout(timeout: Option<Duration>) -> Option<Deadline> {
+        timeout.map(Deadline::after)
+    }
+
+    /// The instant the operation must be done by; `None` for `timeoutMS=0`.
+    pub(crate) fn at(&self) -> Option<Instant> {
+        self.at
+    }
+
+    /// The `timeoutMS` this deadline was computed from.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The time left at `now` (zero once expired); `None` without a limit.
+    pub(crate) fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.at.map(|at| at.saturating_duration_since(now))
+    }
+
+    /// Whether the deadline has passed at `now`.
+    pub(crate) fn is_expired(&self, now: Instant) -> bool {
+        self.at.is_some_and(|at| now >= at)
+    }
+
+    /// The timeout error of this operation, detected `during` a step, `cause` being that
+    /// step's own error if it had one.
+    pub(crate) fn expired(&self, during: &'static str, cause: Option<Error>) -> Error {
+        Error::operation_timeout(self.timeout, during, cause)
+    }
+
+    /// `min(deadline, now + bound)`: the instant a step bounded by both ends.
+    pub(crate) fn min_with(deadline: Option<Deadline>, now: Instant, bound: Duration) -> Instant {
+        let own = now.checked_add(bound);
+        match (deadline.and_then(|d| d.at), own) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            // An Instant cannot hold either: as far as it can go.
+            (None, None) => now,
+        }
+    }
+}
+
+/// The `maxTimeMS` of a command sent at `now` under `deadline` to a server whose minimum
+/// round-trip time is `min_rtt` (Client Side Operations Timeout, "Command Execution"):
+/// the time left minus `min_rtt`, in whole milliseconds. `Ok(None)` when the deadline
+/// has no limit (`timeoutMS=0`: no `maxTimeMS`). A timeout error when the time left is
+/// not more than `min_rtt`, or leaves less than one millisecond (`maxTimeMS: 0` would
+/// mean "no limit" to the server): such a command is not sent.
+pub(crate) fn max_time_ms(
+    deadline: &Deadline,
+    min_rtt: Duration,
+    now: Instant,
+) -> Result<Option<u64>, Error> {
+    let Some(remaining) = deadline.remaining(now) else {
+        return Ok(None);
+    };
+    let budget = remaining.saturating_sub(min_rtt);
+    let ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
+    if remaining <= min_rtt || ms == 0 {
+        return Err(deadline.expired(
+            "before the command was sent (less time left than the server's minimum round trip)",
+            None,
+        ));
+    }
+    Ok(Some(ms))
+}
+
+/// The bound of an exchange with no limit: `timeoutMS=0` ignores `socketTimeoutMS`.
+/// (A century: an `Instant` holds it, and nothing waits that long.)
+const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// How one command on a connection is bounded (see [`Executor::run_on_within`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bound {
+    /// `timeoutMS` is not set: `None` bounds the exchange by `socketTimeoutMS`, `Some`
+    /// by that limit instead (a getMore's [`Executor::await_bound`], a killCursors).
+    Legacy(Option<Duration>),
+    /// `timeoutMS` is set: the exchange ends at the deadline (`socketTimeoutMS` is
+    /// ignored), and is not sent when the time left is not more than `min_rtt` (the
+    /// server's minimum round trip, [`Executor::min_rtt`]). With `max_time` a built
+    /// command carries `maxTimeMS` (see [`max_time_ms`]); a serialised body is sent as
+    /// it is.
+    Deadline {
+        /// The operation's deadline.
+        deadline: Deadline,
+        /// Whether the command carries `maxTimeMS` derived from the deadline.
+        max_time: bool,
+        /// The server's minimum round-trip time.
+        min_rtt: Duration,
+    },
+}
+
+/// How the commands of one operation are bounded (see [`Executor::execute`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Timing {
+    /// The operation's deadline; `None` when `timeoutMS` is not set.
+    pub(crate) deadline: Option<Deadline>,
+    /// Whether its commands carry `maxTimeMS` derived from the deadline (not the
+    /// initial command of an iteration-mode cursor, nor a getMore).
+    pub(crate) max_time: bool,
+}
+
+impl Timing {
+    /// No `timeoutMS`: the legacy bounds.
+    pub(crate) const LEGACY: Timing = Timing {
+        deadline: None,
+        max_time: false,
+    };
+
+    /// The bounds of an operation with the effective `timeoutMS` `timeout`, starting
+    /// now; its commands carry `maxTimeMS`.
+    pub(crate) fn for_timeout(timeout: Option<Duration>) -> Timing {
+        Timing {
+            deadline: Deadline::for_timeout(timeout),
+            max_time: true,
+        }
+    }
+
+    /// The same deadline; commands without `maxTimeMS`.
+    pub(crate) fn without_max_time(self) -> Timing {
+        Timing {
+            max_time: false,
+            ..self
+        }
+    }
+
+    /// The bound of one command of the operation on a server whose minimum round trip
+    /// is `min_rtt`.
+    pub(crate) fn bound(&self, min_rtt: Duration) -> Bound {
+        match self.deadline {
+            None => Bound::Legacy(None),
+            Some(deadline) => Bound::Deadline {
+                deadline,
+                max_time: self.max_time,
+                min_rtt,
+            },
+        }
+    }
+}
+
 /// The session again, for one more command of the same operation.
 fn reborrow<'a>(session: &'a mut Option<&mut dyn SessionRef>) -> Option<&'a mut dyn SessionRef> {
     match session {
@@ -149,6 +326,8 @@ pub(crate) struct CheckedOut {
     pub(crate) read_preference: Option<Document>,
     /// Counts the operation against its server while it runs.
     pub(crate) operation: OperationGuard,
+    /// The server's minimum round-trip time, as the description selection used said.
+    pub(crate) min_rtt: Duration,
 }
 
 /// A command's output, and where it ran.
@@ -341,8 +520,33 @@ impl Executor {
         target: Target<'_>,
         deprioritized: &[ServerAddress],
     ) -> Result<Selected, Error> {
-        let deadline = Instant::now() + self.selection_timeout;
-        self.topology.select(target, deprioritized, deadline).await
+        self.select_within(target, deprioritized, None).await
+    }
+
+    /// [`select`](Self::select) for an operation with `deadline`: selection waits up to
+    /// `min(serverSelectionTimeoutMS, time left)`, and gives up with the operation's
+    /// timeout error (the selection error as its cause) once the deadline is what
+    /// stopped it. [`Selected::min_rtt`] is the server's minimum round trip, read from
+    /// the description selection used.
+    pub(crate) async fn select_within(
+        &self,
+        target: Target<'_>,
+        deprioritized: &[ServerAddress],
+        deadline: Option<Deadline>,
+    ) -> Result<Selected, Error> {
+        let until = Deadline::min_with(deadline, Instant::now(), self.selection_timeout);
+        self.topology
+            .select(target, deprioritized, until)
+            .await
+            .map_err(|e| selection_error(deadline, e))
+    }
+
+    /// The minimum round-trip time of the server at `address` as its monitor measured it
+    /// (zero while fewer than two samples, or when the server is not known): what a
+    /// command on a connection the caller already holds (a pinned or dedicated one)
+    /// subtracts from the time left for its `maxTimeMS`.
+    pub(crate) fn min_rtt(&self, address: &ServerAddress) -> Duration {
+        self.topology.min_rtt(address)
     }
 
     /// Selects the server for `target` (leaving out `deprioritized` servers while others
@@ -356,17 +560,38 @@ impl Executor {
         lease: Lease,
         deprioritized: &[ServerAddress],
     ) -> Result<CheckedOut, Error> {
-        let deadline = Instant::now() + self.selection_timeout;
+        self.check_out_within(target, lease, deprioritized, None)
+            .await
+    }
+
+    /// [`check_out`](Self::check_out) for an operation with `deadline` (`None`: no
+    /// `timeoutMS`, the legacy bounds). With a deadline, selection and checkout share
+    /// `computedServerSelectionTimeout` = `min(serverSelectionTimeoutMS, time left)`:
+    /// the checkout waits (for a free connection, or for one being established for it:
+    /// TCP, TLS, handshake, authentication) until then, `waitQueueTimeoutMS` ignored,
+    /// and fails with the operation's timeout error. A connection still being
+    /// established when the checkout gives up joins the pool when ready.
+    pub(crate) async fn check_out_within(
+        &self,
+        target: Target<'_>,
+        lease: Lease,
+        deprioritized: &[ServerAddress],
+        deadline: Option<Deadline>,
+    ) -> Result<CheckedOut, Error> {
+        let until = Deadline::min_with(deadline, Instant::now(), self.selection_timeout);
         loop {
             let selected = self
                 .topology
-                .select(target, deprioritized, deadline)
-                .await?;
+                .select(target, deprioritized, until)
+                .await
+                .map_err(|e| selection_error(deadline, e))?;
             let server = &selected.server;
             let pool = server.pool();
-            let out = match lease {
-                Lease::Shared => pool.check_out().await,
-                Lease::Dedicated => pool.check_out_dedicated().await,
+            let out = match (lease, deadline) {
+                (Lease::Shared, None) => pool.check_out().await,
+                (Lease::Dedicated, None) => pool.check_out_dedicated().await,
+                (Lease::Shared, Some(_)) => pool.check_out_until(Some(until)).await,
+                (Lease::Dedicated, Some(_)) => pool.check_out_dedicated_until(Some(until)).await,
             };
             match out {
                 Ok(conn) => {
@@ -374,9 +599,10 @@ impl Executor {
                         conn,
                         read_preference: selected.read_preference,
                         operation: selected.operation,
+                        min_rtt: selected.min_rtt,
                     });
                 }
-                Err(PoolError::Cleared { .. }) if Instant::now() < deadline => {
+                Err(PoolError::Cleared { .. }) if Instant::now() < until => {
                     // Cleared between selection and checkout: the error that cleared it
                     // has made the server unknown, or soon will; select again after a
                     // breath rather than spin.
@@ -385,7 +611,16 @@ impl Executor {
                 }
                 // A failed handshake has been reported to the topology by the pool's
                 // manager (SDAM: Unknown, pool cleared).
-                Err(e) => return Err(Error::from_pool(e, server.address())),
+                Err(e) => {
+                    let timed_out = matches!(e, PoolError::Timeout { .. });
+                    let err = Error::from_pool(e, server.address());
+                    return Err(match deadline {
+                        Some(d) if timed_out || d.is_expired(Instant::now()) => {
+                            d.expired("during connection checkout", Some(err))
+                        }
+                        _ => err,
+                    });
+                }
             }
         }
     }
@@ -401,6 +636,24 @@ impl Executor {
         session: Option<&mut dyn SessionRef>,
         limit: Option<Duration>,
     ) -> Result<Reply, Error> {
+        self.run_on_within(conn, body, session, Bound::Legacy(limit))
+            .await
+    }
+
+    /// [`run_on`](Self::run_on) under `bound`. With [`Bound::Deadline`]: nothing is sent
+    /// (the operation's timeout error, the connection untouched) when the time left is
+    /// not more than the server's minimum round trip; a built body gets `maxTimeMS`
+    /// when asked (replacing one the caller put there); the round trip ends at the
+    /// deadline, and a reply still awaited then is the operation's timeout error (the
+    /// socket timeout as its cause), the connection discarded (a command cut mid-flight
+    /// cannot be reused) but its pool not cleared (SDAM: a timeout changes nothing).
+    pub(crate) async fn run_on_within(
+        &self,
+        conn: &mut PooledConn,
+        body: Body,
+        session: Option<&mut dyn SessionRef>,
+        bound: Bound,
+    ) -> Result<Reply, Error> {
         let wire = conn.description().max_wire_version;
         let mut body = body;
         // Converted before anything is armed: a failure here sends nothing.
@@ -412,6 +665,26 @@ impl Executor {
                 .map_err(Error::bson)?,
             // A serialised body carries its lsid and `$clusterTime` (see `GetMoreCache`).
             Body::Serialized(_) => None,
+        };
+        let (limit, deadline) = match bound {
+            Bound::Legacy(limit) => (limit, None),
+            Bound::Deadline {
+                deadline,
+                max_time,
+                min_rtt,
+            } => {
+                let now = Instant::now();
+                let ms = max_time_ms(&deadline, min_rtt, now)?;
+                if max_time
+                    && let (Some(ms), Body::Built(built)) = (ms, &mut body)
+                {
+                    built
+                        .body
+                        .insert("maxTimeMS", i64::try_from(ms).unwrap_or(i64::MAX));
+                }
+                let limit = deadline.remaining(now).unwrap_or(NO_LIMIT);
+                (Some(limit), Some(deadline))
+            }
         };
         let mut guard = AbandonGuard {
             session,
@@ -468,13 +741,19 @@ impl Executor {
                     self.topology
                         .handle_error_on(conn.address(), &error, conn.service_id());
                 }
-                Err(err)
+                match deadline {
+                    Some(d) if err.is_timeout() => {
+                        Err(d.expired("while waiting for the reply", Some(err)))
+                    }
+                    _ => Err(err),
+                }
             }
         }
     }
 
     /// Selects a server for `target`, checks out, runs `cmd` (in `session`) and parses
-    /// its reply, retrying once as `retry` allows. Fails once the client is shut down.
+    /// its reply, retrying as `retry` allows, bounded as `timing` says. Fails once the
+    /// client is shut down.
     pub(crate) async fn execute<C: Command>(
         &self,
         db: &str,
@@ -482,9 +761,10 @@ impl Executor {
         session: Option<&mut dyn SessionRef>,
         target: Target<'_>,
         retry: Retry,
+        timing: Timing,
     ) -> Result<Executed<C::Output>, Error> {
         self.check_open()?;
-        self.run_command(db, cmd, session, target, retry, false)
+        self.run_command(db, cmd, session, target, retry, false, timing)
             .await
     }
 
@@ -499,10 +779,12 @@ impl Executor {
         session: Option<&mut dyn SessionRef>,
         target: Target<'_>,
         retry: Retry,
+        timing: Timing,
     ) -> Result<Executed<C::Output>, Error> {
         self.check_open()?;
         let pin = self.topology.is_load_balanced();
-        self.run_command(db, cmd, session, target, retry, pin).await
+        self.run_command(db, cmd, session, target, retry, pin, timing)
+            .await
     }
 
     /// Whether `retry` is on for this client (`retryReads` / `retryWrites`, both on by
@@ -525,10 +807,17 @@ impl Executor {
     /// attempt fails with a retryable error ([`Error::is_retryable_read`],
     /// [`Error::is_retryable_write`]) runs once more on a server selected afresh, the
     /// failed one left out while another is suitable. A write carries a `txnNumber`
-    /// (the same on both attempts) when the server supports retryable writes and the
+    /// (the same on every attempt) when the server supports retryable writes and the
     /// session has an lsid; otherwise it is not retried. If the retry cannot select a
-    /// server, or a write's retry reports `NoWritesPerformed`, the first error is
+    /// server, or a write's retry reports `NoWritesPerformed`, the previous error is
     /// returned; otherwise the retry's.
+    ///
+    /// Under `timeoutMS` (Client Side Operations Timeout, "Retryability") an operation
+    /// is retried as many times as its errors are retryable and time is left; once the
+    /// deadline has passed the operation's timeout error is returned (the last error as
+    /// its cause), and a timeout error is never retried. A reply with MaxTimeMSExpired
+    /// (code 50) is the operation's timeout error too.
+    #[allow(clippy::too_many_arguments)]
     async fn run_command<C: Command>(
         &self,
         db: &str,
@@ -537,39 +826,59 @@ impl Executor {
         target: Target<'_>,
         retry: Retry,
         pin: bool,
+        timing: Timing,
     ) -> Result<Executed<C::Output>, Error> {
         let retry = if self.retry_enabled(retry) {
             retry
         } else {
             Retry::No
         };
+        let deadline = timing.deadline;
         let mut txn_number: Option<i64> = None;
-        let mut first: Option<(Error, ServerAddress)> = None;
+        // The error of the previous attempt and where it happened, once one failed.
+        let mut previous: Option<(Error, ServerAddress)> = None;
+        let mut attempts: u32 = 0;
         loop {
+            if let Some(d) = deadline
+                && attempts > 0
+                && d.is_expired(Instant::now())
+            {
+                let cause = previous.take().map(|(e, _)| e);
+                return Err(d.expired("before the operation could be retried", cause));
+            }
             let deprioritized: Vec<ServerAddress> =
-                first.iter().map(|(_, at)| at.clone()).collect();
-            let checked = match self.check_out(target, Lease::Shared, &deprioritized).await {
+                previous.iter().map(|(_, at)| at.clone()).collect();
+            let checked = match self
+                .check_out_within(target, Lease::Shared, &deprioritized, deadline)
+                .await
+            {
                 Ok(checked) => checked,
-                Err(e) => return Err(first.map_or(e, |(original, _)| original)),
+                Err(e) => {
+                    return Err(match previous {
+                        Some((original, _)) if !e.is_operation_timeout() => original,
+                        _ => e,
+                    });
+                }
             };
             let CheckedOut {
                 mut conn,
                 read_preference,
                 operation,
+                min_rtt,
             } = checked;
             let address = conn.address().clone();
             let wire_version = conn.description().max_wire_version;
             let mut body = cmd.build(db).map_err(Error::command)?;
             if retry == Retry::Write {
                 let supported = supports_retryable_writes(conn.description());
-                match first.take() {
+                match previous.take() {
                     None if supported => {
                         txn_number = reborrow(&mut session).and_then(|s| s.next_txn_number());
                     }
                     None => {}
                     // The server selected for the retry cannot take the txnNumber.
                     Some((original, _)) if !supported => return Err(original),
-                    Some(kept) => first = Some(kept),
+                    Some(kept) => previous = Some(kept),
                 }
             }
             if let Some(n) = txn_number {
@@ -579,7 +888,12 @@ impl Executor {
                 body.body.insert("$readPreference", preference);
             }
             let outcome = self
-                .run_on(&mut conn, Body::Built(body), reborrow(&mut session), None)
+                .run_on_within(
+                    &mut conn,
+                    Body::Built(body),
+                    reborrow(&mut session),
+                    timing.bound(min_rtt),
+                )
                 .await;
             let pinned = (pin && outcome.is_ok() && !conn.is_broken()).then_some(conn);
             drop(operation);
@@ -596,7 +910,12 @@ impl Executor {
                         pinned,
                     });
                 }
-                Err(err) => err,
+                Err(err) => match deadline {
+                    Some(d) if err.code() == Some(MAX_TIME_MS_EXPIRED) => {
+                        d.expired("on the server (MaxTimeMSExpired)", Some(err))
+                    }
+                    _ => err,
+                },
             };
             if txn_number.is_some() && is_unsupported_txn_number(&err) {
                 return Err(Error::unsupported(
@@ -604,26 +923,27 @@ impl Executor {
                      support them): add retryWrites=false to the connection string",
                 ));
             }
-            match first.take() {
-                None => {
-                    let retryable = match retry {
-                        Retry::No => false,
-                        Retry::Read => err.is_retryable_read(),
-                        Retry::Write => txn_number.is_some() && err.is_retryable_write(),
-                    };
-                    if !retryable {
-                        return Err(err);
-                    }
-                    debug!(server = %address, error = %err, ?retry, "retrying once");
-                    first = Some((err, address));
+            let retryable = match retry {
+                Retry::No => false,
+                Retry::Read => err.is_retryable_read(),
+                Retry::Write => txn_number.is_some() && err.is_retryable_write(),
+            };
+            // A write's retry that reports NoWritesPerformed: the error to report stays
+            // the previous one.
+            let kept = match previous.take() {
+                Some((original, _)) if retry == Retry::Write && err.has_label("NoWritesPerformed") => {
+                    original
                 }
-                Some((original, _)) => {
-                    if retry == Retry::Write && err.has_label("NoWritesPerformed") {
-                        return Err(original);
-                    }
-                    return Err(err);
-                }
+                _ => err,
+            };
+            // Without timeoutMS a retryable error is retried once; with it, while time
+            // is left (checked at the top of the loop).
+            if !retryable || (deadline.is_none() && attempts > 0) {
+                return Err(kept);
             }
+            debug!(server = %address, error = %kept, ?retry, attempt = attempts + 1, "retrying");
+            previous = Some((kept, address));
+            attempts += 1;
         }
     }
 
@@ -634,9 +954,10 @@ impl Executor {
         cmd: &C,
         target: Target<'_>,
         retry: Retry,
+        timing: Timing,
     ) -> Result<C::Output, Error> {
         let mut session = self.implicit_session();
-        self.execute(db, cmd, Some(&mut session), target, retry)
+        self.execute(db, cmd, Some(&mut session), target, retry, timing)
             .await
             .map(|e| e.output)
     }
@@ -728,21 +1049,7 @@ impl Executor {
     }
 
     /// Runs `cmd` (a `killCursors`) on `db` on `server`, in `session`, on a pooled
-    /// connection.
-    pub(crate) async fn kill_cursors(
-        &self,
-        server: &ServerAddress,
-        db: &str,
-        cmd: &KillCursors,
-        session: &mut dyn SessionRef,
-    ) -> Result<(), Error> {
-        self.run_command(db, cmd, Some(session), Target::At(server), Retry::No, false)
-            .await
-            .map(|_| ())
-    }
-
-    /// [`kill_cursors`](Self::kill_cursors) bounded by [`KILL_CURSORS_BOUND`], its outcome
-    /// logged.
+    /// connection, bounded by [`KILL_CURSORS_BOUND`], its outcome logged.
     pub(crate) async fn kill_cursors_bounded(
         &self,
         server: &ServerAddress,
@@ -750,18 +1057,50 @@ impl Executor {
         cmd: &KillCursors,
         session: &mut dyn SessionRef,
     ) -> Result<(), Error> {
-        let outcome = tokio::time::timeout(
-            KILL_CURSORS_BOUND,
-            self.kill_cursors(server, db, cmd, &mut *session),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            session.mark_dirty();
-            Err(Error::new(ErrorKind::Timeout {
-                what: "killCursors",
-                after: KILL_CURSORS_BOUND,
-            }))
-        });
+        self.kill_cursors_within(server, db, cmd, session, None)
+            .await
+    }
+
+    /// [`kill_cursors_bounded`](Self::kill_cursors_bounded) under `deadline`: with a
+    /// deadline that has a limit, selection, checkout and the round trip are bounded by
+    /// it and the command carries `maxTimeMS` (Client Side Operations Timeout: a
+    /// cursor's `close` gets a fresh `timeoutMS`); otherwise (`None`, or `timeoutMS=0`)
+    /// by [`KILL_CURSORS_BOUND`].
+    pub(crate) async fn kill_cursors_within(
+        &self,
+        server: &ServerAddress,
+        db: &str,
+        cmd: &KillCursors,
+        session: &mut dyn SessionRef,
+        deadline: Option<Deadline>,
+    ) -> Result<(), Error> {
+        let timing = Timing {
+            deadline,
+            max_time: true,
+        };
+        let run = self.run_command(
+            db,
+            cmd,
+            Some(&mut *session),
+            Target::At(server),
+            Retry::No,
+            false,
+            timing,
+        );
+        let outcome = if deadline.and_then(|d| d.at()).is_some() {
+            run.await.map(|_| ())
+        } else {
+            tokio::time::timeout(KILL_CURSORS_BOUND, run)
+                .await
+                .unwrap_or_else(|_| {
+                    session.mark_dirty();
+                    Err(Error::new(ErrorKind::Timeout {
+                        what: "killCursors",
+                        after: KILL_CURSORS_BOUND,
+                    }))
+                })
+                .map(|_| ())
+        };
         match &outcome {
             Ok(()) => debug!(%server, cursors = ?cmd.ids, "cursors killed"),
             Err(e) => debug!(%server, cursors = ?cmd.ids, error = %e, "killCursors failed"),
@@ -770,24 +1109,29 @@ impl Executor {
     }
 
     /// Runs `cmd` (a `killCursors`) on `db` on `conn`, the connection its cursor is pinned
-    /// to (behind a load balancer), bounded by [`KILL_CURSORS_BOUND`]; the connection
-    /// then goes back to the pool.
-    pub(crate) async fn kill_cursors_pinned(
+    /// to (behind a load balancer); the connection then goes back to the pool. Bounded
+    /// by `deadline` as [`kill_cursors_within`](Self::kill_cursors_within) is (else by
+    /// [`KILL_CURSORS_BOUND`]).
+    pub(crate) async fn kill_cursors_pinned_within(
         &self,
         mut conn: PooledConn,
         db: &str,
         cmd: &KillCursors,
         session: &mut dyn SessionRef,
+        deadline: Option<Deadline>,
     ) -> Result<(), Error> {
+        let bound = match deadline {
+            Some(deadline) if deadline.at().is_some() => Bound::Deadline {
+                deadline,
+                max_time: true,
+                min_rtt: self.min_rtt(conn.address()),
+            },
+            _ => Bound::Legacy(Some(KILL_CURSORS_BOUND)),
+        };
         let outcome = async {
             let body = cmd.build(db).map_err(Error::command)?;
             let reply = self
-                .run_on(
-                    &mut conn,
-                    Body::Built(body),
-                    Some(session),
-                    Some(KILL_CURSORS_BOUND),
-                )
+                .run_on_within(&mut conn, Body::Built(body), Some(session), bound)
                 .await?;
             cmd.handle_reply(reply).map(|_| ()).map_err(Error::command)
         }
@@ -808,18 +1152,33 @@ impl Executor {
         at: KillAt,
         db: String,
         cmd: KillCursors,
+        session: impl SessionRef + 'static,
+    ) {
+        self.spawn_kill_cursors_within(at, db, cmd, session, None);
+    }
+
+    /// [`spawn_kill_cursors`](Self::spawn_kill_cursors) with a `timeoutMS` of its own
+    /// (`None`: not set): the kill's deadline is computed when the task starts, as for
+    /// [`kill_cursors_within`](Self::kill_cursors_within).
+    pub(crate) fn spawn_kill_cursors_within(
+        self: &Arc<Self>,
+        at: KillAt,
+        db: String,
+        cmd: KillCursors,
         mut session: impl SessionRef + 'static,
+        timeout: Option<Duration>,
     ) {
         let exec = Arc::clone(self);
         self.spawn(async move {
+            let deadline = Deadline::for_timeout(timeout);
             // Both log their outcome; a background kill has nobody to report to.
             let _ = match at {
                 KillAt::Server(server) => {
-                    exec.kill_cursors_bounded(&server, &db, &cmd, &mut session)
+                    exec.kill_cursors_within(&server, &db, &cmd, &mut session, deadline)
                         .await
                 }
                 KillAt::Pinned(conn) => {
-                    exec.kill_cursors_pinned(*conn, &db, &cmd, &mut session)
+                    exec.kill_cursors_pinned_within(*conn, &db, &cmd, &mut session, deadline)
                         .await
                 }
             };
@@ -855,12 +1214,26 @@ impl Executor {
                 Target::Read(primary_preferred()),
                 Retry::No,
                 false,
+                Timing::LEGACY,
             );
             if let Ok(Err(e)) = tokio::time::timeout(SHUTDOWN_STEP_BOUND, run).await {
                 debug!(error = %e, "endSessions failed");
             }
         }
         self.topology.close();
+    }
+}
+
+/// The server's code for a command that ran out of its `maxTimeMS` (MaxTimeMSExpired).
+const MAX_TIME_MS_EXPIRED: i32 = 50;
+
+/// A selection error of an operation with `deadline`: the operation's timeout error when
+/// selection timed out (whether `serverSelectionTimeoutMS` or the time left was the
+/// shorter), the selection error as its cause.
+fn selection_error(deadline: Option<Deadline>, err: Error) -> Error {
+    match deadline {
+        Some(d) if err.is_timeout() => d.expired("during server selection", Some(err)),
+        _ => err,
     }
 }
 

@@ -85,6 +85,10 @@ pub(crate) struct Selected {
     pub(crate) read_preference: Option<bson::Document>,
     /// Counts the operation against the server while it runs.
     pub(crate) operation: OperationGuard,
+    /// The server's minimum round-trip time (zero until its monitor has two samples),
+    /// read from the description selection used (Client Side Operations Timeout: what
+    /// `maxTimeMS` leaves for the network).
+    pub(crate) min_rtt: Duration,
 }
 
 /// One operation in progress on a server (Server Selection's `operationCount`, which
@@ -380,7 +384,9 @@ impl Topology {
                 let description = self.lock_description();
                 match target {
                     Target::At(at) => match description.servers.get(at) {
-                        Some(s) if s.server_type != ServerType::Unknown => Some((at.clone(), None)),
+                        Some(s) if s.server_type != ServerType::Unknown => {
+                            Some((at.clone(), None, s.min_round_trip_time))
+                        }
                         Some(_) => None,
                         None => {
                             return Err(Error::new(ErrorKind::ServerSelection {
@@ -410,7 +416,7 @@ impl Topology {
                                     s.server_type,
                                     preference,
                                 );
-                                (s.address.clone(), field)
+                                (s.address.clone(), field, s.min_round_trip_time)
                             }),
                             Err(e) => {
                                 return Err(Error::new(ErrorKind::ServerSelection {
@@ -422,7 +428,7 @@ impl Topology {
                     }
                 }
             };
-            if let Some((address, read_preference)) = found
+            if let Some((address, read_preference, min_rtt)) = found
                 && let Some(server) = self.server(&address)
             {
                 let operation = self.start_operation(&address);
@@ -430,6 +436,7 @@ impl Topology {
                     server,
                     read_preference,
                     operation,
+                    min_rtt: min_rtt.unwrap_or(Duration::ZERO),
                 });
             }
             for server in self.lock_servers().values() {
@@ -455,6 +462,16 @@ impl Topology {
                 }
             }
         }
+    }
+
+    /// The minimum round-trip time the description holds for `address` (zero when
+    /// unknown, or with fewer than two samples).
+    pub(crate) fn min_rtt(&self, address: &ServerAddress) -> Duration {
+        self.lock_description()
+            .servers
+            .get(address)
+            .and_then(|s| s.min_round_trip_time)
+            .unwrap_or(Duration::ZERO)
     }
 
     /// What the last check of the primary (else of any known server) said.

@@ -4,6 +4,7 @@
 mod auth;
 mod change_stream;
 mod client;
+mod csot;
 mod failover;
 mod failures;
 mod load_balanced;
@@ -14,4 +15,5 @@ mod spec_auth;
 mod spec_srv;
 mod spec_uri;
 mod srv;
+mod stream_features;
 mod tls;

@@ -2,6 +2,7 @@
 //! unified spec-test runner, and property tests.
 
 mod harness;
+mod hold;
 mod props;
 mod spec;
 mod transcript;
