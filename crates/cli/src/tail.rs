@@ -6,14 +6,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use brook::checkpoint::{Checkpoint, CheckpointStore, FileCheckpoint};
 use brook::{
-    ChangeStream, Client, ClientOptions, FullDocument, FullDocumentBeforeChange, OperationType,
-    RawChangeEvent, ResumeToken, WatchBuilder,
+    ChangeStream, Client, ClientOptions, FullDocument, FullDocumentBeforeChange, RawChangeEvent,
+    ResumeToken, WatchBuilder,
 };
 
 use crate::args::{TailArgs, Target, WatchOptions};
 use crate::error::CliError;
 use crate::json;
-use crate::stats::{self, Stats};
+use crate::stats::{self, Snapshot};
 
 /// `serverSelectionTimeoutMS` when the connection string sets none: a person is waiting.
 pub(crate) const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -192,9 +192,18 @@ impl ResumeFile {
         }
     }
 
-    /// Notes the checkpoint after what was just printed (or an empty batch).
+    /// Notes the checkpoint after what was just printed.
     fn advance(&mut self, checkpoint: Checkpoint) {
         self.latest = Some(checkpoint);
+    }
+
+    /// Notes the token of an empty batch. The token the stream was opened with comes
+    /// back until the server sends a newer one: it keeps its checkpoint (a `startAfter`
+    /// one must not turn into `resumeAfter`).
+    fn advance_quietly(&mut self, token: &ResumeToken) {
+        if self.latest.as_ref().is_none_or(|c| &c.token != token) {
+            self.latest = Some(Checkpoint::resume_after(token.clone()));
+        }
     }
 
     /// Writes the latest checkpoint if the file does not hold it yet.
@@ -301,7 +310,7 @@ enum Report {
     /// `--stats-every` and stderr is not a terminal: one JSON line per period.
     JsonLines(Duration),
     /// Nothing (stderr is not a terminal, no `--stats-every`).
-    Nothing(Duration),
+    Nothing,
 }
 
 impl Report {
@@ -309,48 +318,57 @@ impl Report {
         match (terminal, every) {
             (true, every) => Report::StatusLine(every.unwrap_or(STATS_INTERVAL)),
             (false, Some(every)) => Report::JsonLines(every),
-            (false, None) => Report::Nothing(STATS_INTERVAL),
+            (false, None) => Report::Nothing,
         }
     }
 
-    fn is_on(self) -> bool {
-        !matches!(self, Report::Nothing(_))
+    /// The ticks of the report: a status line is drawn at once, a JSON line comes after
+    /// one period.
+    fn ticker(self) -> Option<tokio::time::Interval> {
+        let mut ticker = match self {
+            Report::StatusLine(every) => tokio::time::interval(every),
+            Report::JsonLines(every) => {
+                tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+            }
+            Report::Nothing => return None,
+        };
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Some(ticker)
     }
 
-    /// Writes the report of now; `last` at exit (the status line then stays on screen,
-    /// on its own line).
-    fn write(self, stats: &mut Stats, stream: &ChangeStream<RawChangeEvent>, last: bool) {
+    /// Writes the stream's statistics of now; `last` at exit (the status line then
+    /// stays on screen, on its own line).
+    fn write(self, stream: &ChangeStream<RawChangeEvent>, started: Instant, last: bool) {
+        let snapshot = Snapshot::from(&stream.stats());
         match self {
             Report::StatusLine(_) => {
-                let status = stats.line(
-                    Instant::now(),
-                    stream.get_more_count(),
-                    stream.resume_count(),
-                    stream.server_address().map(|a| a as &dyn std::fmt::Display),
-                );
-                if last {
-                    eprintln!("\r\x1b[K{status}");
-                } else {
-                    eprint!("\r\x1b[K{status}");
-                }
+                let status = stats::status_line(&snapshot, started.elapsed());
+                let end = if last { "\n" } else { "" };
+                eprint!("\r\x1b[K{status}{end}");
             }
             Report::JsonLines(_) => {
-                let snapshot = stats.snapshot(
-                    Instant::now(),
-                    stream.get_more_count(),
-                    stream.resume_count(),
-                    stream.server_address().map(ToString::to_string),
-                );
                 // One write per line, so that lines from elsewhere never interleave.
                 let line = format!("{}\n", stats::json_line(SystemTime::now(), &snapshot));
                 let _ = io::stderr().lock().write_all(line.as_bytes());
             }
-            Report::Nothing(_) => {}
+            Report::Nothing => {}
         }
     }
 }
 
-/// Reads events until `--count`, a signal, the end of the stream or an error.
+/// Waits for the next tick of `ticker`, forever without one.
+async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads batches until `--count` events were printed, a signal, the end of the stream or
+/// an error. Each batch is printed (and flushed), then its checkpoint saved once: at
+/// least once.
 async fn follow(
     stream: &mut ChangeStream<RawChangeEvent>,
     args: &TailArgs,
@@ -358,68 +376,133 @@ async fn follow(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Stop, CliError> {
     tokio::pin!(shutdown);
+    let started = Instant::now();
     let report = Report::new(io::stderr().is_terminal(), args.stats_every);
-    let mut stats = Stats::new(Instant::now());
-    let mut ticker = match report {
-        // Drawn at once, then redrawn.
-        Report::StatusLine(every) => tokio::time::interval(every),
-        // The first line after one period.
-        Report::JsonLines(every) | Report::Nothing(every) => {
-            tokio::time::interval_at(tokio::time::Instant::now() + every, every)
-        }
-    };
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = report.ticker();
     let mut out = io::stdout().lock();
     let mut line = Vec::with_capacity(1024);
+    let mut printed: u64 = 0;
     let result = loop {
-        if args.count.is_some_and(|n| stats.events() >= n) {
+        if args.count.is_some_and(|n| printed >= n) {
             break Ok(Stop::Count);
         }
         tokio::select! {
             biased;
             () = &mut shutdown => break Ok(Stop::Signal),
             // At most one getMore; an abandoned call leaves it in flight for the next.
-            item = stream.next_if_any() => match item {
-                Err(e) => break Err(CliError::brook("the change stream failed", e)),
-                Ok(None) if !stream.is_alive() => break Ok(Stop::Ended),
-                // An empty batch: its postBatchResumeToken moves on even when the
-                // pipeline filtered every event out, and is saved at most once a second.
-                Ok(None) => {
+            batch = stream.next_batch() => {
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(e) => break Err(CliError::brook("the change stream failed", e)),
+                };
+                if batch.is_empty() {
+                    if !stream.is_alive() {
+                        break Ok(Stop::Ended);
+                    }
+                    // A quiet period: the postBatchResumeToken moves on even when the
+                    // pipeline filtered every event out; saved at most once a second.
                     if let Some(f) = file.as_deref_mut()
-                        && let Some(token) = stream.resume_token()
+                        && let Some(token) = batch.resume_token()
                     {
-                        f.advance(Checkpoint::resume_after(token));
+                        f.advance_quietly(token);
                         if let Err(e) = f.save_if_due().await {
                             break Err(e);
                         }
                     }
+                    continue;
                 }
-                Ok(Some(event)) => {
-                    match print_event(&mut out, &mut line, &event) {
-                        Ok(true) => {}
-                        Ok(false) => break Ok(Stop::StdoutClosed),
-                        Err(e) => break Err(e),
-                    }
-                    // Printed (and flushed) first, saved second: at least once.
-                    if let Some(f) = file.as_deref_mut() {
-                        let checkpoint = if event.operation_type() == Some(OperationType::Invalidate) {
-                            event.resume_token().map(Checkpoint::start_after)
-                        } else {
-                            stream.resume_token().or_else(|| event.resume_token()).map(Checkpoint::resume_after)
-                        };
-                        if let Some(checkpoint) = checkpoint {
-                            f.advance(checkpoint);
-                            if let Err(e) = f.save().await {
-                                break Err(e);
-                            }
+                let room = args.count.map_or(usize::MAX, |n| {
+                    usize::try_from(n.saturating_sub(printed)).unwrap_or(usize::MAX)
+                });
+                let shown = &batch.events()[..batch.len().min(room)];
+                let mut closed = false;
+                for event in shown {
+                    match print_event(&mut out, &mut line, event) {
+                        Ok(true) => printed = printed.saturating_add(1),
+                        Ok(false) => {
+                            closed = true;
+                            break;
                         }
+                        Err(e) => return finish_with(report, stream, started, Err(e)),
                     }
-                    stats.event(stats::lag_of(event.as_document(), SystemTime::now()));
+                }
+                if closed {
+                    break Ok(Stop::StdoutClosed);
+                }
+                // Printed (and flushed) first, saved second: at least once.
+                if let Some(f) = file.as_deref_mut() {
+                    if let Some(checkpoint) = checkpoint_after(&batch, shown.len()) {
+                        f.advance(checkpoint);
+                    }
+                    if let Err(e) = f.save().await {
+                        break Err(e);
+                    }
                 }
             },
-            _ = ticker.tick(), if report.is_on() => report.write(&mut stats, stream, false),
+            () = tick(&mut ticker) => report.write(stream, started, false),
         }
     };
-    report.write(&mut stats, stream, true);
+    finish_with(report, stream, started, result)
+}
+
+/// Writes the last report, then returns `result`.
+fn finish_with(
+    report: Report,
+    stream: &ChangeStream<RawChangeEvent>,
+    started: Instant,
+    result: Result<Stop, CliError>,
+) -> Result<Stop, CliError> {
+    report.write(stream, started, true);
     result
+}
+
+/// The checkpoint after the first `shown` events of `batch` were printed: the batch's
+/// token after all of them (`startAfter` the invalidate event's `_id` when it ends with
+/// one), the `_id` of the last one printed when `--count` cut the batch short.
+fn checkpoint_after(batch: &brook::Batch<RawChangeEvent>, shown: usize) -> Option<Checkpoint> {
+    let last = batch.events().get(shown.checked_sub(1)?)?;
+    if shown < batch.len() {
+        return last.resume_token().map(Checkpoint::resume_after);
+    }
+    if batch.invalidated() {
+        return last.resume_token().map(Checkpoint::start_after);
+    }
+    batch
+        .resume_token()
+        .cloned()
+        .or_else(|| last.resume_token())
+        .map(Checkpoint::resume_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(data: &str) -> ResumeToken {
+        ResumeToken::from_document(&bson::doc! { "_data": data }).expect("a token")
+    }
+
+    #[tokio::test]
+    async fn a_quiet_period_keeps_a_start_after_checkpoint_until_the_token_moves() {
+        let dir = std::env::temp_dir().join(format!("brook-cli-quiet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let store = FileCheckpoint::new(dir.join("pos.json")).expect("a store");
+        let loaded = Checkpoint::start_after(token("inv"));
+        let mut file = ResumeFile::new(store, Some(loaded.clone()));
+        // The stream opened with startAfter hands the same token back while quiet.
+        file.advance_quietly(&token("inv"));
+        assert_eq!(file.latest, Some(loaded.clone()));
+        file.save().await.expect("nothing to save");
+        assert!(!dir.join("pos.json").exists(), "the file already holds it");
+        // A newer token is resumed after.
+        file.advance_quietly(&token("later"));
+        assert_eq!(file.latest, Some(Checkpoint::resume_after(token("later"))));
+        file.finish().await.expect("saved");
+        let mut reread = FileCheckpoint::new(dir.join("pos.json")).expect("a store");
+        assert_eq!(
+            reread.load().await.expect("loads"),
+            Some(Checkpoint::resume_after(token("later")))
+        );
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 }

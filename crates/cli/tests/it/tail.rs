@@ -267,7 +267,7 @@ impl Lenient for Bson {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_file_is_written_after_each_event_and_used_at_restart() {
+async fn resume_file_is_written_after_what_was_printed_and_used_at_restart() {
     let dir = temp_dir("resume");
     let file = dir.join("orders.token");
     let file_arg = file.to_str().expect("UTF-8 path").to_owned();
