@@ -71,7 +71,7 @@ use std::time::{Duration, Instant};
 use bson::{Bson, Document, RawArray, RawBsonRef, RawDocument};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::{ResumeToken, WatchBuilder};
+use crate::{Batch, ChangeStreamEvent, RawChangeEvent, ResumeToken, WatchBuilder};
 
 /// Where a change stream stopped: the token to continue from, and how to continue.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +100,49 @@ impl Checkpoint {
         }
     }
 
+    /// The checkpoint to store once every event of `batch` was handled (from
+    /// [`ChangeStream::next_batch`](crate::ChangeStream::next_batch)): the batch's resume
+    /// token; when the batch ends with an `invalidate`, that event's `_id`, continued
+    /// with `startAfter` (the token `startAfter` takes; the reply's
+    /// `postBatchResumeToken` may differ from it). `None` when the stream has no token
+    /// yet (it started from now and nothing came back).
+    ///
+    /// ```no_run
+    /// use brook::checkpoint::{Checkpoint, CheckpointStore, FileCheckpoint};
+    ///
+    /// # async fn follow(orders: brook::Collection<bson::Document>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut store = FileCheckpoint::new("/var/lib/indexer/orders.checkpoint")?;
+    /// let watch = orders.watch();
+    /// let watch = match store.load().await? {
+    ///     Some(checkpoint) => checkpoint.apply_to(watch),
+    ///     None => watch,
+    /// };
+    /// let mut stream = watch.await?;
+    /// while stream.is_alive() {
+    ///     let batch = stream.next_batch().await?;
+    ///     for event in batch.events() {
+    ///         println!("{:?}", event.operation_type); // handle it (idempotently)
+    ///     }
+    ///     // Then the position, also after an empty batch (its token moved on too).
+    ///     if let Some(checkpoint) = Checkpoint::of_batch(&batch) {
+    ///         store.save(&checkpoint).await?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn of_batch<E: EventToken>(batch: &Batch<E>) -> Option<Checkpoint> {
+        if batch.invalidated()
+            && let Some(token) = batch.events().last().and_then(EventToken::event_token)
+        {
+            return Some(Checkpoint::start_after(token));
+        }
+        let token = batch.resume_token()?.clone();
+        Some(Checkpoint {
+            token,
+            after_invalidate: batch.invalidated(),
+        })
+    }
+
     /// Sets this checkpoint as `builder`'s start: [`WatchBuilder::start_after`] after an
     /// invalidate, else [`WatchBuilder::resume_after`]. Set no other start option
     /// (`start_at_operation_time`, …) on the same builder: the server refuses two.
@@ -109,6 +152,25 @@ impl Checkpoint {
         } else {
             builder.resume_after(self.token.clone())
         }
+    }
+}
+
+/// An event that knows its own resume token (its `_id`): what
+/// [`Checkpoint::of_batch`] keeps after an `invalidate`.
+pub trait EventToken {
+    /// The event's `_id`, `None` if it has none that is a document.
+    fn event_token(&self) -> Option<ResumeToken>;
+}
+
+impl EventToken for RawChangeEvent {
+    fn event_token(&self) -> Option<ResumeToken> {
+        self.resume_token()
+    }
+}
+
+impl<T> EventToken for ChangeStreamEvent<T> {
+    fn event_token(&self) -> Option<ResumeToken> {
+        Some(self.id.clone())
     }
 }
 
@@ -1052,6 +1114,67 @@ mod tests {
             stage_sent_for(&Checkpoint::start_after(token("8202"))).await,
             doc! { "startAfter": { "_data": "8202" } }
         );
+    }
+
+    #[tokio::test]
+    async fn of_batch_takes_the_batch_token_and_start_after_an_invalidate() {
+        use brook_testkit::shapes::{self, BatchKind};
+        let ts = |i| bson::Timestamp {
+            time: 1_700_000_000,
+            increment: i,
+        };
+        let ns = "shop.orders";
+        let server = brook_testkit::FakeServer::start(brook_testkit::ServerConfig::default())
+            .await
+            .unwrap();
+        let insert = shapes::insert_event(ts(1), ns, doc! { "_id": 1 });
+        let invalidate = shapes::invalidate_event(ts(3));
+        server.push_action(
+            "aggregate",
+            brook_testkit::Action::cursor(
+                5,
+                ns,
+                BatchKind::First,
+                vec![insert],
+                Some(shapes::post_batch_resume_token(ts(2))),
+                None,
+            ),
+        );
+        server.push_action(
+            "getMore",
+            brook_testkit::Action::cursor(
+                0,
+                ns,
+                BatchKind::Next,
+                vec![invalidate.clone()],
+                Some(shapes::post_batch_resume_token(ts(4))),
+                None,
+            ),
+        );
+        let client = crate::Client::connect(&server.uri()).await.unwrap();
+        let mut stream = client
+            .database("shop")
+            .collection::<Document>("orders")
+            .watch()
+            .raw()
+            .await
+            .unwrap();
+        let pbrt = ResumeToken::from_document(&shapes::post_batch_resume_token(ts(2))).unwrap();
+        let first = stream.next_batch().await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            Checkpoint::of_batch(&first),
+            Some(Checkpoint::resume_after(pbrt))
+        );
+        let last = stream.next_batch().await.unwrap();
+        assert!(last.invalidated());
+        let invalidate_id =
+            ResumeToken::from_document(invalidate.get_document("_id").unwrap()).unwrap();
+        assert_eq!(
+            Checkpoint::of_batch(&last),
+            Some(Checkpoint::start_after(invalidate_id))
+        );
+        client.shutdown().await;
     }
 
     #[test]

@@ -457,21 +457,14 @@ fn finish_with(
 }
 
 /// The checkpoint after the first `shown` events of `batch` were printed: the batch's
-/// token after all of them (`startAfter` the invalidate event's `_id` when it ends with
-/// one), the `_id` of the last one printed when `--count` cut the batch short.
+/// ([`Checkpoint::of_batch`]: `startAfter` the invalidate's `_id` when it ends with one)
+/// after all of them, the `_id` of the last one printed when `--count` cut it short.
 fn checkpoint_after(batch: &brook::Batch<RawChangeEvent>, shown: usize) -> Option<Checkpoint> {
     let last = batch.events().get(shown.checked_sub(1)?)?;
     if shown < batch.len() {
         return last.resume_token().map(Checkpoint::resume_after);
     }
-    if batch.invalidated() {
-        return last.resume_token().map(Checkpoint::start_after);
-    }
-    batch
-        .resume_token()
-        .cloned()
-        .or_else(|| last.resume_token())
-        .map(Checkpoint::resume_after)
+    Checkpoint::of_batch(batch).or_else(|| last.resume_token().map(Checkpoint::resume_after))
 }
 
 #[cfg(test)]
