@@ -612,19 +612,40 @@ async fn quiet_periods_move_the_resume_file_at_most_once_a_second() {
         &file_arg,
     ]);
     let pid = child.id();
-    // Watch the file for 3.5 s: every save renames a new file over it.
-    let started = tokio::time::Instant::now();
+    // Every save renames a new file over the old one: a new inode.
     let mut tokens = Vec::new();
     let mut inodes = Vec::new();
-    while started.elapsed() < Duration::from_millis(3500) {
+    let mut observe = |tokens: &mut Vec<Document>| {
         if let (Some(token), Some(ino)) = (resume_file_token(&file), inode(&file))
             && inodes.last() != Some(&ino)
         {
             inodes.push(ino);
             tokens.push(token);
+            return true;
         }
+        false
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !observe(&mut tokens) {
+        assert!(tokio::time::Instant::now() < deadline, "no resume file");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // From the first save, 3.2 s: about one save a second, although a new token came
+    // every ~20 ms.
+    let first_save = tokio::time::Instant::now();
+    while first_save.elapsed() < Duration::from_millis(3200) {
+        observe(&mut tokens);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Stop 400 ms after a save: tokens came since, which only the save at exit keeps.
+    while !observe(&mut tokens) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no save after 3.2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
     kill(pid, "TERM");
     let out = wait(child).await;
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
@@ -634,11 +655,11 @@ async fn quiet_periods_move_the_resume_file_at_most_once_a_second() {
         get_mores > 40,
         "{get_mores} getMores: the stream kept polling"
     );
-    // Saved at the first empty batch, then at most once a second although a new token
-    // came every ~20 ms.
+    // Saved at the first empty batch, then at most once a second: 4 or 5 saves in the
+    // 3.2 s (and a bit) watched, where a save per batch would have made over 100.
     assert!(
-        (3..=5).contains(&tokens.len()),
-        "{} saves in 3.5 s ({get_mores} getMores): {tokens:?}",
+        (4..=6).contains(&tokens.len()),
+        "{} saves in about 3.6 s ({get_mores} getMores): {tokens:?}",
         tokens.len()
     );
     for pair in tokens.windows(2) {
@@ -843,7 +864,13 @@ async fn stats_every_writes_json_lines_when_stderr_is_not_a_terminal() {
         "1",
     ]);
     let pid = child.id();
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    // From the stream's first getMore (the loop runs), 2.5 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while quiet.commands_named("getMore").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no getMore");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     kill(pid, "TERM");
     let out = wait(child).await;
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
@@ -851,7 +878,7 @@ async fn stats_every_writes_json_lines_when_stderr_is_not_a_terminal() {
     let lines = stats_lines(&out);
     assert!(
         (3..=4).contains(&lines.len()),
-        "every second for 2.6 s, and at exit: {lines:?}"
+        "every second for 2.5 s, and at exit: {lines:?}"
     );
     let last = lines.last().expect("a line at exit");
     assert_eq!(last["events"], 2);
