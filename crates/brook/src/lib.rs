@@ -304,8 +304,8 @@
 
 #![forbid(unsafe_code)]
 
-pub mod checkpoint;
 mod change_stream;
+pub mod checkpoint;
 mod client;
 mod coll;
 mod cursor;
