@@ -278,7 +278,12 @@ impl FileCheckpoint {
     /// `PATH.tmp`, the file every save writes first.
     pub fn new(path: impl Into<PathBuf>) -> Result<FileCheckpoint, FileCheckpointError> {
         let file = path.into();
-        if file.as_os_str().is_empty() || file.file_name().is_none() {
+        // `dir/` names a directory, whatever `file_name` makes of it.
+        let trailing_separator = file
+            .as_os_str()
+            .to_string_lossy()
+            .ends_with(std::path::is_separator);
+        if file.as_os_str().is_empty() || file.file_name().is_none() || trailing_separator {
             return Err(FileCheckpointError::new(
                 &file,
                 FileCheckpointErrorKind::NotAFile,
@@ -1022,9 +1027,12 @@ mod tests {
         let err = FileCheckpoint::new(dir.join("plain").join("pos.json")).unwrap_err();
         assert!(err.is_missing_directory(), "{err:?}");
         assert!(err.to_string().contains("is not a directory"), "{err}");
-        // The path itself a directory.
+        // The path itself a directory, or written as one.
         let err = FileCheckpoint::new(&dir).unwrap_err();
         assert_eq!(err.kind(), FileCheckpointErrorKind::NotAFile, "{err:?}");
+        let err = FileCheckpoint::new(format!("{}/later/", dir.display())).unwrap_err();
+        assert_eq!(err.kind(), FileCheckpointErrorKind::NotAFile, "{err:?}");
+        assert!(!dir.join("later").exists() && !dir.join("later.tmp").exists());
 
         // The directory removed after the check: the save fails, naming what it did.
         let sub = dir.join("sub");
