@@ -23,7 +23,8 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, ErrorKind};
 use crate::event::{ChangeStreamEvent, RawChangeEvent, ResumeToken};
 use crate::exec::{
-    Body, Executor, GetMoreCache, KillAt, Lease, PooledConn, Target as ServerTarget,
+    Body, Bound, Deadline, Executor, GetMoreCache, KillAt, Lease, PooledConn,
+    Target as ServerTarget,
 };
 use crate::options::ReadPreference;
 use crate::resume::{
@@ -198,6 +199,8 @@ pub struct WatchBuilder<E> {
     session: Option<Arc<ExplicitSession>>,
     read_preference: ReadPreference,
     policy: StreamPolicy,
+    /// `timeoutMS`: the handle's, or set on the builder.
+    timeout: Option<Duration>,
     _marker: PhantomData<fn() -> E>,
 }
 
@@ -230,8 +233,32 @@ impl<E> WatchBuilder<E> {
             session: None,
             read_preference,
             policy: StreamPolicy::default(),
+            timeout: None,
             _marker: PhantomData,
         }
+    }
+
+    /// The `timeoutMS` of the handle the stream was made from.
+    pub(crate) fn inherit_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// `timeoutMS` for this stream (the collection's, database's or client's by
+    /// default), as the Client Side Operations Timeout specification says for change
+    /// streams: it bounds the opening `aggregate` (which carries `maxTimeMS` = the time
+    /// left minus the server's round trip) and then each call — [`next`]
+    /// (ChangeStream::next), [`next_if_any`](ChangeStream::next_if_any),
+    /// [`next_batch`](ChangeStream::next_batch), each item of the `Stream` — with
+    /// everything the call does (getMores, a whole resume). It never becomes a
+    /// getMore's `maxTimeMS`: that is [`max_await_time`](Self::max_await_time), which
+    /// must then be less than the timeout (else opening fails, nothing sent). A call
+    /// that times out returns an error whose `is_timeout()` is true and leaves the
+    /// stream alive, its token intact: the command in flight is abandoned with its
+    /// connection, and the next call resumes. `Duration::ZERO`: no limit.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// Stages appended after `$changeStream` (e.g. a `$match`). A stage that removes or
@@ -367,6 +394,7 @@ impl<E> WatchBuilder<E> {
             session: self.session,
             read_preference: self.read_preference,
             policy: self.policy,
+            timeout: self.timeout,
             _marker: PhantomData,
         }
     }
@@ -374,6 +402,17 @@ impl<E> WatchBuilder<E> {
     async fn open(self) -> Result<ChangeStream<E>, Error> {
         let exec = self.exec;
         exec.check_open()?;
+        if let (Some(timeout), Some(wait)) = (self.timeout, self.options.max_await_time)
+            && !timeout.is_zero()
+            && wait >= timeout
+        {
+            return Err(Error::invalid_argument(format!(
+                "maxAwaitTimeMS ({} ms) must be less than timeoutMS ({} ms): each call of a \
+                 change stream would time out before its getMore is answered",
+                wait.as_millis(),
+                timeout.as_millis()
+            )));
+        }
         let session = match self.session {
             Some(explicit) => {
                 if !Arc::ptr_eq(&explicit.pool, exec.sessions()) {
@@ -410,12 +449,21 @@ impl<E> WatchBuilder<E> {
             restarting: None,
             pending_error: None,
             last_resume: None,
+            timeout: self.timeout,
+            call: None,
+            call_timer: None,
         };
         // Run the initial aggregate (and nothing else) to completion here, restarting
         // it from now if its token's history is lost and the stream was told to. If this
         // future is dropped meanwhile, the stream's Drop finishes the aggregate in the
         // background and kills the cursor it opened.
         std::future::poll_fn(|cx| core.poll_open(cx)).await;
+        if core.machine.cursor_id().is_none()
+            && let Some(err) = core.pending_error.take()
+        {
+            // The opening aggregate ran out of time.
+            return Err(err);
+        }
         if core.machine.is_closed()
             && let Some(Err(err)) = core.machine.poll_event()
         {
@@ -459,14 +507,16 @@ type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
 /// a retryable error (`retryReads`, on by default), on a server selected afresh. On
 /// `conn` (the stream's own connection) when it is healthy, of its pool's current
 /// generation and on that server; else on a new dedicated connection.
+#[allow(clippy::too_many_arguments)]
 async fn run_command(
     exec: Arc<Executor>,
     conn: Option<PooledConn>,
     at: Option<ServerAddress>,
     body: Result<Body, Error>,
     mut session: HeldSession,
-    limit: Option<Duration>,
+    bound: Bound,
     preference: Arc<ReadPreference>,
+    deadline: Option<Deadline>,
 ) -> Done {
     let body = match body {
         Ok(body) => body,
@@ -482,7 +532,10 @@ async fn run_command(
     let Some(at) = at else {
         // Boxed: the aggregate's selection, checkout and retry stay out of the future
         // every getMore allocates.
-        return Box::pin(run_aggregate(exec, conn, body, session, preference)).await;
+        return Box::pin(run_aggregate(
+            exec, conn, body, session, preference, deadline,
+        ))
+        .await;
     };
     // A getMore on the stream's own healthy connection to the cursor's server goes out
     // at once, without selection: a monitor may already have marked that server Unknown
@@ -491,7 +544,7 @@ async fn run_command(
     if let Some(mut c) = conn.filter(|c| healthy(c, &at)) {
         let wire = c.description().max_wire_version;
         let outcome = exec
-            .run_on(&mut c, body, Some(&mut session), limit)
+            .run_on_within(&mut c, body, Some(&mut session), bound)
             .await
             .map(|reply| (at, reply));
         // A broken connection goes back to the pool, which closes it.
@@ -510,7 +563,8 @@ async fn run_command(
         &[],
         body,
         &mut session,
-        limit,
+        bound,
+        deadline,
     ))
     .await;
     Done {
@@ -528,6 +582,7 @@ async fn run_aggregate(
     body: Body,
     mut session: HeldSession,
     preference: Arc<ReadPreference>,
+    deadline: Option<Deadline>,
 ) -> Done {
     let retry_body = match (&body, exec.options().retry_reads) {
         (_, Some(false)) => None,
@@ -535,7 +590,18 @@ async fn run_aggregate(
         (Body::Serialized(_), _) => None,
     };
     let target = ServerTarget::Read(&preference);
-    let attempt = run_once(&exec, conn, target, &[], body, &mut session, None).await;
+    let bound = Bound::Legacy(None);
+    let attempt = run_once(
+        &exec,
+        conn,
+        target,
+        &[],
+        body,
+        &mut session,
+        bound,
+        deadline,
+    )
+    .await;
     let retry_body = retry_body.filter(|_| is_retryable_read(&attempt.outcome));
     let Some(retry_body) = retry_body else {
         return Done {
@@ -554,7 +620,8 @@ async fn run_aggregate(
         &deprioritized,
         Body::Built(retry_body),
         &mut session,
-        None,
+        bound,
+        deadline,
     )
     .await;
     // No server for the retry: the first outcome is the one to report.
@@ -603,7 +670,10 @@ struct Attempt {
 
 /// One attempt: selects for `target` (leaving out `deprioritized` while others are
 /// suitable), reuses `conn` when it is on the selected server and healthy, adds the
-/// selection's `$readPreference` to a built body, runs it.
+/// selection's `$readPreference` to a built body, runs it. Under `deadline` (an
+/// aggregate under `timeoutMS`) selection and checkout end at the deadline and the
+/// command carries `maxTimeMS` (the time left minus the server's round trip).
+#[allow(clippy::too_many_arguments)]
 async fn run_once(
     exec: &Executor,
     conn: Option<PooledConn>,
@@ -611,12 +681,13 @@ async fn run_once(
     deprioritized: &[ServerAddress],
     mut body: Body,
     session: &mut HeldSession,
-    limit: Option<Duration>,
+    bound: Bound,
+    deadline: Option<Deadline>,
 ) -> Attempt {
     let (address, mut conn, _operation) = match (target, conn) {
         (ServerTarget::At(at), Some(c)) if healthy(&c, at) => (at.clone(), c, None),
         (target, conn) => {
-            let selected = match exec.select(target, deprioritized).await {
+            let selected = match exec.select_within(target, deprioritized, deadline).await {
                 Ok(selected) => selected,
                 Err(e) => {
                     return Attempt {
@@ -652,7 +723,7 @@ async fn run_once(
             let (conn, operation) = match usable {
                 Some(c) => (c, selected.operation),
                 None => match exec
-                    .check_out(ServerTarget::At(&address), Lease::Dedicated, &[])
+                    .check_out_within(ServerTarget::At(&address), Lease::Dedicated, &[], deadline)
                     .await
                 {
                     Ok(checked) => (checked.conn, checked.operation),
@@ -673,8 +744,18 @@ async fn run_once(
         }
     };
     let wire = conn.description().max_wire_version;
+    // An aggregate under a deadline carries maxTimeMS; a getMore keeps the bound its
+    // caller chose.
+    let bound = match (deadline, &body) {
+        (Some(deadline), Body::Built(_)) => Bound::Deadline {
+            deadline,
+            max_time: true,
+            min_rtt: exec.min_rtt(&address),
+        },
+        _ => bound,
+    };
     let outcome = exec
-        .run_on(&mut conn, body, Some(session), limit)
+        .run_on_within(&mut conn, body, Some(session), bound)
         .await
         .map(|reply| (address.clone(), reply));
     // A broken connection goes back to the pool, which closes it.
@@ -738,6 +819,12 @@ struct Core {
     /// gap; a batch's undecodable event).
     pending_error: Option<Error>,
     last_resume: Option<ResumeEvent>,
+    /// `timeoutMS` of each call (`None`: not set).
+    timeout: Option<Duration>,
+    /// The deadline of the call under way, under `timeoutMS`.
+    call: Option<Deadline>,
+    /// Fires at the call's deadline (kept across calls: reset, not reallocated).
+    call_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Core {
@@ -745,7 +832,7 @@ impl Core {
     /// bounded; it never delays the resume that follows), an `aggregate` or a `getMore`
     /// becomes the command in flight.
     fn start(&mut self, out: Outgoing<ServerAddress>) {
-        let (at, body, limit) = match out {
+        let (at, body, bound) = match out {
             Outgoing::KillCursors {
                 server,
                 db,
@@ -763,7 +850,7 @@ impl Core {
             } => {
                 self.attempt = resume.then(|| self.machine.resume_token().cloned());
                 let body = command.build(&db).map(Body::Built).map_err(Error::command);
-                (None, body, None)
+                (None, body, Bound::Legacy(None))
             }
             Outgoing::GetMore {
                 server,
@@ -776,19 +863,36 @@ impl Core {
                     .get_more_cache
                     .body(&db, &command, self.lsid.as_ref(), cluster_time.as_ref())
                     .map(Body::Serialized);
-                let limit = self.exec.await_bound(self.machine.options().max_await_time);
-                (Some(server), body, Some(limit))
+                // Under timeoutMS the call's deadline ends the round trip (the getMore
+                // still carries maxAwaitTimeMS, never a maxTimeMS from the timeout);
+                // otherwise maxAwaitTimeMS plus a grace.
+                let bound = match self.call.filter(|d| d.at().is_some()) {
+                    Some(deadline) => Bound::Deadline {
+                        deadline,
+                        max_time: false,
+                        min_rtt: self.exec.min_rtt(&server),
+                    },
+                    None => Bound::Legacy(Some(
+                        self.exec.await_bound(self.machine.options().max_await_time),
+                    )),
+                };
+                (Some(server), body, bound)
             }
         };
         let session = self.session.take().unwrap_or_default();
+        // An aggregate under timeoutMS carries maxTimeMS from the call's deadline; a
+        // getMore never does (its maxTimeMS is maxAwaitTimeMS) and is bounded by the
+        // call's timer.
+        let deadline = if at.is_none() { self.call } else { None };
         self.in_flight = Some(Box::pin(run_command(
             Arc::clone(&self.exec),
             self.conn.take(),
             at,
             body,
             session,
-            limit,
+            bound,
             Arc::clone(&self.read_preference),
+            deadline,
         )));
     }
 
@@ -834,6 +938,12 @@ impl Core {
                     self.resume_cause = Some(cause_of_stream_error(cause));
                 }
             }
+            Err(err) if err.is_operation_timeout() => {
+                // The call's timeoutMS ran out inside the command: as when the call's
+                // timer fires, the command is abandoned (its connection is gone), the
+                // stream stays alive, and the next call resumes.
+                self.abandon_on_timeout(err);
+            }
             Err(err) => {
                 self.machine
                     .handle_failure(err.to_failure(), done.wire_version);
@@ -873,6 +983,70 @@ impl Core {
             );
             self.pending_error = Some(Error::new(ErrorKind::HistoryLost { gap: Box::new(gap) }));
         }
+    }
+
+    /// Starts a call's deadline, under `timeoutMS`, unless a call is under way (a
+    /// `Stream` poll after `Pending`).
+    fn begin_call(&mut self) {
+        let Some(timeout) = self.timeout else {
+            return;
+        };
+        if self.call.is_some() {
+            return;
+        }
+        let deadline = Deadline::after(timeout);
+        self.call = Some(deadline);
+        if let Some(at) = deadline.at() {
+            let at = tokio::time::Instant::from_std(at.into_std());
+            match self.call_timer.as_mut() {
+                Some(timer) => timer.as_mut().reset(at),
+                None => self.call_timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+    }
+
+    /// The call returned.
+    fn end_call(&mut self) {
+        self.call = None;
+    }
+
+    /// Whether the call's deadline has passed (its timer registered with `cx` if not).
+    fn call_timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.call else {
+            return false;
+        };
+        if deadline.at().is_none() {
+            return false;
+        }
+        match self.call_timer.as_mut() {
+            Some(timer) => timer.as_mut().poll(cx).is_ready(),
+            None => false,
+        }
+    }
+
+    /// The call ran out of time while no command was in flight (a resume policy's
+    /// back-off: commands end at the deadline by themselves, see `abandon_on_timeout`).
+    /// The stream stays alive with its token. Returns the timeout error.
+    fn time_out(&mut self) -> Error {
+        let err = self
+            .call
+            .map(|d| d.expired("while the change stream waited to resume", None))
+            .unwrap_or_else(|| Error::invalid_argument("no timeoutMS"));
+        self.end_call();
+        err
+    }
+
+    /// A command of the stream ran out of the call's `timeoutMS`: it is abandoned (its
+    /// connection is gone: a command cut mid-flight cannot be reused), the stream stays
+    /// alive with its token, and the next call resumes (a getMore's) or sends the
+    /// aggregate again (a resume's). The error is the call's.
+    fn abandon_on_timeout(&mut self, err: Error) {
+        let resumes = self.machine.resume_count();
+        self.machine.handle_abandoned();
+        if self.machine.resume_count() != resumes {
+            self.resume_cause = Some(cause_of(&err));
+        }
+        self.pending_error = Some(err);
     }
 
     /// Logs a resume attempt, keeps it, and hands it to the stream's handler.
@@ -991,9 +1165,26 @@ impl Core {
     /// Drives the initial `aggregate` (and a restart from now when its token's history
     /// is lost) to its outcome.
     fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.begin_call();
+        if self.poll_open_inner(cx).is_pending() {
+            if self.in_flight.is_none() && self.call_timed_out(cx) {
+                self.pending_error = Some(self.time_out());
+                return Poll::Ready(());
+            }
+            return Poll::Pending;
+        }
+        self.end_call();
+        Poll::Ready(())
+    }
+
+    fn poll_open_inner(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if self.poll_in_flight(cx).is_pending() || self.poll_policy(cx).is_pending() {
                 return Poll::Pending;
+            }
+            if self.pending_error.is_some() {
+                // The opening aggregate ran out of timeoutMS.
+                return Poll::Ready(());
             }
             if self.in_flight.is_none()
                 && self.machine.wants_command()
@@ -1070,6 +1261,26 @@ impl Core {
     /// Drives the machine until it yields an event, an error, or nothing more (the stream
     /// ended, or `mode` allows no further `getMore`).
     fn poll_doc(
+        &mut self,
+        cx: &mut Context<'_>,
+        mode: &mut Mode,
+    ) -> Poll<Option<Result<SharedDoc, Error>>> {
+        self.begin_call();
+        match self.poll_doc_inner(cx, mode) {
+            Poll::Pending => {
+                if self.in_flight.is_none() && self.call_timed_out(cx) {
+                    return Poll::Ready(Some(Err(self.time_out())));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(out) => {
+                self.end_call();
+                Poll::Ready(out)
+            }
+        }
+    }
+
+    fn poll_doc_inner(
         &mut self,
         cx: &mut Context<'_>,
         mode: &mut Mode,
@@ -1198,6 +1409,7 @@ async fn kill_after_close(
     pending: Option<InFlight>,
     initial: Vec<Outgoing<ServerAddress>>,
     lsid: Option<Document>,
+    deadline: Option<Deadline>,
 ) -> (Result<(), Error>, Option<HeldSession>) {
     let returned = finish_orphan(machine, pending).await;
     let mut lsid = LsidOnly(lsid);
@@ -1211,7 +1423,7 @@ async fn kill_after_close(
         } = out
         {
             let outcome = exec
-                .kill_cursors_bounded(&server, &db, &command, &mut lsid)
+                .kill_cursors_within(&server, &db, &command, &mut lsid, deadline)
                 .await;
             if let Err(e) = outcome
                 && result.is_ok()
@@ -1235,7 +1447,8 @@ impl Drop for Core {
         let lsid = self.lsid.clone();
         let session = self.session.take();
         self.exec.spawn(async move {
-            let (_, returned) = kill_after_close(&exec, &mut machine, pending, kills, lsid).await;
+            let (_, returned) =
+                kill_after_close(&exec, &mut machine, pending, kills, lsid, None).await;
             drop((session, returned));
         });
     }
@@ -1351,8 +1564,18 @@ impl<E> ChangeStream<E> {
         let core = &mut self.core;
         let pending = core.close_machine();
         let lsid = core.lsid.clone();
-        let (result, returned) =
-            kill_after_close(&core.exec, &mut core.machine, pending, Vec::new(), lsid).await;
+        // Closing is an operation of its own: a fresh timeoutMS (the Client Side
+        // Operations Timeout specification).
+        let deadline = Deadline::for_timeout(core.timeout);
+        let (result, returned) = kill_after_close(
+            &core.exec,
+            &mut core.machine,
+            pending,
+            Vec::new(),
+            lsid,
+            deadline,
+        )
+        .await;
         if let Some(session) = returned {
             core.session = Some(session);
         }

@@ -264,6 +264,7 @@ impl Client {
             Scope::Cluster,
             self.exec.default_read_preference().clone(),
         )
+        .inherit_timeout(self.exec.options().timeout)
     }
 
     /// End the client. Later operations on this client or its clones fail with an error

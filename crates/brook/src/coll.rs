@@ -353,6 +353,7 @@ impl<T> Collection<T> {
             },
             self.read_preference.clone(),
         )
+        .inherit_timeout(self.timeout)
     }
 
     /// Run an aggregation pipeline on the collection.
@@ -781,8 +782,7 @@ impl<'a, T: 'a> IntoFuture for FindBuilder<'a, T> {
                 max_await_time: None,
                 comment: this.cmd.comment.clone(),
             };
-            Ok(Cursor::new(inner.clone(), executed, spec, session)
-                .with_timeout(cursor_timeout))
+            Ok(Cursor::new(inner.clone(), executed, spec, session).with_timeout(cursor_timeout))
         })
     }
 }
@@ -939,15 +939,21 @@ impl<'a, T: 'a> IntoFuture for AggregateBuilder<'a, T> {
                 (Target::Read(&this.read_preference), Retry::Read)
             };
             let executed = inner
-                .execute_pinned(this.db, &this.cmd, Some(&mut session), target, retry, timing)
+                .execute_pinned(
+                    this.db,
+                    &this.cmd,
+                    Some(&mut session),
+                    target,
+                    retry,
+                    timing,
+                )
                 .await?;
             let spec = GetMoreOptions {
                 batch_size: this.cmd.batch_size,
                 max_await_time: this.max_await_time,
                 comment: this.cmd.comment.clone(),
             };
-            Ok(Cursor::new(inner.clone(), executed, spec, session)
-                .with_timeout(cursor_timeout))
+            Ok(Cursor::new(inner.clone(), executed, spec, session).with_timeout(cursor_timeout))
         })
     }
 }
@@ -963,10 +969,9 @@ fn cursor_timing(
 ) -> (Timing, Option<CursorTimeout>) {
     let timing = Timing::for_timeout(timeout);
     match (timing.deadline, timeout, mode.unwrap_or_default()) {
-        (Some(deadline), _, TimeoutMode::CursorLifetime) => (
-            timing,
-            Some(CursorTimeout::Lifetime(deadline)),
-        ),
+        (Some(deadline), _, TimeoutMode::CursorLifetime) => {
+            (timing, Some(CursorTimeout::Lifetime(deadline)))
+        }
         (Some(_), Some(timeout), TimeoutMode::Iteration) => (
             timing.without_max_time(),
             Some(CursorTimeout::Iteration(timeout)),

@@ -52,11 +52,15 @@ impl CursorTimeout {
         }
     }
 
-    /// The deadline of a getMore starting now.
-    fn get_more_deadline(&self) -> Deadline {
+    /// The deadline of a getMore: the cursor's lifetime's, or in iteration mode that of
+    /// the call it is part of (`call`, started with the call's first getMore: a call
+    /// that sends several getMores gets one timeout for all of them).
+    fn get_more_deadline(&self, call: &mut Option<Deadline>) -> Deadline {
         match self {
             CursorTimeout::Lifetime(deadline) => *deadline,
-            CursorTimeout::Iteration(timeout) => Deadline::after(*timeout),
+            CursorTimeout::Iteration(timeout) => {
+                *call.get_or_insert_with(|| Deadline::after(*timeout))
+            }
         }
     }
 }
@@ -90,6 +94,9 @@ pub struct Cursor<T> {
     pinned: Option<PooledConn>,
     /// How `timeoutMS` bounds the getMores; `None` when it is not set.
     timeout: Option<CursorTimeout>,
+    /// In iteration mode, the deadline of the call in progress (from its first getMore
+    /// until it returns).
+    call_deadline: Option<Deadline>,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -116,6 +123,7 @@ impl<T> Cursor<T> {
             failed: false,
             pinned: executed.pinned,
             timeout: None,
+            call_deadline: None,
             _marker: PhantomData,
         };
         if cursor.id == 0 {
@@ -215,7 +223,9 @@ impl<T> Cursor<T> {
             .map(|wait| self.exec.await_bound(Some(wait)));
         // Under timeoutMS: the cursor's deadline (its lifetime's, or a fresh one), from
         // the checkout on; no maxTimeMS on the getMore.
-        let deadline = self.timeout.map(|t| t.get_more_deadline());
+        let deadline = self
+            .timeout
+            .map(|t| t.get_more_deadline(&mut self.call_deadline));
         let bound = move |min_rtt: Duration| match deadline {
             Some(deadline) => Bound::Deadline {
                 deadline,
@@ -297,6 +307,19 @@ impl<T: DeserializeOwned> Stream for Cursor<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        let polled = this.poll_inner(cx);
+        if polled.is_ready() {
+            // The call is over: the next one that sends a getMore gets a fresh timeout.
+            this.call_deadline = None;
+        }
+        polled
+    }
+}
+
+impl<T: DeserializeOwned> Cursor<T> {
+    /// [`Stream::poll_next`], before the end of the call is noted.
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, Error>>> {
+        let this = self;
         loop {
             if let Some(doc) = this.buffer.pop_front() {
                 return Poll::Ready(Some(Self::decode(&doc)));

@@ -116,6 +116,7 @@ impl Database {
             Scope::Database(self.name.clone()),
             self.read_preference.clone(),
         )
+        .inherit_timeout(self.timeout)
     }
 
     /// A database-level aggregation (`aggregate: 1`), e.g. `$currentOp` on `admin`.

@@ -20,6 +20,7 @@ use crate::Error;
 #[cfg(test)]
 mod equivalence;
 mod fast;
+mod split;
 
 /// The message of the error for an event without `_id`.
 const MISSING_RESUME_TOKEN: &str = "change event has no `_id`: cannot provide resume \

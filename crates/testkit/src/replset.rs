@@ -106,6 +106,11 @@ pub struct TopologyVersion {
 struct StreamCursor {
     /// Index into the event log of the next event to return.
     position: usize,
+    /// How many fragments of the event at `position` were returned already (a stream
+    /// ending with `$changeStreamSplitLargeEvent` returns a large event in fragments).
+    fragment: usize,
+    /// The pipeline ends with `$changeStreamSplitLargeEvent`.
+    split: bool,
     ns: String,
     /// Opened with a read preference other than `primary` (a secondary may serve it).
     secondary_ok: bool,
@@ -140,6 +145,22 @@ struct LoggedEvent {
     data: String,
     ts: Timestamp,
     event: Document,
+    /// The event's BSON size.
+    size: usize,
+}
+
+/// Where a change stream reads next: an event of the log, and how many of its fragments
+/// were returned already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    index: usize,
+    fragment: usize,
+}
+
+impl Position {
+    fn at(index: usize) -> Position {
+        Position { index, fragment: 0 }
+    }
 }
 
 #[derive(Debug)]
@@ -151,6 +172,12 @@ struct SetInner {
     clock_base: u32,
     clock_increment: u32,
     events: Vec<LoggedEvent>,
+    /// Events before this index rolled off the oplog ([`ReplicaSet::truncate_history`]);
+    /// their entries stay (without their documents) so that indices and tokens stay put.
+    history_start: usize,
+    /// The time of the oldest entry left in the oplog, once history was truncated: a
+    /// resume from an earlier point fails with 286 ChangeStreamHistoryLost.
+    oldest: Option<Timestamp>,
     next_cursor_id: i64,
 }
 
@@ -181,26 +208,49 @@ impl SetInner {
         }
     }
 
-    /// How many events of the log come before (or are) the event of resume token `data`.
-    fn position_after(&self, data: &str) -> usize {
-        match self.events.iter().position(|e| e.data == data) {
-            Some(i) => i + 1,
+    /// Where a stream resumed after resume token `data` reads next: after the event of
+    /// the token, or after the fragment of a split event it names.
+    fn position_after(&self, data: &str) -> Position {
+        if let Some(i) = self.events.iter().position(|e| e.data == data) {
+            return Position::at(i + 1);
+        }
+        let fragment = self.events.iter().enumerate().find_map(|(i, e)| {
+            shapes::fragment_of(&e.data, data).map(|k| Position {
+                index: i,
+                fragment: usize::try_from(k).unwrap_or(usize::MAX),
+            })
+        });
+        match fragment {
+            Some(position) => position,
             // A high-water-mark token (or an unknown one): tokens sort like their times.
-            None => self
-                .events
-                .iter()
-                .take_while(|e| e.data.as_str() <= data)
-                .count(),
+            None => Position::at(
+                self.events
+                    .iter()
+                    .take_while(|e| e.data.as_str() <= data)
+                    .count(),
+            ),
         }
     }
 
     /// The `postBatchResumeToken` of a cursor at `position` after a batch.
-    fn post_batch_token(&mut self, position: usize) -> Document {
-        if position >= self.events.len() {
+    fn post_batch_token(&mut self, position: Position) -> Document {
+        if position.fragment > 0
+            && let Some(e) = self.events.get(position.index)
+        {
+            let k = u32::try_from(position.fragment).unwrap_or(u32::MAX);
+            if let Some(token) = shapes::fragment_resume_token(&doc! { "_data": &e.data }, k) {
+                return token;
+            }
+        }
+        if position.index >= self.events.len() {
             let ts = self.tick();
             return shapes::post_batch_resume_token(ts);
         }
-        match position.checked_sub(1).and_then(|i| self.events.get(i)) {
+        match position
+            .index
+            .checked_sub(1)
+            .and_then(|i| self.events.get(i))
+        {
             Some(e) => doc! { "_data": e.data.clone() },
             None => shapes::post_batch_resume_token(Timestamp {
                 time: self.clock_base,
@@ -209,15 +259,124 @@ impl SetInner {
         }
     }
 
-    /// Take up to `batch_size` events from `position`.
-    fn batch(&self, position: usize, batch_size: usize) -> Vec<Document> {
-        self.events
-            .iter()
-            .skip(position)
-            .take(batch_size)
-            .map(|e| e.event.clone())
-            .collect()
+    /// Take up to `batch_size` events (or fragments, for a `split` stream) from
+    /// `position`, within the 16 MiB a reply's batch may carry (at least one document);
+    /// the batch and where the cursor stands after it. An event over 16 MiB fails the
+    /// batch with 10334 BSONObjectTooLarge unless the stream splits it, and an event with
+    /// a single field too large to split fails it too.
+    fn batch(
+        &self,
+        mut position: Position,
+        batch_size: usize,
+        split: bool,
+    ) -> Result<(Vec<Document>, Position), Document> {
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        while batch.len() < batch_size {
+            let Some(e) = self.events.get(position.index) else {
+                break;
+            };
+            if e.size <= shapes::MAX_BSON_OBJECT_SIZE && position.fragment == 0 {
+                if !batch.is_empty() && bytes + e.size > shapes::MAX_BSON_OBJECT_SIZE {
+                    break;
+                }
+                batch.push(e.event.clone());
+                bytes += e.size;
+                position = Position::at(position.index + 1);
+                continue;
+            }
+            if !split {
+                return Err(too_large(e));
+            }
+            let fragments = shapes::split_event(&e.event, shapes::MAX_BSON_OBJECT_SIZE)
+                .map_err(|field| unsplittable(e, &field))?;
+            let Some(fragment) = fragments.get(position.fragment) else {
+                // Resumed after the last fragment: the next event.
+                position = Position::at(position.index + 1);
+                continue;
+            };
+            let size = shapes::bson_size(fragment);
+            if !batch.is_empty() && bytes + size > shapes::MAX_BSON_OBJECT_SIZE {
+                break;
+            }
+            batch.push(fragment.clone());
+            bytes += size;
+            position.fragment += 1;
+            if position.fragment == fragments.len() {
+                position = Position::at(position.index + 1);
+            }
+        }
+        Ok((batch, position))
     }
+
+    /// The 286 ChangeStreamHistoryLost of a resume from `from`, if the oplog no longer
+    /// goes back that far.
+    fn history_lost(&self, from: Timestamp) -> Option<Document> {
+        let oldest = self.oldest?;
+        (from < oldest).then(|| {
+            let (code, name) = codes::CHANGE_STREAM_HISTORY_LOST;
+            shapes::error_reply(
+                code,
+                name,
+                "Resume of change stream was not possible, as the resume point may no longer \
+                 be in the oplog.",
+                &[],
+            )
+        })
+    }
+}
+
+/// The cluster time a resume token `_data` of the testkit's starts with (`82`, then the
+/// seconds and the increment as 8 hex digits each).
+fn token_time(data: &str) -> Option<Timestamp> {
+    let rest = data.strip_prefix("82")?;
+    let time = u32::from_str_radix(rest.get(..8)?, 16).ok()?;
+    let increment = u32::from_str_radix(rest.get(8..16)?, 16).ok()?;
+    Some(Timestamp { time, increment })
+}
+
+/// 10334 BSONObjectTooLarge for an event over 16 MiB, worded as a server's.
+fn too_large(e: &LoggedEvent) -> Document {
+    let (code, name) = codes::BSON_OBJECT_TOO_LARGE;
+    let message = format!(
+        "Executor error during getMore :: caused by :: BSONObj size: {size} (0x{size:X}) is \
+         invalid. Size must be between 0 and 16793600(16MB) First element: _id: {{ _data: \
+         \"{data}\" }}",
+        size = e.size,
+        data = e.data,
+    );
+    shapes::error_reply(code, name, &message, &[])
+}
+
+/// 10334 BSONObjectTooLarge for an event `$changeStreamSplitLargeEvent` cannot split.
+fn unsplittable(e: &LoggedEvent, field: &shapes::UnsplittableField) -> Document {
+    let (code, name) = codes::BSON_OBJECT_TOO_LARGE;
+    let message = format!(
+        "Could not split a change event of {} bytes into fragments: its field '{}' alone \
+         takes {} bytes",
+        e.size, field.field, field.size,
+    );
+    shapes::error_reply(code, name, &message, &[])
+}
+
+/// 136 CappedPositionLost for a getMore whose next event rolled off the oplog.
+fn capped_position_lost(position: Position) -> Document {
+    let (code, name) = codes::CAPPED_POSITION_LOST;
+    let message = format!(
+        "CollectionScan died due to position in capped collection being deleted. Last seen \
+         record id: RecordId({})",
+        position.index
+    );
+    shapes::error_reply(code, name, &message, &[])
+}
+
+/// Whether an aggregate's pipeline ends with `$changeStreamSplitLargeEvent`.
+fn splits_large_events(body: &Document) -> bool {
+    body.get_array("pipeline")
+        .ok()
+        .and_then(|p| p.last())
+        .and_then(Bson::as_document)
+        .is_some_and(|stage| stage.contains_key("$changeStreamSplitLargeEvent"))
 }
 
 /// State every member of one set shares.
@@ -534,19 +693,34 @@ impl MemberLink {
             .or_else(|_| stage.get_document("resumeAfter"))
             .ok()
             .and_then(|t| t.get_str("_data").ok());
-        let position = match (token, stage.get_timestamp("startAtOperationTime")) {
-            (Some(data), _) => inner.position_after(data),
-            (None, Ok(at)) => inner.events.iter().take_while(|e| e.ts < at).count(),
-            (None, Err(_)) => inner.events.len(),
+        let at = stage.get_timestamp("startAtOperationTime").ok();
+        let from = match token {
+            Some(data) => token_time(data),
+            None => at,
         };
+        if let Some(lost) = from.and_then(|from| inner.history_lost(from)) {
+            let now = inner.now();
+            return shapes::with_cluster_time(lost, now);
+        }
+        let position = match (token, at) {
+            (Some(data), _) => inner.position_after(data),
+            (None, Some(at)) => Position::at(inner.events.iter().take_while(|e| e.ts < at).count()),
+            (None, None) => Position::at(inner.events.len()),
+        };
+        let split = splits_large_events(&cmd.body);
         let batch_size = cmd
             .body
             .get_document("cursor")
             .ok()
             .and_then(|c| as_usize(c.get("batchSize")))
             .unwrap_or(DEFAULT_BATCH_SIZE);
-        let batch = inner.batch(position, batch_size);
-        let position = position + batch.len();
+        let (batch, position) = match inner.batch(position, batch_size, split) {
+            Ok(served) => served,
+            Err(error) => {
+                let now = inner.now();
+                return shapes::with_cluster_time(error, now);
+            }
+        };
         let ns = match cmd.body.get_str("aggregate") {
             Ok(coll) => format!("{}.{coll}", cmd.db),
             Err(_) => format!("{}.$cmd.aggregate", cmd.db),
@@ -557,7 +731,9 @@ impl MemberLink {
             member.cursors.insert(
                 id,
                 StreamCursor {
-                    position,
+                    position: position.index,
+                    fragment: position.fragment,
+                    split,
                     ns: ns.clone(),
                     secondary_ok,
                 },
@@ -611,15 +787,33 @@ impl MemberLink {
                         now,
                     );
                 }
-                let batch = inner.batch(cursor.position, batch_size);
+                let from = Position {
+                    index: cursor.position,
+                    fragment: cursor.fragment,
+                };
+                let served = if from.index < inner.history_start {
+                    Err(capped_position_lost(from))
+                } else {
+                    inner.batch(from, batch_size, cursor.split)
+                };
+                let (batch, position) = match served {
+                    Ok(served) => served,
+                    Err(error) => {
+                        // The cursor dies with its error, as a server's does.
+                        if let Some(m) = inner.members.get_mut(self.index) {
+                            m.cursors.remove(&id);
+                        }
+                        return shapes::with_cluster_time(error, now);
+                    }
+                };
                 if !batch.is_empty() || timed_out {
-                    let position = cursor.position + batch.len();
                     if let Some(c) = inner
                         .members
                         .get_mut(self.index)
                         .and_then(|m| m.cursors.get_mut(&id))
                     {
-                        c.position = position;
+                        c.position = position.index;
+                        c.fragment = position.fragment;
                     }
                     let token = inner.post_batch_token(position);
                     let now = inner.now();
@@ -670,6 +864,7 @@ fn append(inner: &mut SetInner, event: Document) -> (Document, Timestamp) {
     inner.events.push(LoggedEvent {
         data,
         ts,
+        size: shapes::bson_size(&logged),
         event: logged.clone(),
     });
     (logged, ts)
@@ -726,6 +921,16 @@ pub(crate) async fn bind_reusing(addr: SocketAddr) -> Result<TcpListener, Testki
 /// default) or, after the request's `maxTimeMS` (capped by the member's
 /// [`ServerConfig::max_await`]), an empty batch with a `postBatchResumeToken`. So a stream
 /// resumed on a new primary after a failover continues exactly after its token.
+///
+/// The log is the set's oplog: [`ReplicaSet::truncate_history`] rolls it over, after which
+/// a resume from a point no longer in it fails with 286 ChangeStreamHistoryLost. Events
+/// are served as a MongoDB 7/8 primary serves them: a batch stays within 16 MiB (at least
+/// one document); an event over 16 MiB fails the aggregate or getMore with 10334
+/// BSONObjectTooLarge, unless the pipeline ends with `{$changeStreamSplitLargeEvent: {}}`:
+/// then it comes as fragments ([`shapes::split_event`]), each with its own resume token,
+/// and resuming after fragment k continues with fragment k + 1. Members accept requests
+/// up to 48,000,000 bytes ([`ServerConfig::max_message_size`]), and frame replies of any
+/// size (a reply carrying a fragment of nearly 16 MiB is a little over it).
 ///
 /// A member that is not primary answers writes with 10107 NotWritablePrimary (labelled
 /// `RetryableWriteError` when the write carries a `txnNumber`), and change-stream
@@ -807,6 +1012,8 @@ impl ReplicaSet {
                 clock_base,
                 clock_increment: 1,
                 events: Vec::new(),
+                history_start: 0,
+                oldest: None,
                 next_cursor_id: 0x0002_0000_0000_0001,
             }),
             changed: Notify::new(),
@@ -1055,13 +1262,49 @@ impl ReplicaSet {
         self.append_event(shapes::insert_event(placeholder, ns, full_document))
     }
 
-    /// Every event of the log, in order.
+    /// Every event of the log still in the oplog (see [`ReplicaSet::truncate_history`]),
+    /// in order.
     pub fn events(&self) -> Vec<Document> {
-        lock(&self.set.inner)
+        let inner = lock(&self.set.inner);
+        inner
             .events
             .iter()
+            .skip(inner.history_start)
             .map(|e| e.event.clone())
             .collect()
+    }
+
+    /// The oplog rolls over: every event but the newest `keep_last` is dropped (keeping
+    /// more than are left changes nothing). As on a real replica set:
+    ///
+    /// * a change-stream aggregate that resumes from an earlier point than the oldest
+    ///   entry left — `resumeAfter`/`startAfter` a token, or `startAtOperationTime`, older
+    ///   than that entry — fails with 286 ChangeStreamHistoryLost (no error label: a
+    ///   driver must not resume); a resume from a point still in the oplog (an event kept,
+    ///   a high-water-mark token at or after the oldest entry) works as before;
+    /// * a getMore of an open cursor whose next event was dropped fails with 136
+    ///   CappedPositionLost, and the cursor is gone.
+    ///
+    /// When every event is dropped, the oldest entry is a no-op written now: only points
+    /// from now on can be resumed from.
+    pub fn truncate_history(&self, keep_last: usize) {
+        let _ = self.update(|inner| {
+            let start = inner.events.len().saturating_sub(keep_last);
+            if start <= inner.history_start {
+                return Ok(());
+            }
+            let old = inner.history_start;
+            for e in inner.events.iter_mut().take(start).skip(old) {
+                e.event = Document::new();
+            }
+            inner.history_start = start;
+            let oldest = match inner.events.get(start) {
+                Some(e) => e.ts,
+                None => inner.tick(),
+            };
+            inner.oldest = Some(oldest);
+            Ok(())
+        });
     }
 
     /// Stop every member and close every connection.

@@ -80,6 +80,9 @@ pub mod codes {
     pub const CHANGE_STREAM_HISTORY_LOST: (i32, &str) = (286, "ChangeStreamHistoryLost");
     /// 9001 SocketException.
     pub const SOCKET_EXCEPTION: (i32, &str) = (9001, "SocketException");
+    /// 10334 BSONObjectTooLarge (e.g. a change event over 16 MiB without
+    /// `$changeStreamSplitLargeEvent`; never resumable).
+    pub const BSON_OBJECT_TOO_LARGE: (i32, &str) = (10334, "BSONObjectTooLarge");
     /// 10107 NotWritablePrimary.
     pub const NOT_WRITABLE_PRIMARY: (i32, &str) = (10107, "NotWritablePrimary");
     /// 11000 DuplicateKey.
@@ -627,6 +630,142 @@ pub fn post_batch_resume_token(ts: Timestamp) -> Document {
     doc! { "_data": format!("82{:08X}{:08X}2B0229296E04", ts.time, ts.increment) }
 }
 
+/// The largest document a server stores or returns (`maxBsonObjectSize`, 16 MiB): a change
+/// event over it fails the stream with 10334 BSONObjectTooLarge unless the pipeline ends
+/// with `$changeStreamSplitLargeEvent`, and a batch stops before it would exceed it.
+pub const MAX_BSON_OBJECT_SIZE: usize = 16 * 1024 * 1024;
+
+/// The resume token of fragment `fragment` (1-based) of the event whose token is `event`:
+/// as a server makes it, the event's KeyString with `fragmentNum` (0-based) appended before
+/// its end byte `04`, so the fragments' tokens sort after the event's own and before the
+/// next event's. `None` if `event` has no `_data` string ending in `04`.
+pub fn fragment_resume_token(event: &Document, fragment: u32) -> Option<Document> {
+    let data = event.get_str("_data").ok()?;
+    let prefix = data.strip_suffix("04")?;
+    let num = keystring_uint(u64::from(fragment.checked_sub(1)?));
+    Some(doc! { "_data": format!("{prefix}{num}04") })
+}
+
+/// If `token` is the `_data` of a fragment of the event whose `_data` is `event`: the
+/// fragment's 1-based number.
+pub fn fragment_of(event: &str, token: &str) -> Option<u32> {
+    let rest = token.strip_prefix(event.strip_suffix("04")?)?;
+    let num = rest.strip_suffix("04")?;
+    let (kind, digits) = (u8::from_str_radix(num.get(..2)?, 16).ok()?, num.get(2..)?);
+    let raw = match kind {
+        0x29 if digits.is_empty() => 0,
+        // 0x2B..=0x32: a positive integer of 1 to 8 bytes.
+        0x2B..=0x32 if digits.len() == 2 * usize::from(kind - 0x2A) => {
+            u64::from_str_radix(digits, 16).ok()?
+        }
+        _ => return None,
+    };
+    let n = u32::try_from(raw >> 1).ok()?;
+    n.checked_add(1)
+}
+
+/// A non-negative integer as a KeyString number: 0x29 for zero, else 0x2A + its byte count
+/// and the big-endian bytes of the value shifted left once (the low bit flags a fraction).
+fn keystring_uint(n: u64) -> String {
+    if n == 0 {
+        return "29".to_owned();
+    }
+    let raw = u128::from(n) << 1;
+    let bytes = raw.to_be_bytes();
+    let skip = bytes.iter().take_while(|b| **b == 0).count();
+    let mut out = format!("{:02X}", 0x2A + (bytes.len() - skip));
+    for b in bytes.iter().skip(skip) {
+        out.push_str(&format!("{b:02X}"));
+    }
+    out
+}
+
+/// The BSON size of `doc`, in bytes.
+pub fn bson_size(doc: &Document) -> usize {
+    let mut counter = ByteCounter(0);
+    // Serialising only fails on a document with an over-long or NUL-containing key, which
+    // no caller builds; such a document counts what was written before the failure.
+    let _ = doc.to_writer(&mut counter);
+    counter.0
+}
+
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Why [`split_event`] could not split an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsplittableField {
+    /// The top-level field that alone does not fit in a fragment.
+    pub field: String,
+    /// Its size in the fragment, in bytes.
+    pub size: usize,
+}
+
+/// Split a change event (with its `_id` token) into fragments of at most `limit` bytes, as
+/// `$changeStreamSplitLargeEvent` does: only top-level fields are split, kept in the
+/// event's order and packed greedily (as many fields as fit in the first fragment, then
+/// the next…); each fragment is `{_id: <its own token>, splitEvent: {fragment: k, of: n},
+/// <its fields>}`. An event whose fields would fit in one fragment is still returned as
+/// one fragment (`of: 1`); callers split only events over [`MAX_BSON_OBJECT_SIZE`]. A
+/// single field too big for a fragment of its own is an error (the server fails the stream).
+pub fn split_event(event: &Document, limit: usize) -> Result<Vec<Document>, UnsplittableField> {
+    let token = event.get_document("_id").cloned().unwrap_or_default();
+    // The fragment header at its largest: the longest fragment number a token can carry
+    // here, and int32 counters.
+    let header = doc! {
+        "_id": fragment_resume_token(&token, u32::MAX).unwrap_or_else(|| token.clone()),
+        "splitEvent": { "fragment": i32::MAX, "of": i32::MAX },
+    };
+    let base = bson_size(&header);
+    let mut groups: Vec<Document> = Vec::new();
+    let mut current = Document::new();
+    let mut size = base;
+    for (key, value) in event {
+        if key == "_id" {
+            continue;
+        }
+        // A field's size in a document: the document's size minus an empty one's (5).
+        let field = bson_size(&doc! { key.as_str(): value.clone() }) - 5;
+        if base + field > limit {
+            return Err(UnsplittableField {
+                field: key.clone(),
+                size: field,
+            });
+        }
+        if size + field > limit && !current.is_empty() {
+            groups.push(std::mem::take(&mut current));
+            size = base;
+        }
+        current.insert(key.clone(), value.clone());
+        size += field;
+    }
+    groups.push(current);
+    let of = i32::try_from(groups.len()).unwrap_or(i32::MAX);
+    Ok(groups
+        .into_iter()
+        .zip(1..)
+        .map(|(fields, k)| {
+            let id = u32::try_from(k)
+                .ok()
+                .and_then(|k| fragment_resume_token(&token, k))
+                .unwrap_or_else(|| token.clone());
+            let mut fragment = doc! { "_id": id, "splitEvent": { "fragment": k, "of": of } };
+            fragment.extend(fields);
+            fragment
+        })
+        .collect())
+}
+
 /// Split `"db.coll"` at its first dot into `{db, coll}` (`coll` absent for a bare db name).
 pub fn namespace(ns: &str) -> Document {
     match ns.split_once('.') {
@@ -1056,5 +1195,92 @@ mod tests {
         let second = with_seq(ins.clone(), 1);
         assert_ne!(second.get("_id"), ins.get("_id"));
         assert_eq!(keys(&second), keys(&ins));
+    }
+
+    #[test]
+    fn fragment_tokens_sort_between_their_event_and_the_next() {
+        let event = resume_token(ts(), 4);
+        let next = resume_token(
+            Timestamp {
+                time: ts().time,
+                increment: ts().increment + 1,
+            },
+            5,
+        );
+        let data = event.get_str("_data").unwrap();
+        let mut previous = data.to_owned();
+        for k in [1u32, 2, 3, 64, 65, 200, 70_000, u32::MAX] {
+            let token = fragment_resume_token(&event, k).unwrap();
+            let t = token.get_str("_data").unwrap();
+            assert!(t > previous.as_str(), "fragment {k}: {t} after {previous}");
+            assert!(t < next.get_str("_data").unwrap());
+            assert_eq!(fragment_of(data, t), Some(k), "{t}");
+            assert_eq!(fragment_of(next.get_str("_data").unwrap(), t), None);
+            previous = t.to_owned();
+        }
+        // As a server's: the first fragment's token ends "…2904" (fragmentNum 0).
+        let first = fragment_resume_token(&event, 1).unwrap();
+        assert!(first.get_str("_data").unwrap().ends_with("002904"));
+        assert_eq!(fragment_resume_token(&event, 0), None);
+        assert_eq!(fragment_of(data, data), None);
+        // A length byte that disagrees with the digits is not a fragment token.
+        let prefix = data.strip_suffix("04").unwrap();
+        assert_eq!(fragment_of(data, &format!("{prefix}2C0204")), None);
+        assert_eq!(fragment_of(data, &format!("{prefix}2B0404")), Some(3));
+    }
+
+    #[test]
+    fn split_event_packs_top_level_fields_in_order() {
+        let big = "x".repeat(600);
+        let event = doc! {
+            "_id": resume_token(ts(), 1),
+            "operationType": "update",
+            "clusterTime": ts(),
+            "fullDocument": { "_id": 1, "big": big.clone() },
+            "fullDocumentBeforeChange": { "_id": 1, "big": big.clone() },
+            "ns": { "db": "d", "coll": "c" },
+        };
+        let fragments = split_event(&event, 1024).unwrap();
+        assert_eq!(fragments.len(), 2);
+        let keys: Vec<Vec<&str>> = fragments
+            .iter()
+            .map(|f| f.keys().map(String::as_str).collect())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                vec![
+                    "_id",
+                    "splitEvent",
+                    "operationType",
+                    "clusterTime",
+                    "fullDocument"
+                ],
+                vec!["_id", "splitEvent", "fullDocumentBeforeChange", "ns"],
+            ]
+        );
+        for (i, f) in fragments.iter().enumerate() {
+            assert!(bson_size(f) <= 1024);
+            let k = i32::try_from(i + 1).unwrap();
+            assert_eq!(
+                f.get_document("splitEvent").unwrap(),
+                &doc! { "fragment": k, "of": 2 }
+            );
+            assert_eq!(
+                f.get_document("_id").unwrap(),
+                &fragment_resume_token(event.get_document("_id").unwrap(), k as u32).unwrap()
+            );
+        }
+        // A field that alone exceeds the limit cannot be split.
+        let err = split_event(&event, 500).unwrap_err();
+        assert_eq!(err.field, "fullDocument");
+        assert!(err.size > 600);
+    }
+
+    #[test]
+    fn bson_size_is_the_serialised_length() {
+        let d = doc! { "a": 1, "b": "xyz", "c": { "d": [1, 2] } };
+        assert_eq!(bson_size(&d), d.to_vec().unwrap().len());
+        assert_eq!(bson_size(&Document::new()), 5);
     }
 }

@@ -19,6 +19,17 @@
 //!
 //! Background work (killCursors of dropped cursors and streams) is spawned here too, each
 //! task bounded, and [`Executor::shutdown`] waits for it (bounded) before `endSessions`.
+//!
+//! Client Side Operations Timeout (`timeoutMS`): an operation computes one [`Deadline`]
+//! when it starts (`Option<Deadline>`: `None` when `timeoutMS` is not set anywhere, and
+//! the legacy bounds apply) and hands it to every step: [`Executor::select_within`]
+//! (`min(serverSelectionTimeoutMS, time left)`), [`Executor::check_out_within`] (the same
+//! bound for the checkout, `waitQueueTimeoutMS` ignored), [`Executor::run_on_within`]
+//! with a [`Bound`] (the round trip ends at the deadline; `maxTimeMS` from
+//! [`max_time_ms`] when asked; nothing sent when the time left is not more than the
+//! server's minimum round trip), and [`Executor::execute`] with a [`Timing`] for the
+//! whole select-checkout-run-retry loop. Each expiry is
+//! [`Error::is_operation_timeout`]; after it nothing is retried.
 
 mod monitor;
 mod server;
@@ -514,16 +525,8 @@ impl Executor {
     }
 
     /// Selects a server for `target` (leaving out `deprioritized` servers while others
-    /// are suitable), waiting up to `serverSelectionTimeoutMS`.
-    pub(crate) async fn select(
-        &self,
-        target: Target<'_>,
-        deprioritized: &[ServerAddress],
-    ) -> Result<Selected, Error> {
-        self.select_within(target, deprioritized, None).await
-    }
-
-    /// [`select`](Self::select) for an operation with `deadline`: selection waits up to
+    /// are suitable), for an operation with `deadline` (`None`: no `timeoutMS`, up to
+    /// `serverSelectionTimeoutMS`): selection waits up to
     /// `min(serverSelectionTimeoutMS, time left)`, and gives up with the operation's
     /// timeout error (the selection error as its cause) once the deadline is what
     /// stopped it. [`Selected::min_rtt`] is the server's minimum round trip, read from
@@ -552,19 +555,8 @@ impl Executor {
     /// Selects the server for `target` (leaving out `deprioritized` servers while others
     /// are suitable) and checks a connection out of its pool. A pool cleared between
     /// selection and checkout sends the checkout back to selection, within the same
-    /// `serverSelectionTimeoutMS`. A connection that fails to establish on the network
-    /// marks the server unknown and clears its pool.
-    pub(crate) async fn check_out(
-        &self,
-        target: Target<'_>,
-        lease: Lease,
-        deprioritized: &[ServerAddress],
-    ) -> Result<CheckedOut, Error> {
-        self.check_out_within(target, lease, deprioritized, None)
-            .await
-    }
-
-    /// [`check_out`](Self::check_out) for an operation with `deadline` (`None`: no
+    /// bound. A connection that fails to establish on the network marks the server
+    /// unknown and clears its pool. `deadline`: the operation's (`None`: no
     /// `timeoutMS`, the legacy bounds). With a deadline, selection and checkout share
     /// `computedServerSelectionTimeout` = `min(serverSelectionTimeoutMS, time left)`:
     /// the checkout waits (for a free connection, or for one being established for it:
@@ -612,13 +604,18 @@ impl Executor {
                 // A failed handshake has been reported to the topology by the pool's
                 // manager (SDAM: Unknown, pool cleared).
                 Err(e) => {
-                    let timed_out = matches!(e, PoolError::Timeout { .. });
-                    let err = Error::from_pool(e, server.address());
-                    return Err(match deadline {
-                        Some(d) if timed_out || d.is_expired(Instant::now()) => {
-                            d.expired("during connection checkout", Some(err))
-                        }
-                        _ => err,
+                    return Err(match (deadline, e) {
+                        // The wait for a connection reached the operation's deadline
+                        // (waitQueueTimeoutMS plays no part): no error of its own.
+                        (Some(d), PoolError::Timeout { .. }) => d.expired(
+                            "during connection checkout (no connection became available)",
+                            None,
+                        ),
+                        (Some(d), e) if d.is_expired(Instant::now()) => d.expired(
+                            "during connection checkout",
+                            Some(Error::from_pool(e, server.address())),
+                        ),
+                        (_, e) => Error::from_pool(e, server.address()),
                     });
                 }
             }
@@ -626,21 +623,10 @@ impl Executor {
     }
 
     /// Runs one command on `conn`: attaches the lsid and `$clusterTime`, sends it under
-    /// `limit` (`None`: `socketTimeoutMS`), and applies what the outcome means (cluster
-    /// time, SDAM error rules, dirty session). `ok: 0` is not an error here: the caller's
-    /// command parses the reply.
-    pub(crate) async fn run_on(
-        &self,
-        conn: &mut PooledConn,
-        body: Body,
-        session: Option<&mut dyn SessionRef>,
-        limit: Option<Duration>,
-    ) -> Result<Reply, Error> {
-        self.run_on_within(conn, body, session, Bound::Legacy(limit))
-            .await
-    }
-
-    /// [`run_on`](Self::run_on) under `bound`. With [`Bound::Deadline`]: nothing is sent
+    /// `bound`, and applies what the outcome means (cluster time, SDAM error rules,
+    /// dirty session). `ok: 0` is not an error here: the caller's command parses the
+    /// reply. With [`Bound::Legacy`] the exchange is bounded by its limit, else
+    /// `socketTimeoutMS`. With [`Bound::Deadline`]: nothing is sent
     /// (the operation's timeout error, the connection untouched) when the time left is
     /// not more than the server's minimum round trip; a built body gets `maxTimeMS`
     /// when asked (replacing one the caller put there); the round trip ends at the
@@ -675,9 +661,7 @@ impl Executor {
             } => {
                 let now = Instant::now();
                 let ms = max_time_ms(&deadline, min_rtt, now)?;
-                if max_time
-                    && let (Some(ms), Body::Built(built)) = (ms, &mut body)
-                {
+                if max_time && let (Some(ms), Body::Built(built)) = (ms, &mut body) {
                     built
                         .body
                         .insert("maxTimeMS", i64::try_from(ms).unwrap_or(i64::MAX));
@@ -931,7 +915,9 @@ impl Executor {
             // A write's retry that reports NoWritesPerformed: the error to report stays
             // the previous one.
             let kept = match previous.take() {
-                Some((original, _)) if retry == Retry::Write && err.has_label("NoWritesPerformed") => {
+                Some((original, _))
+                    if retry == Retry::Write && err.has_label("NoWritesPerformed") =>
+                {
                     original
                 }
                 _ => err,
@@ -1049,19 +1035,7 @@ impl Executor {
     }
 
     /// Runs `cmd` (a `killCursors`) on `db` on `server`, in `session`, on a pooled
-    /// connection, bounded by [`KILL_CURSORS_BOUND`], its outcome logged.
-    pub(crate) async fn kill_cursors_bounded(
-        &self,
-        server: &ServerAddress,
-        db: &str,
-        cmd: &KillCursors,
-        session: &mut dyn SessionRef,
-    ) -> Result<(), Error> {
-        self.kill_cursors_within(server, db, cmd, session, None)
-            .await
-    }
-
-    /// [`kill_cursors_bounded`](Self::kill_cursors_bounded) under `deadline`: with a
+    /// connection, its outcome logged, under `deadline`: with a
     /// deadline that has a limit, selection, checkout and the round trip are bounded by
     /// it and the command carries `maxTimeMS` (Client Side Operations Timeout: a
     /// cursor's `close` gets a fresh `timeoutMS`); otherwise (`None`, or `timeoutMS=0`)
@@ -1228,11 +1202,14 @@ impl Executor {
 const MAX_TIME_MS_EXPIRED: i32 = 50;
 
 /// A selection error of an operation with `deadline`: the operation's timeout error when
-/// selection timed out (whether `serverSelectionTimeoutMS` or the time left was the
-/// shorter), the selection error as its cause.
+/// selection timed out because the deadline passed, the selection error as its cause.
+/// A `serverSelectionTimeoutMS` shorter than the time left stays the selection error
+/// (a timeout error as well: [`Error::is_timeout`]).
 fn selection_error(deadline: Option<Deadline>, err: Error) -> Error {
     match deadline {
-        Some(d) if err.is_timeout() => d.expired("during server selection", Some(err)),
+        Some(d) if err.is_timeout() && d.is_expired(Instant::now()) => {
+            d.expired("during server selection", Some(err))
+        }
         _ => err,
     }
 }
@@ -1280,6 +1257,99 @@ fn append_document(body: &SharedDoc, key: &str, value: &RawDocument) -> SharedDo
 mod tests {
     use super::*;
     use bson::doc;
+
+    #[test]
+    fn max_time_ms_is_the_time_left_minus_the_minimum_round_trip() {
+        let now = Instant::now();
+        let deadline = Deadline::starting_at(now, Duration::from_millis(500));
+        let at = |ms| now + Duration::from_millis(ms);
+        let rtt = |ms| Duration::from_millis(ms);
+        assert_eq!(max_time_ms(&deadline, rtt(0), now).unwrap(), Some(500));
+        assert_eq!(max_time_ms(&deadline, rtt(50), now).unwrap(), Some(450));
+        assert_eq!(max_time_ms(&deadline, rtt(50), at(100)).unwrap(), Some(350));
+        // Rounded down: 0.9 ms left after the round trip is less than one millisecond.
+        let nearly = now + Duration::from_micros(499_100);
+        assert_eq!(
+            max_time_ms(&deadline, rtt(0), nearly - rtt(1)).unwrap(),
+            Some(1)
+        );
+        let err = max_time_ms(&deadline, rtt(0), nearly).unwrap_err();
+        assert!(err.is_timeout() && err.is_operation_timeout(), "{err}");
+        // The round trip takes all the time left, or more: not sent.
+        for (rtt_ms, now_ms) in [(500, 0), (600, 0), (100, 400), (0, 500), (0, 900)] {
+            let err = max_time_ms(&deadline, rtt(rtt_ms), at(now_ms)).unwrap_err();
+            assert!(err.is_operation_timeout(), "{err}");
+            assert!(err.to_string().contains("timeoutMS (500ms)"), "{err}");
+            assert!(!err.is_retryable_read() && !err.is_retryable_write());
+        }
+        // timeoutMS=0: no limit, no maxTimeMS.
+        let unlimited = Deadline::starting_at(now, Duration::ZERO);
+        assert_eq!(max_time_ms(&unlimited, rtt(900), at(10_000)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_deadline_and_its_bounds() {
+        let now = Instant::now();
+        let d = Deadline::starting_at(now, Duration::from_millis(300));
+        assert_eq!(d.at(), Some(now + Duration::from_millis(300)));
+        assert_eq!(d.timeout(), Duration::from_millis(300));
+        assert_eq!(
+            d.remaining(now + Duration::from_millis(100)),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            d.remaining(now + Duration::from_secs(1)),
+            Some(Duration::ZERO)
+        );
+        assert!(!d.is_expired(now) && d.is_expired(now + Duration::from_millis(300)));
+        // Selection: the shorter of serverSelectionTimeoutMS and the time left.
+        let thirty = Duration::from_secs(30);
+        assert_eq!(
+            Deadline::min_with(Some(d), now, thirty),
+            now + Duration::from_millis(300)
+        );
+        assert_eq!(
+            Deadline::min_with(Some(d), now, Duration::from_millis(100)),
+            now + Duration::from_millis(100)
+        );
+        assert_eq!(Deadline::min_with(None, now, thirty), now + thirty);
+        let unlimited = Deadline::starting_at(now, Duration::ZERO);
+        assert_eq!(unlimited.at(), None);
+        assert_eq!(unlimited.remaining(now), None);
+        assert!(!unlimited.is_expired(now + thirty));
+        assert_eq!(
+            Deadline::min_with(Some(unlimited), now, thirty),
+            now + thirty
+        );
+        assert_eq!(Deadline::for_timeout(None), None);
+    }
+
+    #[test]
+    fn timing_bounds_each_command() {
+        let rtt = Duration::from_millis(7);
+        assert_eq!(Timing::LEGACY.bound(rtt), Bound::Legacy(None));
+        assert_eq!(Timing::for_timeout(None).bound(rtt), Bound::Legacy(None));
+        let timing = Timing::for_timeout(Some(Duration::from_secs(1)));
+        let Some(deadline) = timing.deadline else {
+            panic!("a deadline");
+        };
+        assert_eq!(
+            timing.bound(rtt),
+            Bound::Deadline {
+                deadline,
+                max_time: true,
+                min_rtt: rtt
+            }
+        );
+        assert_eq!(
+            timing.without_max_time().bound(rtt),
+            Bound::Deadline {
+                deadline,
+                max_time: false,
+                min_rtt: rtt
+            }
+        );
+    }
 
     #[test]
     fn appending_a_document_field() {

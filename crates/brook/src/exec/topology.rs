@@ -375,6 +375,7 @@ impl Topology {
         deadline: Instant,
     ) -> Result<Selected, Error> {
         let mut changes = self.changed.subscribe();
+        let started = Instant::now();
         loop {
             changes.borrow_and_update();
             if self.closed.load(Ordering::Acquire) {
@@ -455,7 +456,8 @@ impl Topology {
                     return Err(Error::new(ErrorKind::ServerSelection {
                         message: format!(
                             "no server for {wanted} within {:?}; the deployment as seen: {seen}",
-                            self.settings.selection_timeout
+                            // serverSelectionTimeoutMS, or less under timeoutMS.
+                            deadline.saturating_duration_since(started)
                         ),
                         timed_out: true,
                     }));

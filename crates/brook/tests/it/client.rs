@@ -588,7 +588,10 @@ async fn connect_refuses_what_brook_cannot_honour() {
     for (uri, unsupported) in [
         ("mongodb://u@127.0.0.1:9/?authMechanism=GSSAPI", "GSSAPI"),
         ("mongodb://%2Ftmp%2Fmongodb-27017.sock/", "Unix"),
-        ("mongodb://127.0.0.1:9/?timeoutMS=100", "timeoutMS"),
+        (
+            "mongodb://127.0.0.1:9/?readConcernLevel=majority",
+            "readConcernLevel",
+        ),
     ] {
         let err = Client::connect(uri).await.unwrap_err();
         assert!(err.is_unsupported(), "{uri}: {err}");

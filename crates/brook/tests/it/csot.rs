@@ -63,7 +63,8 @@
 //! Beyond the spec files: `timeout_ms_overrides_the_legacy_options`,
 //! `a_command_cut_by_timeout_ms_closes_its_connection_and_does_not_clear_the_pool`,
 //! `an_expired_cursor_lifetime_still_returns_its_buffered_documents`,
-//! `server_selection_is_bounded_by_timeout_ms`.
+//! `server_selection_is_bounded_by_timeout_ms`,
+//! `iteration_mode_bounds_a_whole_call_not_each_get_more`.
 #![allow(non_snake_case)] // `<file>__<case>`: the spec file and case, apart.
 
 use std::sync::{Arc, Mutex};
@@ -308,8 +309,7 @@ async fn remaining_timeout_applied_to_get_more(mode: Option<TimeoutMode>) {
 }
 
 #[tokio::test]
-async fn non_tailable_cursors__remaining_timeout_ms_applied_to_get_more_if_timeout_mode_is_unset()
-{
+async fn non_tailable_cursors__remaining_timeout_ms_applied_to_get_more_if_timeout_mode_is_unset() {
     remaining_timeout_applied_to_get_more(None).await;
 }
 
@@ -710,7 +710,10 @@ async fn retried_multiple_times(op: Op, timeout: Duration) {
     for c in &commands {
         assert_eq!(max_time(c).is_some(), !timeout.is_zero(), "{:?}", c.body);
     }
-    if matches!(op, Op::InsertOne | Op::InsertMany | Op::UpdateOne | Op::DeleteOne) {
+    if matches!(
+        op,
+        Op::InsertOne | Op::InsertMany | Op::UpdateOne | Op::DeleteOne
+    ) {
         let txn: Vec<_> = commands.iter().map(|c| c.body.get("txnNumber")).collect();
         assert!(txn[0].is_some() && txn.iter().all(|t| *t == txn[0]));
     }
@@ -784,7 +787,10 @@ async fn legacy_timeouts__wait_queue_timeout_ms_is_not_used_to_derive_a_max_time
 #[tokio::test]
 async fn legacy_timeouts__w_timeout_ms_is_not_used_to_derive_a_max_time_ms_command_field() {
     let insert = legacy_insert("&wTimeoutMS=50000").await;
-    let wc = insert.body.get_document("writeConcern").expect("a write concern");
+    let wc = insert
+        .body
+        .get_document("writeConcern")
+        .expect("a write concern");
     assert_eq!(wc.get("wtimeout").and_then(Bson::as_i64), Some(50000));
 }
 
@@ -794,11 +800,7 @@ async fn legacy_timeouts__max_time_ms_option_is_used_directly_as_the_max_time_ms
     let fake = fake().await;
     let client = client(&fake, "").await;
     let coll = client.database(DB).collection::<Document>(COLL);
-    let cursor = coll
-        .find(doc! {})
-        .max_time(ms(50000))
-        .await
-        .expect("find");
+    let cursor = coll.find(doc! {}).max_time(ms(50000)).await.expect("find");
     drain(cursor).await.expect("empty");
     let finds = sent(&fake, "find");
     assert_eq!(finds.len(), 1);
@@ -823,15 +825,14 @@ async fn timeout_ms_overrides_the_legacy_options() {
         .expect("socketTimeoutMS is ignored under timeoutMS");
     let insert = &sent(&fake, "insert")[0];
     assert!(max_time(insert).is_some_and(|m| m > 0 && m <= 5000));
-    let wc = insert.body.get_document("writeConcern").expect("w=majority");
+    let wc = insert
+        .body
+        .get_document("writeConcern")
+        .expect("w=majority");
     assert_eq!(wc.get_str("w").ok(), Some("majority"));
     assert!(!wc.contains_key("wtimeout"), "{wc:?}");
 
-    let cursor = coll
-        .find(doc! {})
-        .max_time(ms(50000))
-        .await
-        .expect("find");
+    let cursor = coll.find(doc! {}).max_time(ms(50000)).await.expect("find");
     drain(cursor).await.expect("empty");
     let find = &sent(&fake, "find")[0];
     assert!(max_time(find).is_some_and(|m| m > 0 && m <= 5000));
@@ -842,14 +843,19 @@ async fn timeout_ms_overrides_the_legacy_options() {
 // ---------------------------------------------------------------------------------------
 
 /// A client whose pool events are recorded.
-async fn client_with_events(fake: &FakeServer, query: &str) -> (Client, Arc<Mutex<Vec<PoolEvent>>>) {
+async fn client_with_events(
+    fake: &FakeServer,
+    query: &str,
+) -> (Client, Arc<Mutex<Vec<PoolEvent>>>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let mut options = ClientOptions::parse(&uri(fake, query)).expect("options");
     let seen = Arc::clone(&events);
     options.cmap_event_handler = Some(EventHandler::new(move |e: &CmapEvent| {
         seen.lock().unwrap().push(e.event.clone());
     }));
-    let client = Client::with_options(options).await.expect("client connects");
+    let client = Client::with_options(options)
+        .await
+        .expect("client connects");
     (client, events)
 }
 
@@ -889,8 +895,15 @@ async fn wait_queue_timeout__wait_queue_timeout_error_does_not_clear_the_pool() 
         .await
         .expect("the pool is usable");
     assert_eq!(sent(&fake, "ping").len(), 1);
-    assert_eq!(sent(&fake, "hello").len(), 1, "the timed-out hello was not sent");
-    assert!(!pool_cleared(&events), "a checkout timeout does not clear the pool");
+    assert_eq!(
+        sent(&fake, "hello").len(),
+        1,
+        "the timed-out hello was not sent"
+    );
+    assert!(
+        !pool_cleared(&events),
+        "a checkout timeout does not clear the pool"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -900,13 +913,12 @@ async fn wait_queue_timeout__wait_queue_timeout_error_does_not_clear_the_pool() 
 /// A server whose every hello (handshakes and monitoring checks) takes `delay`: the
 /// monitor measures round trips of at least `delay`.
 async fn slow_hello_server(delay: Duration) -> FakeServer {
-    let config =
-        ServerConfig::replica_set("rs0").with_handler(move |cmd: &ReceivedCommand| {
-            match cmd.name.as_str() {
-                "hello" | "isMaster" | "ismaster" => Action::delay(delay, Action::Default),
-                _ => Action::Default,
-            }
-        });
+    let config = ServerConfig::replica_set("rs0").with_handler(move |cmd: &ReceivedCommand| {
+        match cmd.name.as_str() {
+            "hello" | "isMaster" | "ismaster" => Action::delay(delay, Action::Default),
+            _ => Action::Default,
+        }
+    });
     FakeServer::start(config).await.expect("fake server starts")
 }
 
@@ -957,7 +969,11 @@ async fn command_execution__command_is_not_sent_if_rtt_is_greater_than_timeout_m
     for id in 2..5 {
         assert_timeout(coll.insert_one(doc! { "_id": id }).await);
     }
-    assert_eq!(sent(&fake, "insert").len(), 1, "only the first insert was sent");
+    assert_eq!(
+        sent(&fake, "insert").len(),
+        1,
+        "only the first insert was sent"
+    );
 }
 
 #[tokio::test]
@@ -1060,8 +1076,14 @@ async fn an_expired_cursor_lifetime_still_returns_its_buffered_documents() {
         .await
         .expect("find");
     tokio::time::sleep(ms(600)).await;
-    assert_eq!(cursor.try_next().await.expect("buffered"), Some(items(0..1).remove(0)));
-    assert_eq!(cursor.try_next().await.expect("buffered"), Some(items(1..2).remove(0)));
+    assert_eq!(
+        cursor.try_next().await.expect("buffered"),
+        Some(items(0..1).remove(0))
+    );
+    assert_eq!(
+        cursor.try_next().await.expect("buffered"),
+        Some(items(1..2).remove(0))
+    );
     assert_timeout(cursor.try_next().await);
     assert!(sent(&fake, "getMore").is_empty(), "the getMore is not sent");
 }
@@ -1088,9 +1110,44 @@ async fn server_selection_is_bounded_by_timeout_ms() {
             .insert_one(doc! { "x": 1 })
             .await,
     );
-    assert!(started.elapsed() < Duration::from_secs(10), "not the 30 s selection timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not the 30 s selection timeout"
+    );
     assert!(
         std::error::Error::source(&err).is_some(),
         "the cut step's error is the source: {err}"
     );
+}
+
+/// Iteration mode: the timeout applies to a whole `next` call, not to each getMore of it
+/// (spec, "Cursors"): an empty batch and a second getMore, 650 ms each, exceed one
+/// 1000 ms call.
+#[tokio::test]
+async fn iteration_mode_bounds_a_whole_call_not_each_get_more() {
+    let fake = fake().await;
+    let client = client(&fake, "").await;
+    let coll = client.database(DB).collection::<Document>(COLL);
+    fake.push_action(
+        "find",
+        Action::cursor(42, NS, BatchKind::First, vec![], None, None),
+    );
+    fake.push_actions(
+        "getMore",
+        [
+            blocked_then(
+                650,
+                Action::cursor(42, NS, BatchKind::Next, vec![], None, None),
+            ),
+            blocked_then(650, last_batch()),
+        ],
+    );
+    let mut cursor = coll
+        .find(doc! {})
+        .timeout(ms(1000))
+        .timeout_mode(TimeoutMode::Iteration)
+        .await
+        .expect("find");
+    assert_timeout(cursor.try_next().await);
+    assert_eq!(sent(&fake, "getMore").len(), 2);
 }

@@ -5,6 +5,7 @@ mod auth;
 mod change_stream;
 mod client;
 mod csot;
+mod csot_change_streams;
 mod failover;
 mod failures;
 mod load_balanced;

@@ -712,3 +712,35 @@ async fn clearing_a_service_makes_only_its_connections_stale() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_checkout_until_a_deadline_ignores_wait_queue_timeout() {
+    bounded(async move {
+        let h = Harness::ready(options().max_pool_size(1).wait_queue_timeout(ms(50)));
+        let held = h.pool.check_out().await.unwrap();
+        // The deadline, not waitQueueTimeoutMS, bounds the wait: 200 ms, not 50.
+        let started = tokio::time::Instant::now();
+        let deadline = started + ms(200);
+        let err = h.pool.check_out_until(Some(deadline)).await.unwrap_err();
+        assert!(matches!(err, PoolError::Timeout { .. }), "{err:?}");
+        assert_eq!(started.elapsed(), ms(200));
+        // A dedicated checkout does not wait for room: it establishes one in time.
+        let soon = tokio::time::Instant::now() + ms(200);
+        let dedicated = h.pool.check_out_dedicated_until(Some(soon)).await;
+        assert!(dedicated.is_ok_and(|c| c.is_dedicated()));
+        // An expired deadline fails at once; no deadline waits as long as it takes.
+        let err = h.pool.check_out_until(Some(started)).await.unwrap_err();
+        assert!(matches!(err, PoolError::Timeout { .. }), "{err:?}");
+        let pool = h.pool.clone();
+        let waiter = tokio::spawn(async move { pool.check_out_until(None).await.map(drop) });
+        tokio::time::sleep(ms(1000)).await;
+        assert!(
+            !waiter.is_finished(),
+            "no deadline: still waiting after 1 s"
+        );
+        drop(held);
+        assert!(resolves(waiter, ms(100)).await);
+        h.rec.check_consistency(true);
+    })
+    .await;
+}

@@ -566,3 +566,348 @@ async fn streaming_hello_answers_on_change_and_after_the_wait() {
     })
     .await;
 }
+
+fn token_of(event: &Bson) -> Document {
+    event
+        .as_document()
+        .expect("an event")
+        .get_document("_id")
+        .expect("an _id")
+        .clone()
+}
+
+fn pbrt(reply: &Document) -> Document {
+    reply
+        .get_document("cursor")
+        .expect("a cursor reply")
+        .get_document("postBatchResumeToken")
+        .expect("a postBatchResumeToken")
+        .clone()
+}
+
+/// The reply is `{ok: 0, code, codeName}` with no error label.
+fn assert_error(reply: &Document, code: i32, code_name: &str) {
+    assert_eq!(reply.get_f64("ok").ok(), Some(0.0), "{reply:?}");
+    assert_eq!(reply.get_i32("code").ok(), Some(code), "{reply:?}");
+    assert_eq!(reply.get_str("codeName").ok(), Some(code_name));
+    assert!(labels(reply).is_empty(), "no error label: {reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_before_the_oplog_fails_with_history_lost() {
+    within(async {
+        let set = start_set().await;
+        let mut conn = connect(&set, 0).await;
+        let mut open = change_stream(doc! {});
+        open.insert("cursor", doc! { "batchSize": 0 });
+        let reading = cursor_id(&raw(&mut conn, open).await);
+        for i in 1..=5 {
+            set.insert_event("shop.orders", doc! { "_id": i });
+        }
+        let mut two = get_more(reading, 1000);
+        two.insert("batchSize", 2);
+        let reply = raw(&mut conn, two).await;
+        let events = batch(&reply, "nextBatch").clone();
+        assert_eq!(ids(&events), [1, 2]);
+        let second = token_of(&events[1]);
+        let logged = set.events();
+        let time_of = |i: usize| logged[i].get_timestamp("clusterTime").unwrap();
+        let third = logged[2].get_document("_id").unwrap().clone();
+        let fourth = logged[3].get_document("_id").unwrap().clone();
+        // A high-water mark past every event, from an idle stream.
+        let idle = raw(&mut conn, change_stream(doc! {})).await;
+        assert!(batch(&idle, "firstBatch").is_empty());
+        let hwm = pbrt(&idle);
+
+        // The oplog rolls over: events 1–3 are gone.
+        set.truncate_history(2);
+        assert_eq!(
+            ids(&set
+                .events()
+                .into_iter()
+                .map(Bson::Document)
+                .collect::<Vec<_>>()),
+            [4, 5]
+        );
+
+        // The open cursor's next event was dropped: 136, and the cursor is gone.
+        let lost = raw(&mut conn, get_more(reading, 100)).await;
+        assert_error(&lost, 136, "CappedPositionLost");
+        assert_error(
+            &raw(&mut conn, get_more(reading, 100)).await,
+            43,
+            "CursorNotFound",
+        );
+
+        // Resuming from a dropped point: 286, with the server's message, no label.
+        for stage in [
+            doc! { "resumeAfter": second.clone() },
+            doc! { "startAfter": second.clone() },
+            doc! { "resumeAfter": third.clone() },
+            doc! { "startAtOperationTime": time_of(0) },
+            doc! { "startAtOperationTime": time_of(2) },
+        ] {
+            let reply = raw(&mut conn, change_stream(stage.clone())).await;
+            assert_error(&reply, 286, "ChangeStreamHistoryLost");
+            assert_eq!(
+                reply.get_str("errmsg").unwrap(),
+                "Resume of change stream was not possible, as the resume point may no longer \
+                 be in the oplog.",
+                "{stage:?}"
+            );
+        }
+
+        // Points still in the oplog resume as before.
+        let after_fourth = raw(&mut conn, change_stream(doc! { "resumeAfter": fourth })).await;
+        assert_eq!(ids(batch(&after_fourth, "firstBatch")), [5]);
+        let at_fourth = raw(
+            &mut conn,
+            change_stream(doc! { "startAtOperationTime": time_of(3) }),
+        )
+        .await;
+        assert_eq!(ids(batch(&at_fourth, "firstBatch")), [4, 5]);
+        let from_hwm = raw(
+            &mut conn,
+            change_stream(doc! { "resumeAfter": hwm.clone() }),
+        )
+        .await;
+        assert!(batch(&from_hwm, "firstBatch").is_empty());
+        let id = cursor_id(&from_hwm);
+        set.insert_event("shop.orders", doc! { "_id": 6 });
+        assert_eq!(
+            ids(batch(
+                &raw(&mut conn, get_more(id, 1000)).await,
+                "nextBatch"
+            )),
+            [6]
+        );
+
+        // Everything rolls off: only points from now on can be resumed from, and a new
+        // stream (no start option) opens as ever.
+        set.truncate_history(0);
+        assert!(set.events().is_empty());
+        assert_error(
+            &raw(&mut conn, change_stream(doc! { "resumeAfter": hwm })).await,
+            286,
+            "ChangeStreamHistoryLost",
+        );
+        let fresh = raw(&mut conn, change_stream(doc! {})).await;
+        assert_eq!(fresh.get_f64("ok").ok(), Some(1.0));
+        let fresh_hwm = pbrt(&fresh);
+        set.insert_event("shop.orders", doc! { "_id": 7 });
+        let resumed = raw(&mut conn, change_stream(doc! { "resumeAfter": fresh_hwm })).await;
+        assert_eq!(ids(batch(&resumed, "firstBatch")), [7]);
+    })
+    .await;
+}
+
+const MIB16: usize = 16 * 1024 * 1024;
+
+fn split_stream(stage: Document) -> Document {
+    doc! {
+        "aggregate": "orders",
+        "pipeline": [{ "$changeStream": stage }, { "$changeStreamSplitLargeEvent": {} }],
+        "cursor": {},
+        "$db": "shop",
+    }
+}
+
+/// An update event with pre- and post-images of `len` bytes of string each.
+fn large_update(id: i32, len: usize) -> Document {
+    let big = "a".repeat(len);
+    doc! {
+        "operationType": "update",
+        "clusterTime": bson::Timestamp { time: 0, increment: 0 },
+        "wallTime": bson::DateTime::from_millis(0),
+        "ns": { "db": "shop", "coll": "orders" },
+        "documentKey": { "_id": id },
+        "updateDescription": { "updatedFields": { "n": 2 }, "removedFields": [], "truncatedArrays": [] },
+        "fullDocument": { "_id": id, "big": big.clone(), "n": 2 },
+        "fullDocumentBeforeChange": { "_id": id, "big": big, "n": 1 },
+    }
+}
+
+fn size_of(doc: &Document) -> usize {
+    doc.to_vec().expect("serialisable").len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_events_fail_unless_split_then_come_in_fragments_that_resume() {
+    within(async {
+        let set = start_set().await;
+        let mut conn = connect(&set, 0).await;
+        let start = set.cluster_time();
+        set.insert_event("shop.orders", doc! { "_id": 1 });
+        // Two images just under 16 MiB each: a ~32 MiB event, in three fragments, two of
+        // them so close to 16 MiB that the reply carrying one is over 16 MiB.
+        let logged = set.append_event(large_update(2, MIB16 - 200));
+        assert!(size_of(&logged) > 2 * MIB16 - 1024);
+        set.insert_event("shop.orders", doc! { "_id": 3 });
+
+        // Without the split stage: 10334 where the stream reaches the large event.
+        let mut plain = change_stream(doc! { "startAtOperationTime": start });
+        plain.insert("cursor", doc! { "batchSize": 1 });
+        let opened = raw(&mut conn, plain).await;
+        assert_eq!(ids(batch(&opened, "firstBatch")), [1]);
+        let id = cursor_id(&opened);
+        let failed = raw(&mut conn, get_more(id, 1000)).await;
+        assert_error(&failed, 10334, "BSONObjectTooLarge");
+        assert!(failed.get_str("errmsg").unwrap().contains("BSONObj size"));
+        assert_error(
+            &raw(&mut conn, get_more(id, 100)).await,
+            43,
+            "CursorNotFound",
+        );
+        let refused = raw(
+            &mut conn,
+            change_stream(doc! { "startAtOperationTime": start }),
+        )
+        .await;
+        assert_error(&refused, 10334, "BSONObjectTooLarge");
+
+        // With it: the small event, then the fragments — the small fields first, then
+        // each image alone, one large fragment a batch (a batch stays within 16 MiB) —
+        // then the next event.
+        let opened = raw(
+            &mut conn,
+            split_stream(doc! { "startAtOperationTime": start }),
+        )
+        .await;
+        let id = cursor_id(&opened);
+        let mut replies = vec![opened];
+        for _ in 0..3 {
+            replies.push(raw(&mut conn, get_more(id, 1000)).await);
+        }
+        let batches: Vec<Vec<Document>> = replies
+            .iter()
+            .zip(["firstBatch", "nextBatch", "nextBatch", "nextBatch"])
+            .map(|(r, field)| {
+                batch(r, field)
+                    .iter()
+                    .map(|d| d.as_document().unwrap().clone())
+                    .collect()
+            })
+            .collect();
+        let lens: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(lens, [2, 1, 1, 1], "{batches:?}");
+        assert_eq!(
+            batches[0][0]
+                .get_document("fullDocument")
+                .unwrap()
+                .get_i32("_id")
+                .ok(),
+            Some(1)
+        );
+        assert_eq!(
+            batches[3][0]
+                .get_document("fullDocument")
+                .unwrap()
+                .get_i32("_id")
+                .ok(),
+            Some(3)
+        );
+        let fragments = [
+            batches[0][1].clone(),
+            batches[1][0].clone(),
+            batches[2][0].clone(),
+        ];
+        for reply in &replies[1..=2] {
+            assert!(
+                size_of(reply) > MIB16,
+                "a reply over 16 MiB: {}",
+                size_of(reply)
+            );
+            assert!(size_of(reply) < MIB16 + 16 * 1024);
+        }
+
+        let event_id = logged.get_document("_id").unwrap();
+        let mut reassembled = Document::new();
+        for (k, fragment) in fragments.iter().enumerate() {
+            let k = i32::try_from(k + 1).unwrap();
+            assert_eq!(
+                fragment.get_document("splitEvent").unwrap(),
+                &doc! { "fragment": k, "of": 3 }
+            );
+            assert!(size_of(fragment) <= MIB16);
+            assert_ne!(fragment.get_document("_id").unwrap(), event_id);
+            let mut keys = fragment.keys();
+            assert_eq!(keys.next().map(String::as_str), Some("_id"));
+            assert_eq!(keys.next().map(String::as_str), Some("splitEvent"));
+            for (key, value) in fragment.iter().skip(2) {
+                assert!(reassembled.insert(key.clone(), value.clone()).is_none());
+            }
+        }
+        let tokens: Vec<&Document> = fragments
+            .iter()
+            .map(|f| f.get_document("_id").unwrap())
+            .collect();
+        assert!(tokens[0] != tokens[1] && tokens[1] != tokens[2] && tokens[0] != tokens[2]);
+        assert!(fragments[0].contains_key("updateDescription"));
+        assert!(fragments[1].contains_key("fullDocument"));
+        assert!(fragments[2].contains_key("fullDocumentBeforeChange"));
+        // Every field but _id, in the event's order.
+        let mut expected = logged.clone();
+        expected.remove("_id");
+        assert_eq!(reassembled, expected);
+        // A batch that ended on a fragment says so in its postBatchResumeToken.
+        assert_eq!(&pbrt(&replies[0]), tokens[0]);
+        assert_eq!(&pbrt(&replies[1]), tokens[1]);
+
+        // Resuming after fragment 1 continues with fragment 2; after the last fragment,
+        // with the next event.
+        let resumed = raw(
+            &mut conn,
+            split_stream(doc! { "resumeAfter": tokens[0].clone() }),
+        )
+        .await;
+        let again = batch(&resumed, "firstBatch");
+        assert_eq!(again.len(), 1, "fragment 2 alone fills a batch");
+        assert_eq!(again[0].as_document().unwrap(), &fragments[1]);
+        let resumed = raw(
+            &mut conn,
+            split_stream(doc! { "resumeAfter": tokens[1].clone() }),
+        )
+        .await;
+        assert_eq!(
+            batch(&resumed, "firstBatch")[0].as_document().unwrap(),
+            &fragments[2]
+        );
+        let resumed = raw(
+            &mut conn,
+            split_stream(doc! { "resumeAfter": tokens[2].clone() }),
+        )
+        .await;
+        assert_eq!(ids(batch(&resumed, "firstBatch")), [3]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_take_a_20_mb_insert_but_its_single_field_event_cannot_be_split() {
+    within(async {
+        let set = start_set().await;
+        let mut conn = connect(&set, 0).await;
+        let split = raw(&mut conn, split_stream(doc! {})).await;
+        let split_id = cursor_id(&split);
+        let plain = cursor_id(&raw(&mut conn, change_stream(doc! {})).await);
+        // A request of 20 MB: members accept messages up to 48,000,000 bytes.
+        let big = "b".repeat(20_000_000);
+        let inserted = raw(
+            &mut conn,
+            doc! { "insert": "orders", "documents": [{ "_id": 1, "big": big }], "$db": "shop" },
+        )
+        .await;
+        assert_eq!(inserted.get_i32("n").unwrap(), 1);
+        assert_eq!(set.events().len(), 1);
+        assert_error(
+            &raw(&mut conn, get_more(plain, 1000)).await,
+            10334,
+            "BSONObjectTooLarge",
+        );
+        // Only top-level fields are split: a 20 MB fullDocument alone cannot be.
+        let failed = raw(&mut conn, get_more(split_id, 1000)).await;
+        assert_error(&failed, 10334, "BSONObjectTooLarge");
+        assert!(failed.get_str("errmsg").unwrap().contains("fullDocument"));
+    })
+    .await;
+}
