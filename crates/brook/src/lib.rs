@@ -305,6 +305,7 @@
 #![forbid(unsafe_code)]
 
 mod change_stream;
+pub mod checkpoint;
 mod client;
 mod coll;
 mod cursor;

@@ -64,22 +64,37 @@ watch options (passed to the server as the $changeStream stage and aggregate opt
   --show-expanded-events             also DDL events (create, createIndexes, …)
 
 tool options:
-  --resume-file PATH   after each event, save the stream's resume token in PATH
-                       (written to PATH.tmp, then renamed; fsync'd at most once a
-                       second and at exit). At start, if PATH exists, resume from it
-                       (resumeAfter; startAfter when it holds an invalidate event's
-                       token); it then takes precedence over --resume-after,
-                       --start-after and --start-at-operation-time. Events are
-                       delivered at least once: after a crash the last events before
-                       the crash may be printed again, none is skipped.
+  --resume-file PATH   keep the stream's resume token in PATH: saved after each batch
+                       of events is printed, after quiet periods too (the token of
+                       empty batches, at most once a second, so that a --pipeline
+                       that filters everything out does not leave a token that falls
+                       off the oplog), and at exit (written to PATH.tmp, then renamed;
+                       fsync'd at most once a second and at exit). PATH's directory
+                       must exist and be writable: checked before connecting (exit 2).
+                       At start, if PATH exists, resume from it (resumeAfter;
+                       startAfter when it holds an invalidate event's token); it then
+                       takes precedence over --resume-after, --start-after and
+                       --start-at-operation-time. Events are delivered at least once:
+                       after a crash the last events before the crash may be printed
+                       again, none is skipped.
   --count N            exit 0 after N events, closing the stream
+  --stats-every SECS   statistics every SECS seconds (0.1 to 86400; decimals allowed).
+                       When stderr is not a terminal (systemd, docker): one JSON line
+                       on stderr every SECS and once at exit: {\"ts\": RFC 3339 UTC
+                       with ms, \"events\", \"events_per_second\", \"get_mores\",
+                       \"resumes\", \"failed_resumes\", \"lag_ms\" (now minus the last
+                       event's commit time, null before one), \"server_lag_ms\" (the
+                       server's time minus the token's, null when unknown),
+                       \"server\" (host:port or null)}. On a terminal: how often the
+                       status line is redrawn (default 1).
   --password-file PATH the password (first line of PATH), instead of the URI's
   -h, --help           print this text
 
 <uri> may be left out when MONGODB_URI holds it. The connection string takes every
 brook URI option. Without serverSelectionTimeoutMS
 in it, brook tail gives up finding a server after 10 s. Live statistics (events/s,
-getMore round trips, resumes, lag) are shown on stderr when stderr is a terminal.
+getMore round trips, resumes, lag) are shown on stderr when stderr is a terminal;
+elsewhere stderr stays quiet unless --stats-every asks for JSON lines.
 Ctrl-C or SIGTERM closes the stream and exits 0.
 ";
 
@@ -218,7 +233,14 @@ pub(crate) struct TailArgs {
     pub(crate) resume_file: Option<PathBuf>,
     /// Stop after this many events.
     pub(crate) count: Option<u64>,
+    /// How often statistics are written (`--stats-every`).
+    pub(crate) stats_every: Option<Duration>,
 }
+
+/// The shortest `--stats-every`.
+pub(crate) const MIN_STATS_EVERY: Duration = Duration::from_millis(100);
+/// The longest `--stats-every` (a day).
+pub(crate) const MAX_STATS_EVERY: Duration = Duration::from_secs(86_400);
 
 /// `brook demo-writer`'s arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,6 +471,7 @@ fn parse_tail(parser: &mut lexopt::Parser, env_uri: Option<&str>) -> Result<Comm
     let mut watch = WatchOptions::default();
     let mut resume_file = None;
     let mut count = None;
+    let mut stats_every = None;
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(TAIL_USAGE)),
@@ -502,6 +525,16 @@ fn parse_tail(parser: &mut lexopt::Parser, env_uri: Option<&str>) -> Result<Comm
                 let n = number_value(parser, "--count", "a whole number")?;
                 count = Some(at_least_one("--count", n)?);
             }
+            Long("stats-every") => {
+                let every = seconds_value(parser, "--stats-every")?;
+                if every < MIN_STATS_EVERY {
+                    return Err(CliError::usage(format!(
+                        "--stats-every: must be at least {} seconds",
+                        MIN_STATS_EVERY.as_secs_f64()
+                    )));
+                }
+                stats_every = Some(every.min(MAX_STATS_EVERY));
+            }
             Long("password-file") => password_file = Some(path_value(parser, "--password-file")?),
             Value(v) => positionals.push(v.string()?),
             other => return Err(other.unexpected().into()),
@@ -538,6 +571,7 @@ fn parse_tail(parser: &mut lexopt::Parser, env_uri: Option<&str>) -> Result<Comm
         watch,
         resume_file,
         count,
+        stats_every,
     })))
 }
 
@@ -833,7 +867,7 @@ mod tests {
             }
         );
         assert_eq!(t.watch, WatchOptions::default());
-        assert_eq!((t.resume_file, t.count), (None, None));
+        assert_eq!((t.resume_file, t.count, t.stats_every), (None, None, None));
 
         // Collection names may hold dots; database names cannot.
         assert_eq!(
@@ -881,6 +915,8 @@ mod tests {
             "/tmp/token.json",
             "--count",
             "3",
+            "--stats-every",
+            "2.5",
         ]);
         let expected = WatchOptions {
             pipeline: vec![doc! { "$match": { "operationType": "insert" } }],
@@ -901,6 +937,12 @@ mod tests {
         assert_eq!(t.watch, expected);
         assert_eq!(t.resume_file, Some(PathBuf::from("/tmp/token.json")));
         assert_eq!(t.count, Some(3));
+        assert_eq!(t.stats_every, Some(Duration::from_millis(2500)));
+        assert_eq!(tail(&["tail", URI, "a.b"]).stats_every, None);
+        assert_eq!(
+            tail(&["tail", URI, "a.b", "--stats-every=86400"]).stats_every,
+            Some(MAX_STATS_EVERY)
+        );
     }
 
     #[test]
@@ -948,6 +990,31 @@ mod tests {
                 "<seconds>:<increment>",
             ),
             (&["tail", URI, "a.b", "--resume-file", ""], "--resume-file"),
+            (
+                &["tail", URI, "a.b", "--stats-every", "0"],
+                "--stats-every: must be at least 0.1 seconds",
+            ),
+            (
+                &["tail", URI, "a.b", "--stats-every", "0.05"],
+                "--stats-every: must be at least 0.1 seconds",
+            ),
+            (
+                &["tail", URI, "a.b", "--stats-every", "86401"],
+                "--stats-every: must be between 0 and 86400 seconds",
+            ),
+            (
+                &["tail", URI, "a.b", "--stats-every", "-1"],
+                "--stats-every: must be between",
+            ),
+            (
+                &["tail", URI, "a.b", "--stats-every", "often"],
+                "--stats-every: expected seconds",
+            ),
+            (
+                &["tail", URI, "a.b", "--stats-every", "inf"],
+                "--stats-every",
+            ),
+            (&["tail", URI, "a.b", "--stats-every"], "--stats-every"),
             (
                 &["tail", URI, "a.b", "--show-expanded-events=yes"],
                 "show-expanded-events",

@@ -1,7 +1,5 @@
 //! The one error type of the `brook` command-line tool, and how it is shown.
 
-use std::path::PathBuf;
-
 /// Everything that can make `brook` fail. [`CliError::exit_code`] maps it to the process's
 /// exit status: 2 for a command line that cannot be run, 1 for a failure while running.
 #[derive(Debug, thiserror::Error)]
@@ -17,14 +15,10 @@ pub(crate) enum CliError {
         /// The driver's error.
         source: brook::Error,
     },
-    /// The resume file could not be read, parsed or written.
-    #[error("resume file {}: {message}", path.display())]
-    ResumeFile {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
+    /// The resume file cannot be used (its directory is missing or not writable: exit
+    /// 2, before connecting), or could not be read, parsed or written (exit 1).
+    #[error("--resume-file: {0}")]
+    ResumeFile(#[from] brook::checkpoint::FileCheckpointError),
     /// An event could not be turned into JSON (malformed BSON from the server).
     #[error("cannot print an event: {0}")]
     Event(String),
@@ -54,18 +48,17 @@ impl CliError {
         }
     }
 
-    /// A resume-file error.
-    pub(crate) fn resume_file(path: impl Into<PathBuf>, message: impl Into<String>) -> CliError {
-        CliError::ResumeFile {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The process exit status for this error: 2 for usage errors, 1 for the rest.
+    /// The process exit status for this error: 2 for usage errors and a resume file
+    /// that cannot be used at all (the command line names a place that cannot hold it),
+    /// 1 for the rest.
     pub(crate) fn exit_code(&self) -> u8 {
+        use brook::checkpoint::FileCheckpointErrorKind as Kind;
         match self {
             CliError::Usage(_) => 2,
+            CliError::ResumeFile(e) => match e.kind() {
+                Kind::MissingDirectory | Kind::NotWritable | Kind::NotAFile => 2,
+                _ => 1,
+            },
             _ => 1,
         }
     }
@@ -99,7 +92,9 @@ mod tests {
     #[test]
     fn usage_errors_exit_2_and_the_rest_exit_1() {
         assert_eq!(CliError::usage("x").exit_code(), 2);
-        assert_eq!(CliError::resume_file("/f", "bad").exit_code(), 1);
+        let missing = brook::checkpoint::FileCheckpoint::new("/no/such/dir/f").unwrap_err();
+        assert_eq!(CliError::from(missing).exit_code(), 2);
+        assert_eq!(CliError::Failed("bad".into()).exit_code(), 1);
         assert_eq!(
             CliError::Stdout(std::io::Error::other("closed")).exit_code(),
             1
@@ -108,12 +103,9 @@ mod tests {
 
     #[test]
     fn the_error_line_is_one_line() {
-        let e = CliError::resume_file("/tmp/f", "first\nsecond\n\n  third");
+        let e = CliError::Failed("first\nsecond\n\n  third".into());
         let line = e.line();
-        assert_eq!(
-            line,
-            "brook: error: resume file /tmp/f: first; second; third"
-        );
+        assert_eq!(line, "brook: error: first; second; third");
         assert!(!line.contains('\n'));
         let u = CliError::usage("unknown option '--x'").line();
         assert_eq!(u, "brook: error: unknown option '--x' (see `brook --help`)");

@@ -1,10 +1,9 @@
 //! Extended JSON in and out, keeping the order of fields.
 //!
-//! Output: an event (a raw BSON document) becomes one line of MongoDB extended JSON,
-//! relaxed by default (`{"n": 1}`, `{"$date": "…"}`) or canonical (`{"n": {"$numberInt":
-//! "1"}}`, used for the resume file so that a token round-trips exactly). The document is
-//! walked in place, in the server's field order: no intermediate `Document`, no typed
-//! decoding.
+//! Output: an event (a raw BSON document) becomes one line of relaxed MongoDB extended
+//! JSON (`{"n": 1}`, `{"$date": "…"}`). The document is walked in place, in the server's
+//! field order: no intermediate `Document`, no typed decoding. (The resume file's
+//! canonical extended JSON is written by `brook::checkpoint::FileCheckpoint`.)
 //!
 //! Input: the JSON given to `--pipeline`, `--collation`, `--resume-after`… is read into an
 //! order-keeping tree first (serde_json's own map would sort the keys, and the order of a
@@ -16,15 +15,6 @@ use std::fmt;
 
 use bson::{Bson, Document, RawArray, RawBsonRef, RawDocument};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-
-/// Which extended JSON to write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Relaxed: plain JSON numbers, ISO dates. What `brook tail` prints.
-    Relaxed,
-    /// Canonical: every type kept. What the resume file holds.
-    Canonical,
-}
 
 /// An error converting between BSON and JSON.
 #[derive(Debug)]
@@ -42,12 +32,8 @@ impl JsonError {
     }
 }
 
-/// Appends `doc` to `out` as one line of extended JSON (no trailing newline).
-pub(crate) fn write_document(
-    doc: &RawDocument,
-    mode: Mode,
-    out: &mut Vec<u8>,
-) -> Result<(), JsonError> {
+/// Appends `doc` to `out` as one line of relaxed extended JSON (no trailing newline).
+pub(crate) fn write_document(doc: &RawDocument, out: &mut Vec<u8>) -> Result<(), JsonError> {
     out.push(b'{');
     for (i, element) in doc.into_iter().enumerate() {
         let (key, value) =
@@ -57,37 +43,33 @@ pub(crate) fn write_document(
         }
         write_str(key.as_str(), out)?;
         out.push(b':');
-        write_value(value, mode, out)?;
+        write_value(value, out)?;
     }
     out.push(b'}');
     Ok(())
 }
 
-fn write_array(array: &RawArray, mode: Mode, out: &mut Vec<u8>) -> Result<(), JsonError> {
+fn write_array(array: &RawArray, out: &mut Vec<u8>) -> Result<(), JsonError> {
     out.push(b'[');
     for (i, value) in array.into_iter().enumerate() {
         let value = value.map_err(|e| JsonError::new(format!("malformed BSON array: {e}")))?;
         if i > 0 {
             out.push(b',');
         }
-        write_value(value, mode, out)?;
+        write_value(value, out)?;
     }
     out.push(b']');
     Ok(())
 }
 
-fn write_value(value: RawBsonRef<'_>, mode: Mode, out: &mut Vec<u8>) -> Result<(), JsonError> {
+fn write_value(value: RawBsonRef<'_>, out: &mut Vec<u8>) -> Result<(), JsonError> {
     match value {
-        RawBsonRef::Document(d) => write_document(d, mode, out),
-        RawBsonRef::Array(a) => write_array(a, mode, out),
+        RawBsonRef::Document(d) => write_document(d, out),
+        RawBsonRef::Array(a) => write_array(a, out),
         other => {
             let bson = Bson::try_from(other)
                 .map_err(|e| JsonError::new(format!("malformed BSON value: {e}")))?;
-            let json = match mode {
-                Mode::Relaxed => bson.into_relaxed_extjson(),
-                Mode::Canonical => bson.into_canonical_extjson(),
-            };
-            serde_json::to_writer(out, &json)
+            serde_json::to_writer(out, &bson.into_relaxed_extjson())
                 .map_err(|e| JsonError::new(format!("cannot write JSON: {e}")))
         }
     }
@@ -97,10 +79,11 @@ fn write_str(s: &str, out: &mut Vec<u8>) -> Result<(), JsonError> {
     serde_json::to_writer(out, s).map_err(|e| JsonError::new(format!("cannot write JSON: {e}")))
 }
 
-/// `doc` as one line of extended JSON.
-pub(crate) fn document_to_string(doc: &RawDocument, mode: Mode) -> Result<String, JsonError> {
+/// `doc` as one line of relaxed extended JSON.
+#[cfg(test)]
+fn document_to_string(doc: &RawDocument) -> Result<String, JsonError> {
     let mut out = Vec::with_capacity(doc.as_bytes().len().saturating_mul(2));
-    write_document(doc, mode, &mut out)?;
+    write_document(doc, &mut out)?;
     String::from_utf8(out).map_err(|e| JsonError::new(format!("not UTF-8: {e}")))
 }
 
@@ -301,7 +284,7 @@ mod tests {
     use super::*;
 
     fn relaxed(d: &RawDocument) -> String {
-        document_to_string(d, Mode::Relaxed).unwrap()
+        document_to_string(d).unwrap()
     }
 
     #[test]
@@ -334,23 +317,14 @@ mod tests {
     }
 
     #[test]
-    fn canonical_mode_keeps_every_type() {
-        let d = rawdoc! { "i": 1, "l": 2_i64, "s": "x" };
-        assert_eq!(
-            document_to_string(&d, Mode::Canonical).unwrap(),
-            r#"{"i":{"$numberInt":"1"},"l":{"$numberLong":"2"},"s":"x"}"#
-        );
-    }
-
-    #[test]
     fn output_parses_back_to_the_same_document() {
         let original = doc! {
-            "b": { "y": 1, "x": [1_i64, 2.5, "s"] },
+            "b": { "y": 1, "x": [2.5, "s"] },
             "a": DateTime::from_millis(5),
             "t": Timestamp { time: 3, increment: 4 },
         };
         let raw = bson::RawDocumentBuf::try_from(&original).unwrap();
-        let text = document_to_string(&raw, Mode::Canonical).unwrap();
+        let text = document_to_string(&raw).unwrap();
         assert_eq!(parse_document(&text).unwrap(), original);
         let back = parse_document(&text).unwrap();
         let keys: Vec<&String> = back.keys().collect();
@@ -438,6 +412,6 @@ mod tests {
         // A document whose one element claims a string longer than the document.
         let bytes = b"\x0f\0\0\0\x02s\0\xff\0\0\0ab\0\0".to_vec();
         let raw = RawDocument::from_bytes(&bytes).unwrap();
-        assert!(document_to_string(raw, Mode::Relaxed).is_err());
+        assert!(document_to_string(raw).is_err());
     }
 }

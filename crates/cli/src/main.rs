@@ -19,7 +19,6 @@ mod args;
 mod bench;
 mod error;
 mod json;
-mod resume_file;
 mod stats;
 mod tail;
 mod writer;

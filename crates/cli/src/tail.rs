@@ -4,17 +4,16 @@ use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use brook::checkpoint::{Checkpoint, CheckpointStore, FileCheckpoint};
 use brook::{
-    ChangeStream, Client, ClientOptions, FullDocument, FullDocumentBeforeChange, OperationType,
-    RawChangeEvent, ResumeToken, WatchBuilder,
+    ChangeStream, Client, ClientOptions, FullDocument, FullDocumentBeforeChange, RawChangeEvent,
+    ResumeToken, WatchBuilder,
 };
-use futures_util::StreamExt;
 
 use crate::args::{TailArgs, Target, WatchOptions};
 use crate::error::CliError;
-use crate::json::{self, Mode};
-use crate::resume_file::{self, ResumeFile, Saved};
-use crate::stats::{self, Stats};
+use crate::json;
+use crate::stats::{self, Snapshot};
 
 /// `serverSelectionTimeoutMS` when the connection string sets none: a person is waiting.
 pub(crate) const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,8 +21,13 @@ pub(crate) const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_sec
 /// How long closing the stream (killCursors) and the client (endSessions) may take at exit.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How often the status line is redrawn.
+/// How often the status line is redrawn when `--stats-every` does not say.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the resume file is fsync'd, and saved during a quiet period (empty
+/// batches): often enough that a quiet stream's token never falls off the oplog, rarely
+/// enough that an idle stream does not write all the time.
+pub(crate) const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Connects as the tools do: the URI's options, with a shorter default server selection
 /// timeout, and the password from `password_file` when one is given (its first line).
@@ -73,12 +77,12 @@ pub(crate) fn read_password(path: &Path) -> Result<String, CliError> {
     Ok(line.to_owned())
 }
 
-/// Sets the command line's options on a watch builder. When `saved` is a position read
-/// from the resume file, it replaces the start options of the command line.
+/// Sets the command line's options on a watch builder. When `saved` is the checkpoint
+/// read from the resume file, it replaces the start options of the command line.
 pub(crate) fn configure<E>(
     mut builder: WatchBuilder<E>,
     watch: &WatchOptions,
-    saved: Option<&Saved>,
+    saved: Option<&Checkpoint>,
 ) -> Result<WatchBuilder<E>, CliError> {
     let token = |doc: &bson::Document, flag: &str| {
         ResumeToken::from_document(doc).map_err(|e| CliError::usage(format!("{flag}: {e}")))
@@ -93,14 +97,7 @@ pub(crate) fn configure<E>(
         builder = builder.full_document_before_change(FullDocumentBeforeChange::from(v.as_str()));
     }
     match saved {
-        Some(Saved {
-            token,
-            invalidate: true,
-        }) => builder = builder.start_after(token.clone()),
-        Some(Saved {
-            token,
-            invalidate: false,
-        }) => builder = builder.resume_after(token.clone()),
+        Some(checkpoint) => builder = checkpoint.apply_to(builder),
         None => {
             if let Some(doc) = &watch.resume_after {
                 builder = builder.resume_after(token(doc, "--resume-after")?);
@@ -135,7 +132,7 @@ pub(crate) fn configure<E>(
 async fn open(
     client: &Client,
     args: &TailArgs,
-    saved: Option<&Saved>,
+    saved: Option<&Checkpoint>,
 ) -> Result<ChangeStream<RawChangeEvent>, CliError> {
     let (builder, what) = match &args.target {
         Target::Collection { db, coll } => (
@@ -173,12 +170,84 @@ enum Stop {
     StdoutClosed,
 }
 
+/// The resume file while the stream is followed: what is saved, and when.
+#[derive(Debug)]
+struct ResumeFile {
+    store: FileCheckpoint,
+    /// The checkpoint after the last event printed (or the last empty batch).
+    latest: Option<Checkpoint>,
+    /// The checkpoint last written to the file.
+    saved: Option<Checkpoint>,
+    /// When it was written.
+    saved_at: Option<Instant>,
+}
+
+impl ResumeFile {
+    fn new(store: FileCheckpoint, loaded: Option<Checkpoint>) -> ResumeFile {
+        ResumeFile {
+            store,
+            latest: loaded.clone(),
+            saved: loaded,
+            saved_at: None,
+        }
+    }
+
+    /// Notes the checkpoint after what was just printed.
+    fn advance(&mut self, checkpoint: Checkpoint) {
+        self.latest = Some(checkpoint);
+    }
+
+    /// Notes the token of an empty batch. The token the stream was opened with comes
+    /// back until the server sends a newer one: it keeps its checkpoint (a `startAfter`
+    /// one must not turn into `resumeAfter`).
+    fn advance_quietly(&mut self, token: &ResumeToken) {
+        if self.latest.as_ref().is_none_or(|c| &c.token != token) {
+            self.latest = Some(Checkpoint::resume_after(token.clone()));
+        }
+    }
+
+    /// Writes the latest checkpoint if the file does not hold it yet.
+    async fn save(&mut self) -> Result<(), CliError> {
+        if let Some(latest) = &self.latest
+            && self.saved.as_ref() != Some(latest)
+        {
+            self.store.save(latest).await?;
+            self.saved = Some(latest.clone());
+            self.saved_at = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// [`save`](Self::save) unless the file was written less than [`SAVE_INTERVAL`] ago:
+    /// for the tokens of empty batches.
+    async fn save_if_due(&mut self) -> Result<(), CliError> {
+        if self.saved_at.is_none_or(|t| t.elapsed() >= SAVE_INTERVAL) {
+            self.save().await?;
+        }
+        Ok(())
+    }
+
+    /// Saves the latest checkpoint and makes the file durable: at exit.
+    async fn finish(&mut self) -> Result<(), CliError> {
+        self.save().await?;
+        self.store.flush().await?;
+        Ok(())
+    }
+}
+
 /// Runs `brook tail`.
 pub(crate) async fn run(args: TailArgs) -> Result<(), CliError> {
-    let saved = match &args.resume_file {
-        Some(path) => resume_file::load(path)?,
+    // The resume file is checked (its directory exists and takes new files) and read
+    // before connecting: a command line that cannot keep its place never starts.
+    let mut file = match &args.resume_file {
+        Some(path) => {
+            let mut store = FileCheckpoint::new(path)?.sync_interval(SAVE_INTERVAL);
+            let loaded = store.load().await?;
+            Some(ResumeFile::new(store, loaded))
+        }
         None => None,
     };
+    let saved = file.as_ref().and_then(|f| f.saved.clone());
     let shutdown = crate::shutdown_signal()?;
     tokio::pin!(shutdown);
     let client = tokio::select! {
@@ -192,17 +261,18 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), CliError> {
             return Ok(());
         }
     };
-    let mut file = args.resume_file.clone().map(ResumeFile::new);
     let outcome = follow(&mut stream, &args, file.as_mut(), shutdown).await;
     // Close even after an error: a dead stream's close sends nothing.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.close()).await;
     close_client(&client).await;
-    let synced = match file.as_mut() {
-        Some(f) => f.sync(),
+    // The checkpoint after the last event printed, also when the loop ended with an
+    // error (what was printed stays printed).
+    let finished = match file.as_mut() {
+        Some(f) => f.finish().await,
         None => Ok(()),
     };
     let stop = outcome?;
-    synced?;
+    finished?;
     if stop == Stop::Ended {
         eprintln!(
             "brook tail: the stream ended (invalidated or closed by the server); \
@@ -216,7 +286,89 @@ async fn close_client(client: &Client) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.shutdown()).await;
 }
 
-/// Reads events until `--count`, a signal, the end of the stream or an error.
+/// Prints `event` as one line and flushes stdout. `Ok(false)` when stdout is closed.
+fn print_event(
+    out: &mut impl Write,
+    line: &mut Vec<u8>,
+    event: &RawChangeEvent,
+) -> Result<bool, CliError> {
+    line.clear();
+    json::write_document(event.as_document(), line).map_err(|e| CliError::Event(e.to_string()))?;
+    line.push(b'\n');
+    match out.write_all(line).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(CliError::Stdout(e)),
+    }
+}
+
+/// What `brook tail` writes on stderr while it runs, and how often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    /// stderr is a terminal: a status line redrawn in place.
+    StatusLine(Duration),
+    /// `--stats-every` and stderr is not a terminal: one JSON line per period.
+    JsonLines(Duration),
+    /// Nothing (stderr is not a terminal, no `--stats-every`).
+    Nothing,
+}
+
+impl Report {
+    fn new(terminal: bool, every: Option<Duration>) -> Report {
+        match (terminal, every) {
+            (true, every) => Report::StatusLine(every.unwrap_or(STATS_INTERVAL)),
+            (false, Some(every)) => Report::JsonLines(every),
+            (false, None) => Report::Nothing,
+        }
+    }
+
+    /// The ticks of the report: a status line is drawn at once, a JSON line comes after
+    /// one period.
+    fn ticker(self) -> Option<tokio::time::Interval> {
+        let mut ticker = match self {
+            Report::StatusLine(every) => tokio::time::interval(every),
+            Report::JsonLines(every) => {
+                tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+            }
+            Report::Nothing => return None,
+        };
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Some(ticker)
+    }
+
+    /// Writes the stream's statistics of now; `last` at exit (the status line then
+    /// stays on screen, on its own line).
+    fn write(self, stream: &ChangeStream<RawChangeEvent>, started: Instant, last: bool) {
+        let snapshot = Snapshot::from(&stream.stats());
+        match self {
+            Report::StatusLine(_) => {
+                let status = stats::status_line(&snapshot, started.elapsed());
+                let end = if last { "\n" } else { "" };
+                eprint!("\r\x1b[K{status}{end}");
+            }
+            Report::JsonLines(_) => {
+                // One write per line, so that lines from elsewhere never interleave.
+                let line = format!("{}\n", stats::json_line(SystemTime::now(), &snapshot));
+                let _ = io::stderr().lock().write_all(line.as_bytes());
+            }
+            Report::Nothing => {}
+        }
+    }
+}
+
+/// Waits for the next tick of `ticker`, forever without one.
+async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads batches until `--count` events were printed, a signal, the end of the stream or
+/// an error. Each batch is printed (and flushed), then its checkpoint saved once: at
+/// least once.
 async fn follow(
     stream: &mut ChangeStream<RawChangeEvent>,
     args: &TailArgs,
@@ -224,71 +376,126 @@ async fn follow(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Stop, CliError> {
     tokio::pin!(shutdown);
-    let show_stats = io::stderr().is_terminal();
-    let mut stats = Stats::new(Instant::now());
-    let mut ticker = tokio::time::interval(STATS_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
+    let report = Report::new(io::stderr().is_terminal(), args.stats_every);
+    let mut ticker = report.ticker();
     let mut out = io::stdout().lock();
     let mut line = Vec::with_capacity(1024);
+    let mut printed: u64 = 0;
     let result = loop {
-        if args.count.is_some_and(|n| stats.events() >= n) {
+        if args.count.is_some_and(|n| printed >= n) {
             break Ok(Stop::Count);
         }
         tokio::select! {
             biased;
             () = &mut shutdown => break Ok(Stop::Signal),
-            // The Stream trait's next: an abandoned poll leaves the getMore in flight.
-            item = StreamExt::next(stream) => match item {
-                None => break Ok(Stop::Ended),
-                Some(Err(e)) => break Err(CliError::brook("the change stream failed", e)),
-                Some(Ok(event)) => {
-                    line.clear();
-                    if let Err(e) = json::write_document(event.as_document(), Mode::Relaxed, &mut line) {
-                        break Err(CliError::Event(e.to_string()));
+            // At most one getMore; an abandoned call leaves it in flight for the next.
+            batch = stream.next_batch() => {
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(e) => break Err(CliError::brook("the change stream failed", e)),
+                };
+                if batch.is_empty() {
+                    if !stream.is_alive() {
+                        break Ok(Stop::Ended);
                     }
-                    line.push(b'\n');
-                    match out.write_all(&line).and_then(|()| out.flush()) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break Ok(Stop::StdoutClosed),
-                        Err(e) => break Err(CliError::Stdout(e)),
-                    }
-                    // Printed (and flushed) first, saved second: at least once.
-                    if let Some(f) = file.as_deref_mut() {
-                        let invalidate = event.operation_type() == Some(OperationType::Invalidate);
-                        let token = if invalidate {
-                            event.resume_token()
-                        } else {
-                            stream.resume_token().or_else(|| event.resume_token())
-                        };
-                        if let Some(token) = token
-                            && let Err(e) = f.save(&token, invalidate)
-                        {
+                    // A quiet period: the postBatchResumeToken moves on even when the
+                    // pipeline filtered every event out; saved at most once a second.
+                    if let Some(f) = file.as_deref_mut()
+                        && let Some(token) = batch.resume_token()
+                    {
+                        f.advance_quietly(token);
+                        if let Err(e) = f.save_if_due().await {
                             break Err(e);
                         }
                     }
-                    stats.event(stats::lag_of(event.as_document(), SystemTime::now()));
+                    continue;
+                }
+                let room = args.count.map_or(usize::MAX, |n| {
+                    usize::try_from(n.saturating_sub(printed)).unwrap_or(usize::MAX)
+                });
+                let shown = &batch.events()[..batch.len().min(room)];
+                let mut closed = false;
+                for event in shown {
+                    match print_event(&mut out, &mut line, event) {
+                        Ok(true) => printed = printed.saturating_add(1),
+                        Ok(false) => {
+                            closed = true;
+                            break;
+                        }
+                        Err(e) => return finish_with(report, stream, started, Err(e)),
+                    }
+                }
+                if closed {
+                    break Ok(Stop::StdoutClosed);
+                }
+                // Printed (and flushed) first, saved second: at least once.
+                if let Some(f) = file.as_deref_mut() {
+                    if let Some(checkpoint) = checkpoint_after(&batch, shown.len()) {
+                        f.advance(checkpoint);
+                    }
+                    if let Err(e) = f.save().await {
+                        break Err(e);
+                    }
                 }
             },
-            _ = ticker.tick(), if show_stats => {
-                let status = stats.line(
-                    Instant::now(),
-                    stream.get_more_count(),
-                    stream.resume_count(),
-                    stream.server_address().map(|a| a as &dyn std::fmt::Display),
-                );
-                eprint!("\r\x1b[K{status}");
-            }
+            () = tick(&mut ticker) => report.write(stream, started, false),
         }
     };
-    if show_stats {
-        // Leave the last numbers on screen, on their own line.
-        let status = stats.line(
-            Instant::now(),
-            stream.get_more_count(),
-            stream.resume_count(),
-            stream.server_address().map(|a| a as &dyn std::fmt::Display),
-        );
-        eprintln!("\r\x1b[K{status}");
-    }
+    finish_with(report, stream, started, result)
+}
+
+/// Writes the last report, then returns `result`.
+fn finish_with(
+    report: Report,
+    stream: &ChangeStream<RawChangeEvent>,
+    started: Instant,
+    result: Result<Stop, CliError>,
+) -> Result<Stop, CliError> {
+    report.write(stream, started, true);
     result
+}
+
+/// The checkpoint after the first `shown` events of `batch` were printed: the batch's
+/// ([`Checkpoint::of_batch`]: `startAfter` the invalidate's `_id` when it ends with one)
+/// after all of them, the `_id` of the last one printed when `--count` cut it short.
+fn checkpoint_after(batch: &brook::Batch<RawChangeEvent>, shown: usize) -> Option<Checkpoint> {
+    let last = batch.events().get(shown.checked_sub(1)?)?;
+    if shown < batch.len() {
+        return last.resume_token().map(Checkpoint::resume_after);
+    }
+    Checkpoint::of_batch(batch).or_else(|| last.resume_token().map(Checkpoint::resume_after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(data: &str) -> ResumeToken {
+        ResumeToken::from_document(&bson::doc! { "_data": data }).expect("a token")
+    }
+
+    #[tokio::test]
+    async fn a_quiet_period_keeps_a_start_after_checkpoint_until_the_token_moves() {
+        let dir = std::env::temp_dir().join(format!("brook-cli-quiet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let store = FileCheckpoint::new(dir.join("pos.json")).expect("a store");
+        let loaded = Checkpoint::start_after(token("inv"));
+        let mut file = ResumeFile::new(store, Some(loaded.clone()));
+        // The stream opened with startAfter hands the same token back while quiet.
+        file.advance_quietly(&token("inv"));
+        assert_eq!(file.latest, Some(loaded.clone()));
+        file.save().await.expect("nothing to save");
+        assert!(!dir.join("pos.json").exists(), "the file already holds it");
+        // A newer token is resumed after.
+        file.advance_quietly(&token("later"));
+        assert_eq!(file.latest, Some(Checkpoint::resume_after(token("later"))));
+        file.finish().await.expect("saved");
+        let mut reread = FileCheckpoint::new(dir.join("pos.json")).expect("a store");
+        assert_eq!(
+            reread.load().await.expect("loads"),
+            Some(Checkpoint::resume_after(token("later")))
+        );
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 }

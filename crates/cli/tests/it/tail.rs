@@ -267,7 +267,7 @@ impl Lenient for Bson {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_file_is_written_after_each_event_and_used_at_restart() {
+async fn resume_file_is_written_after_what_was_printed_and_used_at_restart() {
     let dir = temp_dir("resume");
     let file = dir.join("orders.token");
     let file_arg = file.to_str().expect("UTF-8 path").to_owned();
@@ -571,4 +571,338 @@ async fn demo_writer_inserts_updates_and_deletes() {
     let inserts = server.commands_named("insert");
     assert!(inserts.iter().all(|c| c.db == "demo"));
     assert_eq!(inserts[0].body.get_str("insert").ok(), Some("events"));
+}
+
+/// The token in a resume file, `None` while there is no file yet.
+fn resume_file_token(path: &std::path::Path) -> Option<Document> {
+    path.exists().then(|| read_resume_file(path).0)
+}
+
+/// The file's inode: a new one after every save (a new file is renamed over it).
+fn inode(path: &std::path::Path) -> Option<u64> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+}
+
+fn spawn_brook(args: &[&str]) -> std::process::Child {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    brook_command(&args).spawn().expect("spawn brook")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_periods_move_the_resume_file_at_most_once_a_second() {
+    let dir = temp_dir("quiet");
+    let file = dir.join("pos.json");
+    let file_arg = file.to_str().expect("UTF-8 path").to_owned();
+    // The default replies: an open cursor, then empty getMores (after the 20 ms the
+    // command asks for), each with a later postBatchResumeToken: what a server sends
+    // while a $match filters every event out.
+    let server = server().await;
+    let uri = server.uri();
+    let child = spawn_brook(&[
+        "tail",
+        &uri,
+        NS,
+        "--pipeline",
+        r#"[{"$match": {"operationType": "drop"}}]"#,
+        "--max-await-time",
+        "20",
+        "--resume-file",
+        &file_arg,
+    ]);
+    let pid = child.id();
+    // Every save renames a new file over the old one: a new inode.
+    let mut tokens = Vec::new();
+    let mut inodes = Vec::new();
+    let mut observe = |tokens: &mut Vec<Document>| {
+        if let (Some(token), Some(ino)) = (resume_file_token(&file), inode(&file))
+            && inodes.last() != Some(&ino)
+        {
+            inodes.push(ino);
+            tokens.push(token);
+            return true;
+        }
+        false
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !observe(&mut tokens) {
+        assert!(tokio::time::Instant::now() < deadline, "no resume file");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // From the first save, 3.2 s: about one save a second, although a new token came
+    // every ~20 ms.
+    let first_save = tokio::time::Instant::now();
+    while first_save.elapsed() < Duration::from_millis(3200) {
+        observe(&mut tokens);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Stop 400 ms after a save: tokens came since, which only the save at exit keeps.
+    while !observe(&mut tokens) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no save after 3.2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    kill(pid, "TERM");
+    let out = wait(child).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(out.stdout.is_empty(), "no event was printed");
+    let get_mores = server.commands_named("getMore").len();
+    assert!(
+        get_mores > 40,
+        "{get_mores} getMores: the stream kept polling"
+    );
+    // Saved at the first empty batch, then at most once a second: 4 or 5 saves in the
+    // 3.2 s (and a bit) watched, where a save per batch would have made over 100.
+    assert!(
+        (4..=6).contains(&tokens.len()),
+        "{} saves in about 3.6 s ({get_mores} getMores): {tokens:?}",
+        tokens.len()
+    );
+    for pair in tokens.windows(2) {
+        assert_ne!(pair[0], pair[1], "each save moved the token");
+    }
+    // At exit the last token the stream had is saved, past what was seen while running.
+    let last = read_resume_file(&file);
+    assert!(!last.1, "not an invalidate");
+    assert_ne!(Some(&last.0), tokens.last(), "saved again at exit");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_match_that_filters_everything_still_moves_the_resume_file_on_nx_27017() {
+    let peer = crate::peer::Peer::start("quiet");
+    let dir = temp_dir("quiet-nx");
+    let file = dir.join("pos.json");
+    let file_arg = file.to_str().expect("UTF-8 path").to_owned();
+    let db_name = format!("brook_cli_quiet_{}", std::process::id());
+    let ns = format!("{db_name}.items");
+    let client = brook::Client::connect(peer.uri()).await.expect("connect");
+    let items = client.database(&db_name).collection::<Document>("items");
+    items
+        .insert_one(doc! { "n": 0 })
+        .await
+        .expect("create the collection");
+
+    let child = spawn_brook(&[
+        "tail",
+        peer.uri(),
+        &ns,
+        "--pipeline",
+        r#"[{"$match": {"operationType": "delete"}}]"#,
+        "--max-await-time",
+        "100",
+        "--resume-file",
+        &file_arg,
+    ]);
+    let pid = child.id();
+    // Inserts only: the stream prints nothing, yet its token follows them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        if let Some(token) = resume_file_token(&file) {
+            break token;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no resume file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut n = 1;
+    let moved = loop {
+        items.insert_one(doc! { "n": n }).await.expect("insert");
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match resume_file_token(&file) {
+            Some(token) if token != first => break token,
+            _ => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the token stayed {first:?} after {n} inserts"
+        );
+    };
+    kill(pid, "TERM");
+    let out = wait(child).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(out.stdout.is_empty(), "printed: {:?}", stdout_lines(&out));
+    assert_ne!(moved, first);
+    client
+        .database(&db_name)
+        .run_command(doc! { "dropDatabase": 1 })
+        .await
+        .expect("drop the test database");
+    client.shutdown().await;
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_file_that_cannot_be_written_is_refused_before_connecting() {
+    let server = server().await;
+    let uri = server.uri();
+    let dir = temp_dir("refused");
+    let missing = dir.join("no-such-dir").join("pos.json");
+    let missing_arg = missing.to_str().expect("UTF-8 path").to_owned();
+    let mut cases = vec![
+        (
+            "/nonexistent-dir/x",
+            "the directory /nonexistent-dir does not exist",
+        ),
+        (missing_arg.as_str(), "no-such-dir does not exist"),
+    ];
+    // sysfs takes no new files, not even root's (permission bits would not stop root).
+    if std::path::Path::new("/sys/kernel").is_dir() {
+        cases.push((
+            "/sys/brook-pos.json",
+            "cannot create files in the directory /sys",
+        ));
+    }
+    for (path, reason) in cases {
+        let out = run_brook(&["tail", &uri, NS, "--resume-file", path]).await;
+        assert_one_error_line(&out, 2, &format!("--resume-file: checkpoint file {path}: "));
+        assert!(stderr(&out).contains(reason), "{}", stderr(&out));
+    }
+    assert_eq!(server.connections_accepted(), 0, "no connection was made");
+    assert!(!missing.exists());
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resume_file_is_saved_at_exit_after_count() {
+    let dir = temp_dir("count-exit");
+    let file = dir.join("pos.json");
+    let file_arg = file.to_str().expect("UTF-8 path").to_owned();
+    let events = three_events();
+    let server = server().await;
+    server.push_action(
+        "aggregate",
+        first_batch(events.clone(), Some(post_batch_resume_token(ts(3)))),
+    );
+    let uri = server.uri();
+    let out = run_brook(&["tail", &uri, NS, "--resume-file", &file_arg, "--count", "2"]).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout_lines(&out).len(), 2);
+    // The batch was cut after its second event: the token is that event's _id, not the
+    // batch's postBatchResumeToken (the third event was never printed).
+    let second_id = events[1].get_document("_id").expect("_id").clone();
+    assert_eq!(read_resume_file(&file), (second_id, false));
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+/// The JSON lines of `--stats-every`, each checked for its fields.
+fn stats_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    const FIELDS: [&str; 9] = [
+        "ts",
+        "events",
+        "events_per_second",
+        "get_mores",
+        "resumes",
+        "failed_resumes",
+        "lag_ms",
+        "server_lag_ms",
+        "server",
+    ];
+    stderr(out)
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+            let keys: Vec<&str> = value
+                .as_object()
+                .expect("an object")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let mut sorted = FIELDS.to_vec();
+            sorted.sort_unstable();
+            assert_eq!(keys, sorted, "{line}");
+            assert!(
+                line.starts_with(r#"{"ts":""#) && line.find("\"server\"") > line.find("\"lag_ms\""),
+                "fields in order: {line}"
+            );
+            let ts = value["ts"].as_str().expect("ts is a string");
+            assert_eq!(ts.len(), "2026-12-02T02:26:09.123Z".len(), "{ts}");
+            assert!(
+                ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.',
+                "{ts}"
+            );
+            for counter in ["events", "get_mores", "resumes", "failed_resumes"] {
+                assert!(value[counter].is_u64(), "{counter}: {line}");
+            }
+            assert!(value["events_per_second"].is_number(), "{line}");
+            for maybe in ["lag_ms", "server_lag_ms"] {
+                assert!(
+                    value[maybe].is_u64() || value[maybe].is_null(),
+                    "{maybe}: {line}"
+                );
+            }
+            assert!(
+                value["server"].is_string() || value["server"].is_null(),
+                "{line}"
+            );
+            value
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_every_writes_json_lines_when_stderr_is_not_a_terminal() {
+    // Two events then quiet: a line every second, and one at exit.
+    let quiet = server().await;
+    quiet.push_action(
+        "aggregate",
+        first_batch(
+            three_events()[..2].to_vec(),
+            Some(post_batch_resume_token(ts(2))),
+        ),
+    );
+    let uri = quiet.uri();
+    let child = spawn_brook(&[
+        "tail",
+        &uri,
+        NS,
+        "--max-await-time",
+        "100",
+        "--stats-every",
+        "1",
+    ]);
+    let pid = child.id();
+    // From the stream's first getMore (the loop runs), 2.5 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while quiet.commands_named("getMore").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no getMore");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    kill(pid, "TERM");
+    let out = wait(child).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout_lines(&out).len(), 2);
+    let lines = stats_lines(&out);
+    assert!(
+        (3..=4).contains(&lines.len()),
+        "every second for 2.5 s, and at exit: {lines:?}"
+    );
+    let last = lines.last().expect("a line at exit");
+    assert_eq!(last["events"], 2);
+    // The scripted cursor is not one the fake server knows: its getMore fails with
+    // CursorNotFound, and the stream resumes once (to a cursor of the server's own).
+    assert_eq!(last["resumes"], 1);
+    assert_eq!(last["failed_resumes"], 0);
+    assert!(last["get_mores"].as_u64().is_some_and(|n| n >= 1), "{last}");
+    assert!(last["lag_ms"].is_u64(), "the events had wall times: {last}");
+    assert_eq!(last["server"], quiet.host_port().as_str());
+
+    // --count: the line at exit alone, with what was printed.
+    let counted = server().await;
+    counted.push_action(
+        "aggregate",
+        first_batch(three_events(), Some(post_batch_resume_token(ts(3)))),
+    );
+    let uri = counted.uri();
+    let out = run_brook(&["tail", &uri, NS, "--count", "3", "--stats-every", "30"]).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let lines = stats_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["events"], 3);
 }
