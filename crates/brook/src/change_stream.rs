@@ -251,8 +251,8 @@ impl<E> WatchBuilder<E> {
     /// `timeoutMS` for this stream (the collection's, database's or client's by
     /// default), as the Client Side Operations Timeout specification says for change
     /// streams: it bounds the opening `aggregate` (which carries `maxTimeMS` = the time
-    /// left minus the server's round trip) and then each call — [`next`]
-    /// (ChangeStream::next), [`next_if_any`](ChangeStream::next_if_any),
+    /// left minus the server's round trip) and then each call —
+    /// [`next`](ChangeStream::next), [`next_if_any`](ChangeStream::next_if_any),
     /// [`next_batch`](ChangeStream::next_batch), each item of the `Stream` — with
     /// everything the call does (getMores, a whole resume). It never becomes a
     /// getMore's `maxTimeMS`: that is [`max_await_time`](Self::max_await_time), which

@@ -279,6 +279,17 @@
 //! [`ChangeStream::resume_count`] and [`ChangeStream::get_more_count`] count what
 //! happened.
 //!
+//! Beyond the specification, per stream (see `docs/change-streams.md`): a
+//! [`ResumePolicy`] that retries failed resumes with a jittered back-off within caps,
+//! every attempt reported as a [`ResumeEvent`] ([`WatchBuilder::on_resume`],
+//! [`ChangeStream::last_resume`]); [`HistoryLost::RestartFromNow`] for a token that fell
+//! off the oplog (the gap reported once as [`Error::history_gap`]);
+//! [`WatchBuilder::split_large_events`] for events over 16 MiB, handed out whole;
+//! [`ChangeStream::next_batch`] with the token to store after each batch (and
+//! [`checkpoint`] to store it); [`ChangeStream::stats`] (rates, resumes, wall-clock and
+//! server-side lag); [`WatchBuilder::timeout`] (`timeoutMS` per call);
+//! [`ResumeToken::cluster_time`].
+//!
 //! Every command of a stream (its `aggregate`s, `getMore`s and `killCursors`) carries
 //! the `lsid` of one session: an implicit one held for the stream's life, or the
 //! [`ClientSession`] given to [`WatchBuilder::session`] (from [`Client::start_session`]).

@@ -172,8 +172,8 @@ fn unit_random() -> f64 {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HistoryLost {
-    /// The stream ends with the error (the default): [`Error::is_history_lost`]
-    /// (crate::Error::is_history_lost).
+    /// The stream ends with the error (the default):
+    /// [`Error::is_history_lost`](crate::Error::is_history_lost).
     #[default]
     Fail,
     /// The stream starts again from "now" and reports the gap once, as an error with a
