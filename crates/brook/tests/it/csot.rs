@@ -54,8 +54,9 @@
 //! client-side encryption cases (brook has none of these operations); the
 //! `maxCommitTimeMS` case of legacy-timeouts.json and the session/transaction files
 //! (brook has no transactions); tailable-awaitData.json and tailable-non-awaitData.json
-//! (brook has no tailable cursors besides change streams); change-streams.json (the
-//! change stream's timeout is built on the same executor API separately);
+//! (brook has no tailable cursors besides change streams; their `watch` cases are in
+//! `csot_change_streams.rs`); change-streams.json (every case, in
+//! `csot_change_streams.rs`);
 //! deprecated-options.json (it asks for errors when a deprecated option is set beside
 //! timeoutMS, which the specification itself replaced with "timeoutMS overrides
 //! deprecated timeout options": see `timeout_ms_overrides_the_legacy_options`).
