@@ -1118,7 +1118,7 @@ impl Core {
             let gap = HistoryGap {
                 last_delivered: self
                     .counters
-                    .last_event_time()
+                    .last_event_time(token.as_ref().and_then(token_time))
                     .or_else(|| token.as_ref().and_then(token_time)),
                 lost_token: token.map(ResumeToken::from),
                 restarted_at: None,
@@ -1359,7 +1359,8 @@ impl Core {
                         }
                     },
                 };
-                self.counters.event(&doc);
+                self.counters
+                    .event(&doc, !self.machine.has_buffered_events());
                 return Poll::Ready(Some(Ok(doc)));
             }
             if *mode == Mode::AtMostOneGetMore(true) && self.next_is_get_more() {

@@ -43,15 +43,20 @@ pub struct StreamStats {
     pub server: Option<ServerAddress>,
 }
 
-/// The counters a stream keeps for its [`StreamStats`]: per event only a counter and a
-/// reference to the event (no clock read, no allocation); clocks are read once per
-/// reply.
+/// The counters a stream keeps for its [`StreamStats`]: per event a counter and a flag
+/// (no clock read, no allocation, and no reference to the event: holding one would keep
+/// the connection's read buffer from being reused); the last event of each batch has its
+/// times read; clocks are read once per reply.
 #[derive(Debug)]
 pub(crate) struct Counters {
     pub(crate) events: u64,
     pub(crate) failed_resumes: u64,
-    /// The last event delivered, and when the reply that brought it arrived.
-    last_event: Option<(SharedDoc, SystemTime)>,
+    /// The times of the last event of a batch delivered: its cluster time, when it was
+    /// written, and when the reply that brought it arrived.
+    last_event: Option<LastEvent>,
+    /// Events of a batch were delivered after `last_event`, whose times were not read:
+    /// the last one's cluster time is then the stream's token's (its `_id`).
+    mid_batch: Option<SystemTime>,
     /// When the last reply with events arrived.
     batch_received: SystemTime,
     /// The `operationTime` of the last reply.
@@ -64,12 +69,21 @@ pub(crate) struct Counters {
 /// The shortest window a rate is measured over.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
+/// The times of an event.
+#[derive(Debug, Clone, Copy)]
+struct LastEvent {
+    cluster_time: Option<Timestamp>,
+    written: Option<SystemTime>,
+    received: SystemTime,
+}
+
 impl Default for Counters {
     fn default() -> Self {
         Counters {
             events: 0,
             failed_resumes: 0,
             last_event: None,
+            mid_batch: None,
             batch_received: SystemTime::UNIX_EPOCH,
             operation_time: None,
             window: (Instant::now(), 0),
@@ -90,10 +104,20 @@ impl Counters {
         self.roll_window(Instant::now());
     }
 
-    /// An event was delivered.
-    pub(crate) fn event(&mut self, event: &SharedDoc) {
+    /// An event was delivered; `last_of_batch`: no other event of its batch is buffered
+    /// (its times are read now, once per batch).
+    pub(crate) fn event(&mut self, event: &SharedDoc, last_of_batch: bool) {
         self.events = self.events.saturating_add(1);
-        self.last_event = Some((event.clone(), self.batch_received));
+        if last_of_batch {
+            self.last_event = Some(LastEvent {
+                cluster_time: event_cluster_time(event),
+                written: event_wall_time(event),
+                received: self.batch_received,
+            });
+            self.mid_batch = None;
+        } else {
+            self.mid_batch = Some(self.batch_received);
+        }
     }
 
     fn roll_window(&mut self, now: Instant) {
@@ -104,11 +128,13 @@ impl Counters {
         }
     }
 
-    /// The cluster time of the last event delivered.
-    pub(crate) fn last_event_time(&self) -> Option<Timestamp> {
-        self.last_event
-            .as_ref()
-            .and_then(|(e, _)| event_cluster_time(e))
+    /// The cluster time of the last event delivered; `token_time` is the cluster time
+    /// of the stream's resume token (the last event's `_id` in the middle of a batch).
+    pub(crate) fn last_event_time(&self, token_time: Option<Timestamp>) -> Option<Timestamp> {
+        match self.mid_batch {
+            Some(_) => token_time,
+            None => self.last_event.and_then(|e| e.cluster_time),
+        }
     }
 
     /// The snapshot; `token_time` is the cluster time of the stream's resume token.
@@ -127,10 +153,20 @@ impl Counters {
         } else {
             self.rate
         };
-        let lag = self.last_event.as_ref().and_then(|(event, received)| {
-            let written = event_wall_time(event)?;
-            Some(received.duration_since(written).unwrap_or(Duration::ZERO))
-        });
+        let (written, received) = match self.mid_batch {
+            // Mid-batch, the last event's time is its token's (seconds).
+            Some(received) => (token_time.and_then(seconds), Some(received)),
+            None => match self.last_event {
+                Some(e) => (e.written, Some(e.received)),
+                None => (None, None),
+            },
+        };
+        let lag = match (written, received) {
+            (Some(written), Some(received)) => {
+                Some(received.duration_since(written).unwrap_or(Duration::ZERO))
+            }
+            _ => None,
+        };
         let server_lag = match (self.operation_time, token_time) {
             (Some(op), Some(token)) => Some(Duration::from_secs(
                 u64::from(op.time).saturating_sub(u64::from(token.time)),
@@ -145,7 +181,7 @@ impl Counters {
             failed_resumes: self.failed_resumes,
             lag,
             server_lag,
-            last_event_cluster_time: self.last_event_time(),
+            last_event_cluster_time: self.last_event_time(token_time),
             server,
         }
     }
@@ -166,7 +202,11 @@ fn event_wall_time(event: &SharedDoc) -> Option<SystemTime> {
         let millis = u64::try_from(d.timestamp_millis()).ok()?;
         return SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(millis));
     }
-    let t = event_cluster_time(event)?;
+    seconds(event_cluster_time(event)?)
+}
+
+/// A cluster time as a wall-clock instant (its seconds).
+fn seconds(t: Timestamp) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(u64::from(t.time)))
 }
 
@@ -198,7 +238,7 @@ mod tests {
             "clusterTime": Timestamp { time: 95, increment: 3 },
             "wallTime": bson::DateTime::from_millis(written),
         });
-        c.event(&event);
+        c.event(&event, true);
         let s = c.snapshot(
             4,
             1,
@@ -222,6 +262,35 @@ mod tests {
             Some(Timestamp {
                 time: 95,
                 increment: 3
+            })
+        );
+    }
+
+    #[test]
+    fn mid_batch_the_last_event_s_time_is_its_token_s() {
+        let mut c = Counters::default();
+        c.reply(None, true);
+        let event = shared(doc! {
+            "_id": { "_data": "00" },
+            "clusterTime": Timestamp { time: 7, increment: 1 },
+        });
+        c.event(&event, true);
+        c.event(&event, false);
+        let token = Timestamp {
+            time: 9,
+            increment: 2,
+        };
+        let s = c.snapshot(1, 0, Some(token), None);
+        assert_eq!(s.events, 2);
+        assert_eq!(s.last_event_cluster_time, Some(token));
+        assert!(s.lag.is_some());
+        c.event(&event, true);
+        let s = c.snapshot(1, 0, Some(token), None);
+        assert_eq!(
+            s.last_event_cluster_time,
+            Some(Timestamp {
+                time: 7,
+                increment: 1
             })
         );
     }
