@@ -79,6 +79,8 @@
 #![forbid(unsafe_code)]
 
 mod address;
+mod admin;
+mod crud;
 mod cursor;
 mod error;
 mod hello;
@@ -87,8 +89,15 @@ mod simple;
 mod write;
 
 pub use address::{AddressError, DEFAULT_PORT, ServerAddress};
+pub use admin::{
+    CreateIndexes, DatabaseEntry, DropIndexes, ListCollections, ListDatabases, ListIndexes,
+    index_name,
+};
 pub use brook_wire::{DocumentSequence, Message, SharedDoc};
 use bson::{Bson, Document, Timestamp};
+pub use crud::{
+    Count, CountDocuments, Distinct, FindAndModify, FindAndModifyAction, FindAndModifyReply,
+};
 
 pub use cursor::{
     Aggregate, AggregateTarget, CursorReply, Find, GetMore, GetMoreOptions, KillCursors,

@@ -456,7 +456,7 @@ fn parse_write_error(
     })
 }
 
-fn parse_write_concern_error(
+pub(crate) fn parse_write_concern_error(
     command: &'static str,
     wce: &RawDocument,
     top_labels: Vec<String>,
