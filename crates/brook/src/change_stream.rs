@@ -268,8 +268,8 @@ impl<E> WatchBuilder<E> {
     /// Stages appended after `$changeStream` (e.g. a `$match`). A stage that removes or
     /// changes `_id` makes the stream fail: the server refuses it (280), or brook reports
     /// the missing resume token.
-    pub fn pipeline(mut self, stages: Vec<Document>) -> Self {
-        self.options.pipeline = stages;
+    pub fn pipeline(mut self, stages: impl IntoIterator<Item = Document>) -> Self {
+        self.options.pipeline = stages.into_iter().collect();
         self
     }
 

@@ -32,7 +32,7 @@ use crate::options::{ReadPreference, TimeoutMode};
 /// headers. Reserved from `maxMessageSizeBytes` when splitting a write into batches.
 pub(crate) const MESSAGE_OVERHEAD: usize = 16 * 1024;
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The result of [`Collection::insert_one`].
 #[derive(Debug, Clone, PartialEq)]
@@ -73,12 +73,12 @@ pub struct DeleteResult {
 /// A collection of documents of type `T` (`Document`, `RawDocumentBuf`, or any
 /// serde type). Cheap to clone; no IO until an operation runs.
 pub struct Collection<T> {
-    client: Client,
-    db: String,
-    name: String,
-    read_preference: ReadPreference,
+    pub(crate) client: Client,
+    pub(crate) db: String,
+    pub(crate) name: String,
+    pub(crate) read_preference: ReadPreference,
     /// `timeoutMS` of its operations (the database's unless set here).
-    timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -118,7 +118,7 @@ fn write_failure(
 /// A write's failure, as the operation's timeout error when `timing` has a deadline and
 /// the server reports MaxTimeMSExpired (code 50) in a write error or its write concern
 /// error (Client Side Operations Timeout, "Error Transformations").
-fn write_failure_within(
+pub(crate) fn write_failure_within(
     timing: Timing,
     write_errors: Vec<WriteError>,
     write_concern_error: Option<WriteConcernError>,
@@ -242,13 +242,13 @@ impl<T> Collection<T> {
     }
 
     /// How the commands of an operation with `timeoutMS` `timeout` are bounded, from now.
-    fn timing(&self, timeout: Option<Duration>) -> Timing {
+    pub(crate) fn timing(&self, timeout: Option<Duration>) -> Timing {
         Timing::for_timeout(timeout)
     }
 
     /// The write concern of a write bounded by `timing` (no `wtimeout` under
     /// `timeoutMS`).
-    fn write_concern(&self, timing: Timing) -> Option<Document> {
+    pub(crate) fn write_concern(&self, timing: Timing) -> Option<Document> {
         self.client
             .exec
             .options()
@@ -357,12 +357,15 @@ impl<T> Collection<T> {
     }
 
     /// Run an aggregation pipeline on the collection.
-    pub fn aggregate(&self, pipeline: Vec<Document>) -> AggregateBuilder<'_, T> {
+    pub fn aggregate(
+        &self,
+        pipeline: impl IntoIterator<Item = Document>,
+    ) -> AggregateBuilder<'_, T> {
         AggregateBuilder::new(
             &self.client,
             &self.db,
             AggregateTarget::Collection(self.name.clone()),
-            pipeline,
+            pipeline.into_iter().collect(),
             self.read_preference.clone(),
             self.timeout,
         )
@@ -644,7 +647,7 @@ impl<'a, T> IntoFuture for UpdateOne<'a, T> {
     }
 }
 
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -963,7 +966,7 @@ impl<'a, T: 'a> IntoFuture for AggregateBuilder<'a, T> {
 /// "Non-tailable Cursors"): cursor lifetime (the default) sends `maxTimeMS` on the
 /// opening command and keeps its deadline for the getMores; iteration sends none and
 /// gives each getMore a fresh deadline.
-fn cursor_timing(
+pub(crate) fn cursor_timing(
     timeout: Option<Duration>,
     mode: Option<TimeoutMode>,
 ) -> (Timing, Option<CursorTimeout>) {

@@ -17,10 +17,10 @@ use crate::options::ReadPreference;
 #[derive(Debug, Clone)]
 pub struct Database {
     client: Client,
-    name: String,
-    read_preference: ReadPreference,
+    pub(crate) name: String,
+    pub(crate) read_preference: ReadPreference,
     /// `timeoutMS` of its operations (the client's unless set here).
-    timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl Database {
@@ -120,12 +120,15 @@ impl Database {
     }
 
     /// A database-level aggregation (`aggregate: 1`), e.g. `$currentOp` on `admin`.
-    pub fn aggregate(&self, pipeline: Vec<Document>) -> AggregateBuilder<'_, Document> {
+    pub fn aggregate(
+        &self,
+        pipeline: impl IntoIterator<Item = Document>,
+    ) -> AggregateBuilder<'_, Document> {
         AggregateBuilder::new(
             &self.client,
             &self.name,
             AggregateTarget::Database,
-            pipeline,
+            pipeline.into_iter().collect(),
             self.read_preference.clone(),
             self.timeout,
         )

@@ -323,6 +323,7 @@ mod cursor;
 mod db;
 mod error;
 mod event;
+mod everyday;
 mod exec;
 pub mod monitoring;
 mod options;
@@ -349,6 +350,12 @@ pub use error::{Error, Result};
 pub use event::{
     ChangeNamespace, ChangeStreamEvent, OperationType, RawChangeEvent, ResumeToken, SplitEvent,
     TruncatedArray, UpdateDescription, resume_token_of,
+};
+pub use everyday::{
+    CountDocumentsBuilder, CreateIndex, CreateIndexResult, DatabaseSpecification, DeleteMany,
+    DistinctBuilder, DropIndex, EstimatedDocumentCount, FindOne, FindOneAndDelete,
+    FindOneAndReplace, FindOneAndUpdate, ListCollectionsBuilder, ListDatabasesBuilder,
+    ListIndexesBuilder, ReplaceOne, ReturnDocument, UpdateMany,
 };
 pub use exec::GET_MORE_GRACE;
 pub use options::{
