@@ -1193,8 +1193,13 @@ impl<T> CreateIndex<'_, T> {
 
     /// `expireAfterSeconds` of a TTL index (whole seconds).
     pub fn expire_after(mut self, after: Duration) -> Self {
-        let secs = i64::try_from(after.as_secs()).unwrap_or(i64::MAX);
-        self.options.insert("expireAfterSeconds", secs);
+        // An int32 as the server documents it; wider only when it must be.
+        let secs = after.as_secs();
+        let value = match i32::try_from(secs) {
+            Ok(v) => Bson::Int32(v),
+            Err(_) => Bson::Int64(i64::try_from(secs).unwrap_or(i64::MAX)),
+        };
+        self.options.insert("expireAfterSeconds", value);
         self
     }
 

@@ -6,6 +6,7 @@ mod change_stream;
 mod client;
 mod csot;
 mod csot_change_streams;
+mod everyday;
 mod failover;
 mod failures;
 mod load_balanced;
