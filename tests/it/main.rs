@@ -8,3 +8,4 @@
 mod change_stream;
 mod client;
 mod connect;
+mod everyday;
