@@ -377,7 +377,7 @@ impl Command for ListDatabases {
             };
             let shards = e
                 .opt_doc("shards")?
-                .map(|d| Document::try_from(d))
+                .map(Document::try_from)
                 .transpose()
                 .map_err(|err| e.malformed(format!("cannot read `shards`: {err}")))?;
             out.push(DatabaseEntry {
