@@ -339,7 +339,9 @@ impl<T> Collection<T> {
     }
 
     /// The collection's indexes, as a cursor of index documents (`{v, key, name, …}`).
-    /// A retryable read, on the primary.
+    /// A retryable read, on the primary. A collection that does not exist is the
+    /// server's NamespaceNotFound error (code 26), as the Enumerating Indexes
+    /// specification allows.
     pub fn list_indexes(&self) -> ListIndexesBuilder<'_, T> {
         ListIndexesBuilder {
             coll: self,
@@ -1363,7 +1365,6 @@ async fn open_listing<C>(
     db: &str,
     mut cmd: C,
     batch_size: Option<u32>,
-    comment: Option<Bson>,
     timeout: Option<Duration>,
     max_time: impl FnOnce(&mut C) -> &mut Option<u64>,
 ) -> Result<Cursor<Document>, Error>
@@ -1385,10 +1386,12 @@ where
             timing,
         )
         .await?;
+    // The getMores inherit the command's comment on the server: they MUST NOT carry it
+    // (Enumerating Indexes / Enumerating Collections specifications).
     let spec = GetMoreOptions {
         batch_size,
         max_await_time: None,
-        comment,
+        comment: None,
     };
     Ok(Cursor::new(exec.clone(), executed, spec, session).with_timeout(cursor_timeout))
 }
@@ -1434,13 +1437,11 @@ impl<'a, T> IntoFuture for ListIndexesBuilder<'a, T> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let batch_size = self.cmd.batch_size;
-            let comment = self.cmd.comment.clone();
             open_listing(
                 &self.coll.client,
                 &self.coll.db,
                 self.cmd,
                 batch_size,
-                comment,
                 self.timeout,
                 |c| &mut c.max_time_ms,
             )
@@ -1499,13 +1500,11 @@ impl<'a> IntoFuture for ListCollectionsBuilder<'a> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let batch_size = self.cmd.batch_size;
-            let comment = self.cmd.comment.clone();
             open_listing(
                 self.db.client(),
                 &self.db.name,
                 self.cmd,
                 batch_size,
-                comment,
                 self.timeout,
                 |c| &mut c.max_time_ms,
             )

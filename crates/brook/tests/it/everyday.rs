@@ -733,7 +733,12 @@ async fn list_indexes_follows_the_cursor_with_getmore() {
     );
     let client = client_for(&fake, "").await;
     let coll = client.database("app").collection::<Document>("items");
-    let mut cursor = coll.list_indexes().batch_size(1).await.expect("list");
+    let mut cursor = coll
+        .list_indexes()
+        .batch_size(1)
+        .comment("ix")
+        .await
+        .expect("list");
     let mut names = Vec::new();
     while let Some(ix) = cursor.try_next().await.expect("next") {
         names.push(ix.get_str("name").expect("name").to_owned());
@@ -743,7 +748,10 @@ async fn list_indexes_follows_the_cursor_with_getmore() {
     assert_eq!(gm.body.get_i64("getMore").ok(), Some(77));
     assert_eq!(gm.body.get_str("collection").ok(), Some("items"));
     assert_eq!(gm.body.get_i32("batchSize").ok(), Some(1));
+    // The getMore inherits the comment on the server: it is not sent again.
+    assert!(!gm.body.contains_key("comment"), "{:?}", gm.body);
     let li = only(&fake, "listIndexes");
+    assert_eq!(li.body.get_str("comment").ok(), Some("ix"));
     assert_eq!(li.body.get("lsid"), gm.body.get("lsid"));
     fake.shutdown().await;
 }
