@@ -886,3 +886,49 @@ async fn timeout_ms_bounds_the_everyday_operations() {
     assert!(ms <= 200, "{ms}");
     fake.shutdown().await;
 }
+
+#[tokio::test]
+async fn aggregate_takes_any_iterator_of_stages() {
+    let fake = server().await;
+    fake.push_actions(
+        "aggregate",
+        [
+            Action::cursor(0, "app.items", BatchKind::First, vec![], None, None),
+            Action::cursor(
+                0,
+                "app.$cmd.aggregate",
+                BatchKind::First,
+                vec![],
+                None,
+                None,
+            ),
+        ],
+    );
+    let client = client_for(&fake, "").await;
+    let db = client.database("app");
+    let coll = db.collection::<Document>("items");
+    // An array, then an iterator: no Vec needed.
+    coll.aggregate([doc! { "$match": { "a": 1 } }, doc! { "$limit": 2 }])
+        .await
+        .expect("aggregate");
+    db.aggregate(std::iter::once(doc! { "$currentOp": {} }))
+        .await
+        .expect("aggregate");
+    // The change stream builder takes the same.
+    let _builder = client.watch().pipeline([doc! { "$match": {} }]);
+    let sent = fake.commands_named("aggregate");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[0].body.get_array("pipeline").ok(),
+        Some(&vec![
+            Bson::Document(doc! { "$match": { "a": 1 } }),
+            Bson::Document(doc! { "$limit": 2 }),
+        ])
+    );
+    assert_eq!(sent[1].body.get_i32("aggregate").ok(), Some(1));
+    assert_eq!(
+        sent[1].body.get_array("pipeline").map(Vec::len).ok(),
+        Some(1)
+    );
+    fake.shutdown().await;
+}
