@@ -42,6 +42,8 @@ pub struct Message {
 pub struct Relayed {
     /// The `_id`s of the messages written to the sink, in order.
     pub ids: Vec<i64>,
+    /// How many batches `next_batch` returned (empty ones included).
+    pub batches: usize,
     /// How many checkpoints were saved (one per batch with a token).
     pub saves: usize,
 }
@@ -77,6 +79,7 @@ pub async fn run(
             return Err("the stream ended before enough messages came".into());
         }
         let batch = stream.next_batch().await?;
+        relayed.batches += 1;
         for event in batch.events() {
             let message = message_of(event)?;
             writeln!(sink, "{}", to_json_line(message))?;
