@@ -23,6 +23,11 @@ use std::time::Duration;
 
 use brook_testkit::{ReplicaSet, ReplicaSetConfig};
 
+/// The README's Rust blocks, compiled as doc tests of this crate so that they cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The error type of the examples: anything, sendable between tasks.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
