@@ -28,6 +28,11 @@ use brook_testkit::{ReplicaSet, ReplicaSetConfig};
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+/// The Rust blocks of `docs/change-streams.md`, compiled as doc tests too.
+#[doc = include_str!("../../docs/change-streams.md")]
+#[cfg(doctest)]
+pub struct ChangeStreamsDoctests;
+
 /// The error type of the examples: anything, sendable between tasks.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
