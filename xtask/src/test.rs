@@ -7,8 +7,10 @@
 //! 3. `io-line`: `cargo tree` of the IO-free crates ([`IO_FREE`]) holds none of [`FORBIDDEN`]
 //! 4. `peer`: install the nx-27017 venv and start a peer (not with `--live`)
 //! 5. `tests`: unit, property and integration tests with `cargo nextest run --workspace`
-//!    (`cargo test` when nextest is missing), with `MONGODB_URI` and `BROOK_SPEC_TESTS` set
-//! 6. `doc-tests`: `cargo test --workspace --doc`
+//!    (`cargo test` when nextest is missing), with `MONGODB_URI` and `BROOK_SPEC_TESTS` set;
+//!    this runs the example programs too (`examples/tests`, package `brook-examples`)
+//! 6. `doc-tests`: `cargo test --workspace --doc` (with the README's Rust blocks, which
+//!    `brook-examples` includes)
 //!
 //! The peer is a [`Peer`] guard, so it is stopped whichever way this ends.
 
@@ -402,6 +404,21 @@ mod tests {
         if let Err(e) = io_line() {
             panic!("{e}");
         }
+    }
+
+    /// The package of the example programs, whose tests run them.
+    const EXAMPLES_PACKAGE: &str = "brook-examples";
+
+    #[test]
+    fn the_examples_are_in_the_workspace() {
+        // The `tests` step runs `--workspace`: the examples run only while they are in it.
+        let metadata = cargo_output(&["metadata", "--format-version", "1", "--no-deps"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let members = workspace_member_names(&metadata).expect("workspace members");
+        assert!(
+            members.iter().any(|m| m == EXAMPLES_PACKAGE),
+            "{EXAMPLES_PACKAGE} is not a workspace member: {members:?}"
+        );
     }
 
     #[test]

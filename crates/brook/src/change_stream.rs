@@ -192,6 +192,53 @@ impl Scope {
 /// initial `aggregate` is never resumed). Nothing is validated on the client: unknown
 /// `fullDocument` values and several start options at once go to the server, which
 /// judges them.
+///
+/// ```
+/// use std::time::Duration;
+/// use bson::doc;
+/// use brook::{ChangeStreamEvent, FullDocument, RawChangeEvent};
+/// use serde::Deserialize;
+///
+/// #[derive(Debug, Deserialize)]
+/// struct Order { sku: String }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use brook_testkit::{ReplicaSet, ReplicaSetConfig};
+/// # let set = ReplicaSet::start(ReplicaSetConfig::new("rs0").with_max_await(Duration::from_millis(100))).await?;
+/// # let client = brook::Client::connect(&set.uri()).await?;
+/// let shop = client.database("shop");
+/// let orders = shop.collection::<Order>("orders");
+///
+/// // Typed: `ChangeStreamEvent<Order>`, filtered on the server.
+/// let mut typed = orders
+///     .watch()
+///     .pipeline(vec![doc! { "$match": { "operationType": "insert" } }])
+///     .full_document(FullDocument::UpdateLookup)
+///     .max_await_time(Duration::from_millis(500))
+///     .batch_size(100)
+///     .await?;
+/// // Undecoded events of the whole database, read in place.
+/// let mut raw = shop.watch().raw().await?;
+/// # set.insert_event("shop.orders", doc! { "_id": 1, "sku": "apple" });
+///
+/// let event: ChangeStreamEvent<Order> = typed.next().await.expect("open")?;
+/// assert_eq!(event.full_document.map(|o| o.sku).as_deref(), Some("apple"));
+/// let event: RawChangeEvent = raw.next().await.expect("open")?;
+/// assert_eq!(event.as_document().get_str("operationType")?, "insert");
+///
+/// // Later (another process): continue right after that event.
+/// let token = event.resume_token().expect("every event has an _id");
+/// let mut resumed = orders.watch().resume_after(token).await?;
+/// # set.insert_event("shop.orders", doc! { "_id": 2, "sku": "pear" });
+/// let next = resumed.next().await.expect("open")?;
+/// assert_eq!(next.full_document.map(|o| o.sku).as_deref(), Some("pear"));
+/// # for stream in [typed, resumed] { stream.close().await?; }
+/// # raw.close().await?;
+/// # client.shutdown().await;
+/// # set.shutdown().await;
+/// # Ok(()) }
+/// ```
 #[must_use = "a change stream is opened only when the builder is awaited"]
 pub struct WatchBuilder<E> {
     exec: Arc<Executor>,
@@ -1528,6 +1575,41 @@ impl Drop for Core {
 /// * [`close`](Self::close) kills the server cursor and reports the outcome; dropping an
 ///   open stream kills it in the background.
 ///
+/// ```
+/// use std::time::Duration;
+/// use bson::{Document, doc};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use brook_testkit::{ReplicaSet, ReplicaSetConfig};
+/// # let set = ReplicaSet::start(ReplicaSetConfig::new("rs0").with_max_await(Duration::from_millis(100))).await?;
+/// # let client = brook::Client::connect(&set.uri()).await?;
+/// let items = client.database("app").collection::<Document>("items");
+/// let mut stream = items.watch().max_await_time(Duration::from_millis(200)).await?;
+/// # for n in 1..=3 { set.insert_event("app.items", doc! { "_id": n }); }
+///
+/// // `next` waits as long as it takes (bound it with a timeout if you need to).
+/// let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+///     .await?
+///     .expect("the stream is open")?;
+/// assert_eq!(first.operation_type, brook::OperationType::Insert);
+/// // The token to persist is now just past that event.
+/// assert_eq!(stream.resume_token(), Some(first.id.clone()));
+///
+/// // `next_if_any` sends at most one getMore: `Ok(None)` in a quiet period.
+/// let mut rest = Vec::new();
+/// while let Some(event) = stream.next_if_any().await? {
+///     rest.push(event.document_key.expect("a document event").get_i32("_id")?);
+/// }
+/// assert_eq!(rest, [2, 3]);
+/// assert!(stream.resume_token().is_some(), "still moving forward while quiet");
+/// assert!(stream.is_alive());
+/// stream.close().await?;
+/// # client.shutdown().await;
+/// # set.shutdown().await;
+/// # Ok(()) }
+/// ```
+///
 /// # Cancellation
 ///
 /// Every way of waiting — [`next`](Self::next), [`next_if_any`](Self::next_if_any) and
@@ -1726,6 +1808,46 @@ impl<E: ChangeStreamItem> ChangeStream<E> {
     /// before it and is returned (as an error) by the next call; a stream that ended
     /// returns empty batches (see [`is_alive`](Self::is_alive)). Cancellation safe, as
     /// every call.
+    ///
+    /// A sink that commits once per batch (see [`crate::checkpoint`] for a store); here
+    /// a fake server is scripted to send two events, then a quiet batch:
+    ///
+    /// ```
+    /// use bson::{Document, doc};
+    /// use brook::checkpoint::Checkpoint;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use brook_testkit::shapes::{self, BatchKind};
+    /// # use brook_testkit::{Action, FakeServer, ServerConfig};
+    /// # let server = FakeServer::start(ServerConfig::replica_set("rs0")).await?;
+    /// # let at = |i| bson::Timestamp { time: 1_700_000_000, increment: i };
+    /// # let event = |i: u32| shapes::insert_event(at(i), "app.items", doc! { "_id": i });
+    /// # server.push_action("aggregate",
+    /// #     Action::cursor(7, "app.items", BatchKind::First, vec![event(1), event(2)], Some(shapes::post_batch_resume_token(at(2))), None));
+    /// # server.push_action("getMore",
+    /// #     Action::cursor(7, "app.items", BatchKind::Next, vec![], Some(shapes::post_batch_resume_token(at(3))), None));
+    /// # let client = brook::Client::connect(&format!("mongodb://{}/?replicaSet=rs0", server.host_port())).await?;
+    /// let items = client.database("app").collection::<Document>("items");
+    /// let mut stream = items.watch().await?;
+    ///
+    /// let batch = stream.next_batch().await?;
+    /// assert_eq!(batch.len(), 2);
+    /// for event in batch.events() {
+    ///     println!("{:?} {:?}", event.operation_type, event.document_key); // write them out
+    /// }
+    /// let after_events = Checkpoint::of_batch(&batch).expect("a token"); // then save it, once
+    ///
+    /// // A quiet batch has no event, but its token moved on: save that one too.
+    /// let quiet = stream.next_batch().await?;
+    /// assert!(quiet.is_empty());
+    /// let after_quiet = Checkpoint::of_batch(&quiet).expect("a token");
+    /// assert_ne!(after_quiet, after_events);
+    /// # assert_eq!(after_quiet.token.to_document()?, shapes::post_batch_resume_token(at(3)));
+    /// stream.close().await?;
+    /// # client.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn next_batch(&mut self) -> Result<Batch<E>, Error> {
         let mut mode = Mode::AtMostOneGetMore(self.core.in_flight.is_some());
         let mut events = Vec::new();

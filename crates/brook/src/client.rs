@@ -106,6 +106,28 @@ fn seed_addresses(o: &ClientOptions) -> Result<Vec<ServerAddress>, Error> {
 
 impl Client {
     /// Parse `uri` and connect: see [`Client::with_options`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), brook::Error> {
+    /// # let server = brook_testkit::FakeServer::start(brook_testkit::ServerConfig::replica_set("rs0"))
+    /// #     .await
+    /// #     .expect("a fake server");
+    /// # let uri = format!("mongodb://{}/?replicaSet=rs0&appName=indexer", server.host_port());
+    /// // e.g. "mongodb://db1.example.net,db2.example.net/?replicaSet=rs0&appName=indexer"
+    /// let client = brook::Client::connect(&uri).await?;
+    /// assert_eq!(client.options().app_name.as_deref(), Some("indexer"));
+    /// assert!(client.server_address().is_some(), "connect returns once the primary answered");
+    /// let pong = client.database("admin").run_command(bson::doc! { "ping": 1 }).await?;
+    /// assert_eq!(pong.get_f64("ok").ok(), Some(1.0));
+    /// client.shutdown().await;
+    ///
+    /// // An option brook would have to ignore is refused before any IO, naming it.
+    /// let err = brook::Client::connect("mongodb://localhost/?frobnicate=1").await.unwrap_err();
+    /// assert!(err.is_invalid_argument() && err.to_string().contains("frobnicate"), "{err}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect(uri: &str) -> Result<Client, Error> {
         Client::with_options(ClientOptions::parse(uri)?).await
     }

@@ -4,15 +4,31 @@
 //! [`ChangeStream`] and the opaque [`Error`]. The wire codec (`brook-wire`), the commands (`brook-command`) and
 //! one connection (`brook-conn`) live in their own crates.
 //!
-//! ```no_run
+//! The example below runs as a doc test against a scripted fake server
+//! (`brook_testkit::FakeServer`, set up in the lines `rustdoc` hides); the visible lines
+//! are what an application writes, with a URI such as
+//! `mongodb://localhost:27017/?replicaSet=rs0&appName=indexer`.
+//!
+//! ```
 //! use bson::doc;
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Debug, Serialize, Deserialize)]
+//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
 //! struct Event { kind: String, n: i32 }
 //!
-//! # async fn demo() -> Result<(), brook::Error> {
-//! let client = brook::Client::connect("mongodb://localhost:27017/?appName=indexer").await?;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # use brook_testkit::shapes::{BatchKind, WriteReply};
+//! # use brook_testkit::{Action, FakeServer, ServerConfig};
+//! # let server = FakeServer::start(ServerConfig::replica_set("rs0")).await?;
+//! # let bulk = |n: i32| doc! { "_id": n, "kind": "bulk", "n": n };
+//! # server.push_action("find", Action::cursor(0, "app.events", BatchKind::First, vec![bulk(0), bulk(1)], None, None));
+//! # server.push_action("update", WriteReply::new(1).modified(1).to_document());
+//! # server.push_action("delete", WriteReply::new(1).to_document());
+//! # server.push_action("aggregate", Action::cursor(0, "app.events", BatchKind::First,
+//! #     vec![doc! { "_id": "bulk", "count": 1000 }], None, None));
+//! # let uri = format!("mongodb://{}/?replicaSet=rs0&appName=indexer", server.host_port());
+//! let client = brook::Client::connect(&uri).await?;
 //! let db = client.database("app");
 //! db.run_command(doc! { "ping": 1 }).await?;
 //!
@@ -23,11 +39,31 @@
 //!     .ordered(false)
 //!     .await?;
 //!
+//! // A cursor yields `Event`s, fetching more batches (getMore) as it goes.
 //! let mut cursor = events.find(doc! { "kind": "bulk" }).sort(doc! { "n": 1 }).batch_size(100).await?;
+//! let mut first = Vec::new();
 //! while let Some(event) = cursor.try_next().await? {
-//!     println!("{event:?}");
+//!     first.push(event.n);
+//! }
+//! # assert_eq!(first, [0, 1]); // what the fake server was scripted to return
+//!
+//! let updated = events.update_one(doc! { "n": 1 }, doc! { "$set": { "kind": "seen" } }).await?;
+//! assert_eq!(updated.modified_count, 1);
+//! let deleted = events.delete_one(doc! { "kind": "created" }).await?;
+//! assert_eq!(deleted.deleted_count, 1);
+//!
+//! // An aggregation's results come back as documents (`with_type` picks another type).
+//! let mut counts = events
+//!     .aggregate(vec![doc! { "$group": { "_id": "$kind", "count": { "$sum": 1 } } }])
+//!     .with_type::<bson::Document>()
+//!     .await?;
+//! while let Some(group) = counts.try_next().await? {
+//!     println!("{}: {}", group.get_str("_id")?, group.get_i32("count")?);
 //! }
 //! client.shutdown().await;
+//! # let inserted: usize = server.commands_named("insert").iter()
+//! #     .map(|c| c.sequence("documents").map_or(0, <[_]>::len)).sum();
+//! # assert_eq!(inserted, 1001);
 //! # Ok(()) }
 //! ```
 //!
@@ -225,36 +261,66 @@
 //! for a [`ChangeStream`]. Awaiting runs the initial `aggregate`; its errors are
 //! returned, never resumed.
 //!
-//! ```no_run
+//! Delivery across restarts is **at least once** (see `docs/change-streams.md`): handle
+//! an event, then save the stream's position; a crash between the two handles that
+//! event again after the restart, never skips one, so handling must be idempotent. The
+//! position is saved with [`checkpoint::FileCheckpoint`], which replaces its file
+//! atomically (temporary file, fsync, rename), so a crash mid-save leaves the previous
+//! position, never a torn one. (Within one running stream, resumes after failures lose
+//! and repeat nothing.)
+//!
+//! ```
 //! use std::time::Duration;
 //! use bson::doc;
-//! use brook::{FullDocument, ResumeToken};
+//! use brook::FullDocument;
+//! use brook::checkpoint::{Checkpoint, CheckpointStore, FileCheckpoint};
 //! use serde::Deserialize;
 //!
 //! #[derive(Debug, Deserialize)]
 //! struct Order { sku: String, qty: i32 }
 //!
-//! # async fn demo(saved: Option<Vec<u8>>) -> Result<(), brook::Error> {
-//! let client = brook::Client::connect("mongodb://localhost:27017/?replicaSet=rs0").await?;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # use brook_testkit::{ReplicaSet, ReplicaSetConfig};
+//! # let set = ReplicaSet::start(ReplicaSetConfig::new("rs0").with_max_await(Duration::from_millis(100))).await?;
+//! # let uri = set.uri();
+//! # let dir = std::env::temp_dir().join(format!("brook-lib-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # let checkpoint_path = dir.join("orders.checkpoint");
+//! let client = brook::Client::connect(&uri).await?;
 //! let orders = client.database("shop").collection::<Order>("orders");
-//! let mut watch = orders
+//! let mut store = FileCheckpoint::new(&checkpoint_path)?;
+//! let watch = orders
 //!     .watch()
 //!     .pipeline(vec![doc! { "$match": { "operationType": { "$in": ["insert", "update"] } } }])
 //!     .full_document(FullDocument::UpdateLookup)
 //!     .max_await_time(Duration::from_millis(500));
-//! if let Some(bytes) = saved {
-//!     watch = watch.resume_after(ResumeToken::from_bytes(&bytes)?);
-//! }
+//! let watch = match store.load().await? {
+//!     Some(saved) => saved.apply_to(watch), // continue after the last saved position
+//!     None => watch,                        // first run: from now
+//! };
 //! let mut stream = watch.await?;
+//! # for (n, sku) in ["apple", "pear"].into_iter().enumerate() { // orders come in
+//! #     set.insert_event("shop.orders", doc! { "_id": n as i32, "sku": sku, "qty": 2 });
+//! # }
+//! # let mut handled = Vec::new();
 //! while let Some(event) = stream.next().await {
 //!     let event = event?;
-//!     println!("{:?} {:?}", event.operation_type, event.full_document);
-//!     // Persist the token after each event; resumes never lose or repeat an event.
-//!     if let Some(token) = stream.resume_token() {
-//!         std::fs::write("token.bson", token.as_bytes()).ok();
+//!     if let Some(order) = &event.full_document {
+//!         println!("{:?} {} × {}", event.operation_type, order.qty, order.sku); // handle it
+//! #       handled.push(order.sku.clone());
 //!     }
+//!     // Then save its position: at-least-once (a crash before this line replays it).
+//!     store.save(&Checkpoint::resume_after(event.id)).await?;
+//! #   if handled.len() == 2 { break; }
 //! }
 //! stream.close().await?;
+//! # assert_eq!(handled, ["apple", "pear"]);
+//! # let saved = FileCheckpoint::new(&checkpoint_path)?.load().await?.expect("saved");
+//! # assert_eq!(saved.token.to_document()?, *set.events()[1].get_document("_id")?);
+//! # client.shutdown().await;
+//! # set.shutdown().await;
+//! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(()) }
 //! ```
 //!
