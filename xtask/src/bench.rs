@@ -293,75 +293,35 @@ type Obj = BTreeMap<String, Val>;
 /// Parses one flat JSON object: string keys, values that are numbers, strings, booleans
 /// (as 0/1) or null. Nested values are refused.
 fn parse_flat_json(text: &str) -> Option<Obj> {
-    let mut chars = text.trim().chars().peekable();
-    let mut out = Obj::new();
-    let skip_ws = |c: &mut std::iter::Peekable<std::str::Chars<'_>>| {
-        while c.peek().is_some_and(|ch| ch.is_whitespace()) {
-            c.next();
-        }
-    };
-    let string = |c: &mut std::iter::Peekable<std::str::Chars<'_>>| -> Option<String> {
-        if c.next()? != '"' {
-            return None;
-        }
-        let mut s = String::new();
-        loop {
-            match c.next()? {
-                '"' => return Some(s),
-                '\\' => match c.next()? {
-                    'n' => s.push('\n'),
-                    't' => s.push('\t'),
-                    'u' => {
-                        let hex: String = (0..4).filter_map(|_| c.next()).collect();
-                        s.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                    }
-                    other => s.push(other),
-                },
-                ch => s.push(ch),
-            }
-        }
-    };
-    if chars.next()? != '{' {
-        return None;
-    }
-    skip_ws(&mut chars);
-    if chars.peek() == Some(&'}') {
-        return Some(out);
-    }
-    loop {
-        skip_ws(&mut chars);
-        let key = string(&mut chars)?;
-        skip_ws(&mut chars);
-        if chars.next()? != ':' {
-            return None;
-        }
-        skip_ws(&mut chars);
-        let val = match chars.peek()? {
-            '"' => Val::Str(string(&mut chars)?),
-            _ => {
-                let mut raw = String::new();
-                while let Some(&ch) = chars.peek() {
-                    if ch == ',' || ch == '}' || ch.is_whitespace() {
-                        break;
-                    }
-                    raw.push(ch);
-                    chars.next();
-                }
-                match raw.as_str() {
-                    "null" => Val::Null,
-                    "true" => Val::Num(1.0),
-                    "false" => Val::Num(0.0),
-                    n => Val::Num(n.parse().ok()?),
-                }
-            }
-        };
-        out.insert(key, val);
-        skip_ws(&mut chars);
-        match chars.next()? {
-            ',' => continue,
-            '}' => return Some(out),
-            _ => return None,
-        }
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+    object
+        .into_iter()
+        .map(|(key, value)| {
+            let value = match value {
+                serde_json::Value::Null => Val::Null,
+                serde_json::Value::Bool(b) => Val::Num(if b { 1.0 } else { 0.0 }),
+                serde_json::Value::Number(n) => Val::Num(n.as_f64()?),
+                serde_json::Value::String(s) => Val::Str(s),
+                serde_json::Value::Array(_) | serde_json::Value::Object(_) => return None,
+            };
+            Some((key, value))
+        })
+        .collect()
+}
+
+/// `n` as a JSON number, written as Rust's `Display` writes it: integral values without
+/// a fraction (`12`, not `12.0`), so that the files keep the form they always had; null
+/// when it is not finite.
+fn json_number(n: f64) -> serde_json::Value {
+    // 2^53: beyond it an f64 holds no fraction, and not every integer.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if n.fract() == 0.0 && n.abs() <= EXACT {
+        // Integral and within ±2^53: the conversion is exact.
+        #[allow(clippy::cast_possible_truncation)]
+        let i = n as i64;
+        serde_json::Value::from(i)
+    } else {
+        serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, serde_json::Value::Number)
     }
 }
 
@@ -670,40 +630,20 @@ fn run_scenario(bins: &Bins, s: &Scenario, opts: &Options, log: &mut fs::File) -
     runs
 }
 
+/// `o` as one line of JSON (keys in order, non-finite numbers as null).
 fn to_json(o: &Obj) -> String {
-    let mut s = String::from("{");
-    for (i, (k, v)) in o.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let _w = write!(s, "{}:", json_str(k));
-        match v {
-            Val::Num(n) if n.is_finite() => {
-                let _w = write!(s, "{n}");
-            }
-            Val::Str(t) => s.push_str(&json_str(t)),
-            _ => s.push_str("null"),
-        }
-    }
-    s.push('}');
-    s
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _w = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    let object: serde_json::Map<String, serde_json::Value> = o
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                Val::Num(n) => json_number(*n),
+                Val::Str(t) => serde_json::Value::String(t.clone()),
+                Val::Null => serde_json::Value::Null,
+            };
+            (k.clone(), value)
+        })
+        .collect();
+    serde_json::Value::Object(object).to_string()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1979,15 +1919,11 @@ impl Report<'_> {
     }
 
     fn results_json(&self) -> String {
-        let mut s = String::from("{\n");
-        let mut first = true;
+        // Keys in the order put (serde_json's `preserve_order`).
+        let mut results = serde_json::Map::new();
         let mut put = |k: String, v: Option<f64>| {
             if let Some(v) = v.filter(|v| v.is_finite()) {
-                if !first {
-                    s.push_str(",\n");
-                }
-                first = false;
-                let _w = write!(s, "  {}: {v}", json_str(&k));
+                results.insert(k, json_number(v));
             }
         };
         let keys = [
@@ -2064,8 +2000,10 @@ impl Report<'_> {
                 }
             }
         }
-        s.push_str("\n}\n");
-        s
+        let mut text = serde_json::to_string_pretty(&serde_json::Value::Object(results))
+            .unwrap_or_else(|_| "{}".to_owned());
+        text.push('\n');
+        text
     }
 
     /// Latency percentiles (x: percentile on a log scale of 1/(1-p); y: µs, log scale).
@@ -2519,6 +2457,16 @@ mod tests {
         assert_eq!(parse_flat_json("{}"), Some(Obj::new()));
         assert_eq!(parse_flat_json(r#"{"a":[1]}"#), None);
         assert_eq!(parse_flat_json("nope"), None);
+        // Numbers keep the form Rust's Display gives them; non-finite ones are null.
+        let o: Obj = [
+            ("n".to_owned(), Val::Num(12.0)),
+            ("f".to_owned(), Val::Num(1.5)),
+            ("i".to_owned(), Val::Num(f64::INFINITY)),
+            ("s".to_owned(), Val::Str("a\"b\n".into())),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(to_json(&o), r#"{"f":1.5,"i":null,"n":12,"s":"a\"b\n"}"#);
     }
 
     #[test]
