@@ -108,7 +108,10 @@ SIGTERM), then prints a one-line summary on stderr.
     /// Print brook's man page (roff), or a command's (`brook man tail | man -l -`)
     Man {
         /// The command whose page to print (brook's own without one)
-        #[arg(value_name = "COMMAND")]
+        #[arg(
+            value_name = "COMMAND",
+            value_parser = ["tail", "demo-writer", "bench", "completions", "man"]
+        )]
         command: Option<String>,
     },
 }
@@ -213,7 +216,10 @@ struct TailCli {
 
 /// `brook demo-writer`'s command line.
 #[derive(Debug, Args)]
-#[command(allow_negative_numbers = true)]
+#[command(
+    allow_negative_numbers = true,
+    override_usage = "brook demo-writer [URI] <DB>.<COLL> [OPTIONS]"
+)]
 struct WriterCli {
     #[command(flatten)]
     connection: Connection,
@@ -230,7 +236,11 @@ struct WriterCli {
 
 /// `brook bench`'s command line.
 #[derive(Debug, Args)]
-#[command(allow_negative_numbers = true, after_help = BENCH_NOTES)]
+#[command(
+    allow_negative_numbers = true,
+    after_help = BENCH_NOTES,
+    override_usage = "brook bench [URI] <DB>.<COLL> [OPTIONS]"
+)]
 struct BenchCli {
     #[command(flatten)]
     connection: Connection,
@@ -505,9 +515,13 @@ fn from_clap(e: &clap::Error, args: &[OsString]) -> Result<Command, CliError> {
                 .unwrap_or("invalid command line")
                 .trim_start_matches("error: ")
                 .to_owned();
-            // clap's suggestions ("a similar argument exists") are worth the space; its
-            // other tips ("to pass '--x' as a value, use '-- --x'") only repeat the value.
-            let tips: Vec<&str> = lines.filter(|l| l.starts_with("tip: a similar")).collect();
+            // clap's suggestions ("a similar argument exists") and the possible values
+            // are worth the space; its other tips ("to pass '--x' as a value, use
+            // '-- --x'") only repeat the value.
+            let tips: Vec<&str> = lines
+                .filter(|l| l.starts_with("tip: a similar") || l.starts_with("[possible values"))
+                .map(|l| l.trim_start_matches('[').trim_end_matches(']'))
+                .collect();
             if tips.is_empty() {
                 first
             } else {
@@ -556,7 +570,11 @@ fn man_page(command: Option<&str>) -> Result<Command, CliError> {
             cli.find_subcommand(name),
             COMMANDS.iter().find(|(c, _)| *c == name),
         ) {
-            (Some(sub), Some((_, title))) => sub.clone().name(*title).display_name(*title),
+            (Some(sub), Some((_, title))) => sub
+                .clone()
+                .name(*title)
+                .display_name(*title)
+                .version(env!("CARGO_PKG_VERSION")),
             _ => return Err(CliError::usage(format!("unknown command `{name}`"))),
         },
     };
@@ -985,7 +1003,18 @@ mod tests {
         let tail = printed(&["man", "tail"]);
         assert!(tail.contains(".TH brook-tail 1"), "{tail}");
         assert!(tail.contains("resume\\-file"), "{tail}");
-        assert!(usage_error(&["man", "nope"]).contains("unknown command `nope`"));
+        let title = format!(
+            ".TH brook-tail 1  \"brook-tail {}\"",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(tail.contains(&title), "{tail}");
+        let message = usage_error(&["man", "nope"]);
+        assert!(message.contains("'nope'"), "{message}");
+        assert!(
+            message.contains("(possible values: tail, demo-writer"),
+            "{message}"
+        );
+        assert!(message.contains("(see `brook man --help`)"), "{message}");
     }
 
     #[test]
