@@ -1,21 +1,22 @@
 //! `brook`: the command-line tool of the brook MongoDB driver.
 //!
 //! - `brook tail <uri> <db>[.<coll>]` (or `--cluster`) prints a change stream as JSON
-//!   lines, with every watch option as a flag, a resume file for at-least-once
-//!   processing across restarts, `--count`, and live statistics on a terminal.
+//!   lines (relaxed or canonical Extended JSON v2, `--json-format`), with every watch
+//!   option as a flag, a resume file for at-least-once processing across restarts,
+//!   `--count`, and live statistics on a terminal.
 //! - `brook demo-writer <uri> <db.coll>` writes a steady mix of inserts, updates and
 //!   deletes (what `cargo xtask demo` tails).
 //! - `brook bench <uri> <db.coll>` measures insert-to-event latency (HDR histogram
 //!   percentiles), getMore round trips and events/s at a controlled write rate, as a table
 //!   or JSON, and deletes what it wrote.
-//!
 //! - `brook completions <shell>` and `brook man [<command>]` print a shell completion
 //!   script and the man page, made from the same clap definition as the parser and
-//!   `--help` ([`args::Cli`]).
+//!   `--help` ([`args::Cli`]), so that none of them can drift from the others.
 //!
-//! Errors name the help of the command they are about (`brook tail --help`). Errors are one line on stderr, `brook: error: …`; the exit status is 2 for
-//! a bad command line, 1 for a failure while running, 0 otherwise (also after Ctrl-C or
-//! SIGTERM, which close the stream first).
+//! Errors are one line on stderr, `brook: error: …`, ending with the help of the command
+//! they are about (``(see `brook tail --help`)``); the exit status is 2 for a bad command line,
+//! 1 for a failure while running, 0 otherwise (also after Ctrl-C or SIGTERM, which close
+//! the stream first).
 #![forbid(unsafe_code)]
 
 mod args;
