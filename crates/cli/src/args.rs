@@ -123,7 +123,7 @@ struct Connection {
     #[arg(value_name = "URI")]
     uri: Option<String>,
     /// The password, from the first line of PATH, instead of the URI's
-    #[arg(long, value_name = "PATH", value_parser = non_empty_path)]
+    #[arg(long, value_name = "PATH")]
     password_file: Option<PathBuf>,
 }
 
@@ -188,7 +188,7 @@ struct TailCli {
     /// --start-after and --start-at-operation-time. Events are delivered at least once:
     /// after a crash the last events before the crash may be printed again, none is
     /// skipped.
-    #[arg(long, value_name = "PATH", value_parser = non_empty_path)]
+    #[arg(long, value_name = "PATH")]
     resume_file: Option<PathBuf>,
     /// Exit 0 after N events, closing the stream
     #[arg(long, value_name = "N", value_parser = at_least_one)]
@@ -591,15 +591,6 @@ fn man_page(command: Option<&str>) -> Result<Command, CliError> {
 // Values: each parser's message follows clap's "invalid value 'x' for '--flag <N>': ",
 // so it neither repeats the value nor the flag.
 // ---------------------------------------------------------------------------------------
-
-/// A path that is not empty.
-fn non_empty_path(text: &str) -> Result<PathBuf, String> {
-    if text.is_empty() {
-        Err("the path is empty".to_owned())
-    } else {
-        Ok(PathBuf::from(text))
-    }
-}
 
 /// A whole number, at least 1.
 fn at_least_one(text: &str) -> Result<u64, String> {
@@ -1236,6 +1227,22 @@ mod tests {
                 1,
                 "{args:?} repeats {value:?}: {message}"
             );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn paths_are_taken_as_given_even_when_not_utf8() {
+        use std::os::unix::ffi::OsStringExt;
+        let path = OsString::from_vec(b"/tmp/token\xff.json".to_vec());
+        let args: Vec<OsString> = ["tail", URI, "a.b", "--resume-file"]
+            .into_iter()
+            .map(OsString::from)
+            .chain([path.clone()])
+            .collect();
+        match parse_with_env(args, None) {
+            Ok(Command::Tail(t)) => assert_eq!(t.resume_file, Some(PathBuf::from(path))),
+            other => panic!("{other:?}"),
         }
     }
 
