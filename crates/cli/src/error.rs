@@ -5,8 +5,13 @@
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
     /// The command line is wrong (unknown flag, bad value, missing argument).
-    #[error("{0}")]
-    Usage(String),
+    #[error("{message}")]
+    Usage {
+        /// What is wrong.
+        message: String,
+        /// The command it is about (`tail`), whose help the error line names.
+        command: Option<&'static str>,
+    },
     /// A brook operation failed.
     #[error("{what}: {source}")]
     Brook {
@@ -37,7 +42,25 @@ pub(crate) enum CliError {
 impl CliError {
     /// A usage error with `message`.
     pub(crate) fn usage(message: impl Into<String>) -> CliError {
-        CliError::Usage(message.into())
+        CliError::Usage {
+            message: message.into(),
+            command: None,
+        }
+    }
+
+    /// The error, about `command` (`tail`) when it is a usage error about no command yet:
+    /// its line then points to `brook tail --help`.
+    pub(crate) fn in_command(self, command: &'static str) -> CliError {
+        match self {
+            CliError::Usage {
+                message,
+                command: None,
+            } => CliError::Usage {
+                message,
+                command: Some(command),
+            },
+            other => other,
+        }
     }
 
     /// A brook error, with what was being done.
@@ -54,7 +77,7 @@ impl CliError {
     pub(crate) fn exit_code(&self) -> u8 {
         use brook::checkpoint::FileCheckpointErrorKind as Kind;
         match self {
-            CliError::Usage(_) => 2,
+            CliError::Usage { .. } => 2,
             CliError::ResumeFile(e) => match e.kind() {
                 Kind::MissingDirectory | Kind::NotWritable | Kind::NotAFile => 2,
                 _ => 1,
@@ -67,8 +90,13 @@ impl CliError {
     /// underlying messages folded so that the output stays one line.
     pub(crate) fn line(&self) -> String {
         let mut text = self.to_string();
-        if let CliError::Usage(_) = self {
-            text.push_str(" (see `brook --help`)");
+        match self {
+            CliError::Usage {
+                command: Some(command),
+                ..
+            } => text.push_str(&format!(" (see `brook {command} --help`)")),
+            CliError::Usage { command: None, .. } => text.push_str(" (see `brook --help`)"),
+            _ => {}
         }
         let folded: Vec<&str> = text
             .lines()
@@ -76,12 +104,6 @@ impl CliError {
             .filter(|l| !l.is_empty())
             .collect();
         format!("brook: error: {}", folded.join("; "))
-    }
-}
-
-impl From<lexopt::Error> for CliError {
-    fn from(e: lexopt::Error) -> CliError {
-        CliError::Usage(e.to_string())
     }
 }
 
@@ -109,5 +131,20 @@ mod tests {
         assert!(!line.contains('\n'));
         let u = CliError::usage("unknown option '--x'").line();
         assert_eq!(u, "brook: error: unknown option '--x' (see `brook --help`)");
+        let t = CliError::usage("missing <URI>").in_command("tail");
+        assert_eq!(
+            t.line(),
+            "brook: error: missing <URI> (see `brook tail --help`)"
+        );
+        // The first command named stays: an error is about where it was made.
+        let t = t.in_command("bench");
+        assert!(
+            t.line().ends_with("(see `brook tail --help`)"),
+            "{}",
+            t.line()
+        );
+        // Errors that are not usage errors carry no hint.
+        let f = CliError::Failed("x".into()).in_command("tail");
+        assert_eq!(f.line(), "brook: error: x");
     }
 }

@@ -1,20 +1,20 @@
 //! Extended JSON in and out, keeping the order of fields.
 //!
-//! Output: an event (a raw BSON document) becomes one line of relaxed MongoDB extended
-//! JSON (`{"n": 1}`, `{"$date": "…"}`). The document is walked in place, in the server's
-//! field order: no intermediate `Document`, no typed decoding. (The resume file's
-//! canonical extended JSON is written by `brook::checkpoint::FileCheckpoint`.)
+//! Output: an event (a raw BSON document) becomes one line of MongoDB Extended JSON v2,
+//! relaxed (`{"n": 1}`, `{"$date": "…"}`) or canonical (`{"n": {"$numberInt": "1"}}`), see
+//! [`JsonFormat`]. The document is walked in place, in the server's field order: no
+//! intermediate `Document`, no typed decoding. (The resume file's canonical extended
+//! JSON is written by `brook::checkpoint::FileCheckpoint`.)
 //!
-//! Input: the JSON given to `--pipeline`, `--collation`, `--resume-after`… is read into an
-//! order-keeping tree first (serde_json's own map would sort the keys, and the order of a
-//! `$sort` or `$project` stage matters), then turned into BSON; objects that are extended
-//! JSON type wrappers (`{"$oid": …}`, `{"$date": …}`, `{"$numberLong": …}`…) are handed to
-//! bson's extended-JSON parser.
+//! Input: the JSON given to `--pipeline`, `--collation`, `--resume-after`… is read by
+//! serde_json with `preserve_order` (the order of a `$sort` or `$project` stage matters),
+//! then turned into BSON; objects that are extended JSON type wrappers (`{"$oid": …}`,
+//! `{"$date": …}`, `{"$numberLong": …}`…) are handed to bson's extended-JSON parser.
 
 use std::fmt;
+use std::time::{Duration, UNIX_EPOCH};
 
 use bson::{Bson, Document, RawArray, RawBsonRef, RawDocument};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// An error converting between BSON and JSON.
 #[derive(Debug)]
@@ -32,8 +32,29 @@ impl JsonError {
     }
 }
 
-/// Appends `doc` to `out` as one line of relaxed extended JSON (no trailing newline).
-pub(crate) fn write_document(doc: &RawDocument, out: &mut Vec<u8>) -> Result<(), JsonError> {
+/// Which MongoDB Extended JSON v2 `brook tail` prints (`--json-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum JsonFormat {
+    /// Relaxed: numbers as JSON numbers; dates of the years 1970 to 9999 as
+    /// `{"$date": "2026-12-02T03:04:05.000Z"}`, always with milliseconds, so that they
+    /// sort as text.
+    #[default]
+    Relaxed,
+    /// Canonical: every BSON type kept (`{"$numberInt": "1"}`,
+    /// `{"$date": {"$numberLong": "…"}}`), as mongoexport's `--jsonFormat=canonical`.
+    Canonical,
+}
+
+/// The last millisecond relaxed extended JSON shows as an ISO-8601 string
+/// (9999-12-31T23:59:59.999Z).
+const LAST_ISO_DATE_MILLIS: i64 = 253_402_300_799_999;
+
+/// Appends `doc` to `out` as one line of extended JSON in `format` (no trailing newline).
+pub(crate) fn write_document(
+    doc: &RawDocument,
+    format: JsonFormat,
+    out: &mut Vec<u8>,
+) -> Result<(), JsonError> {
     out.push(b'{');
     for (i, element) in doc.into_iter().enumerate() {
         let (key, value) =
@@ -41,49 +62,72 @@ pub(crate) fn write_document(doc: &RawDocument, out: &mut Vec<u8>) -> Result<(),
         if i > 0 {
             out.push(b',');
         }
-        write_str(key.as_str(), out)?;
+        write_json(key.as_str(), out)?;
         out.push(b':');
-        write_value(value, out)?;
+        write_value(value, format, out)?;
     }
     out.push(b'}');
     Ok(())
 }
 
-fn write_array(array: &RawArray, out: &mut Vec<u8>) -> Result<(), JsonError> {
+fn write_array(array: &RawArray, format: JsonFormat, out: &mut Vec<u8>) -> Result<(), JsonError> {
     out.push(b'[');
     for (i, value) in array.into_iter().enumerate() {
         let value = value.map_err(|e| JsonError::new(format!("malformed BSON array: {e}")))?;
         if i > 0 {
             out.push(b',');
         }
-        write_value(value, out)?;
+        write_value(value, format, out)?;
     }
     out.push(b']');
     Ok(())
 }
 
-fn write_value(value: RawBsonRef<'_>, out: &mut Vec<u8>) -> Result<(), JsonError> {
+fn write_value(
+    value: RawBsonRef<'_>,
+    format: JsonFormat,
+    out: &mut Vec<u8>,
+) -> Result<(), JsonError> {
     match value {
-        RawBsonRef::Document(d) => write_document(d, out),
-        RawBsonRef::Array(a) => write_array(a, out),
+        RawBsonRef::Document(d) => write_document(d, format, out),
+        RawBsonRef::Array(a) => write_array(a, format, out),
+        RawBsonRef::DateTime(date)
+            if format == JsonFormat::Relaxed
+                && (0..=LAST_ISO_DATE_MILLIS).contains(&date.timestamp_millis()) =>
+        {
+            // bson leaves out a zero fraction (`…:05Z`): always `.mmm` here.
+            let millis = date.timestamp_millis().unsigned_abs();
+            let text = crate::stats::rfc3339_millis(UNIX_EPOCH + Duration::from_millis(millis));
+            out.extend_from_slice(b"{\"$date\":");
+            write_json(&text, out)?;
+            out.push(b'}');
+            Ok(())
+        }
         other => {
             let bson = Bson::try_from(other)
                 .map_err(|e| JsonError::new(format!("malformed BSON value: {e}")))?;
-            serde_json::to_writer(out, &bson.into_relaxed_extjson())
-                .map_err(|e| JsonError::new(format!("cannot write JSON: {e}")))
+            let json = match (format, other) {
+                // Outside 1970 to 9999 a relaxed date is the canonical one (bson would
+                // print a date after 9999 as 9999-12-31T23:59:59.999999999Z).
+                (JsonFormat::Relaxed, RawBsonRef::DateTime(_)) | (JsonFormat::Canonical, _) => {
+                    bson.into_canonical_extjson()
+                }
+                (JsonFormat::Relaxed, _) => bson.into_relaxed_extjson(),
+            };
+            write_json(&json, out)
         }
     }
 }
 
-fn write_str(s: &str, out: &mut Vec<u8>) -> Result<(), JsonError> {
-    serde_json::to_writer(out, s).map_err(|e| JsonError::new(format!("cannot write JSON: {e}")))
+fn write_json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), JsonError> {
+    serde_json::to_writer(out, value).map_err(|e| JsonError::new(format!("cannot write JSON: {e}")))
 }
 
-/// `doc` as one line of relaxed extended JSON.
+/// `doc` as one line of extended JSON.
 #[cfg(test)]
-fn document_to_string(doc: &RawDocument) -> Result<String, JsonError> {
+fn document_to_string(doc: &RawDocument, format: JsonFormat) -> Result<String, JsonError> {
     let mut out = Vec::with_capacity(doc.as_bytes().len().saturating_mul(2));
-    write_document(doc, &mut out)?;
+    write_document(doc, format, &mut out)?;
     String::from_utf8(out).map_err(|e| JsonError::new(format!("not UTF-8: {e}")))
 }
 
@@ -112,143 +156,40 @@ const WRAPPER_KEYS: [&str; 16] = [
     "$undefined",
 ];
 
-/// A JSON value whose objects keep their keys in the order they were written.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Ordered {
-    /// `null`.
-    Null,
-    /// `true` / `false`.
-    Bool(bool),
-    /// A number, as serde_json read it.
-    Number(serde_json::Number),
-    /// A string.
-    String(String),
-    /// An array.
-    Array(Vec<Ordered>),
-    /// An object, its members in order.
-    Object(Vec<(String, Ordered)>),
+/// Parses JSON text; objects keep their keys in the order written (`preserve_order`).
+fn parse_json(text: &str) -> Result<serde_json::Value, JsonError> {
+    serde_json::from_str(text).map_err(|e| JsonError::new(format!("invalid JSON: {e}")))
 }
 
-impl Ordered {
-    /// Parses JSON text.
-    pub(crate) fn parse(text: &str) -> Result<Ordered, JsonError> {
-        serde_json::from_str(text).map_err(|e| JsonError::new(format!("invalid JSON: {e}")))
-    }
-
-    /// The plain serde_json value (object keys lose their order).
-    fn into_value(self) -> serde_json::Value {
-        match self {
-            Ordered::Null => serde_json::Value::Null,
-            Ordered::Bool(b) => serde_json::Value::Bool(b),
-            Ordered::Number(n) => serde_json::Value::Number(n),
-            Ordered::String(s) => serde_json::Value::String(s),
-            Ordered::Array(items) => {
-                serde_json::Value::Array(items.into_iter().map(Ordered::into_value).collect())
+/// `value` as BSON, reading extended JSON. Objects other than type wrappers are walked
+/// here, so that a query's `{"$regex": …, "$options": …}` stays a document rather than
+/// being read as a legacy regular expression.
+fn into_bson(value: serde_json::Value) -> Result<Bson, JsonError> {
+    match value {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .map(into_bson)
+            .collect::<Result<Vec<Bson>, JsonError>>()
+            .map(Bson::Array),
+        serde_json::Value::Object(members)
+            if !members.keys().any(|k| WRAPPER_KEYS.contains(&k.as_str())) =>
+        {
+            let mut doc = Document::new();
+            for (key, value) in members {
+                doc.insert(key, into_bson(value)?);
             }
-            Ordered::Object(members) => serde_json::Value::Object(
-                members
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_value()))
-                    .collect(),
-            ),
+            Ok(Bson::Document(doc))
         }
-    }
-
-    /// The value as BSON, reading extended JSON.
-    pub(crate) fn into_bson(self) -> Result<Bson, JsonError> {
-        match self {
-            Ordered::Array(items) => items
-                .into_iter()
-                .map(Ordered::into_bson)
-                .collect::<Result<Vec<Bson>, JsonError>>()
-                .map(Bson::Array),
-            Ordered::Object(members)
-                if !members
-                    .iter()
-                    .any(|(k, _)| WRAPPER_KEYS.contains(&k.as_str())) =>
-            {
-                let mut doc = Document::new();
-                for (key, value) in members {
-                    doc.insert(key, value.into_bson()?);
-                }
-                Ok(Bson::Document(doc))
-            }
-            other => Bson::try_from(other.into_value())
-                .map_err(|e| JsonError::new(format!("invalid extended JSON: {e}"))),
+        other => {
+            Bson::try_from(other).map_err(|e| JsonError::new(format!("invalid extended JSON: {e}")))
         }
-    }
-}
-
-impl<'de> Deserialize<'de> for Ordered {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Ordered, D::Error> {
-        deserializer.deserialize_any(OrderedVisitor)
-    }
-}
-
-struct OrderedVisitor;
-
-impl<'de> Visitor<'de> for OrderedVisitor {
-    type Value = Ordered;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Ordered, E> {
-        Ok(Ordered::Null)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Ordered, E> {
-        Ok(Ordered::Null)
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Ordered, E> {
-        Ok(Ordered::Bool(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ordered, E> {
-        Ok(Ordered::Number(v.into()))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ordered, E> {
-        Ok(Ordered::Number(v.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Ordered, E> {
-        serde_json::Number::from_f64(v)
-            .map(Ordered::Number)
-            .ok_or_else(|| E::custom("a number that is not finite"))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Ordered, E> {
-        Ok(Ordered::String(v.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Ordered, E> {
-        Ok(Ordered::String(v))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Ordered, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Ordered::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered, A::Error> {
-        let mut members = Vec::new();
-        while let Some((key, value)) = map.next_entry::<String, Ordered>()? {
-            members.push((key, value));
-        }
-        Ok(Ordered::Object(members))
     }
 }
 
 /// Parses a JSON object (extended JSON allowed) into a document.
 pub(crate) fn parse_document(text: &str) -> Result<Document, JsonError> {
-    match Ordered::parse(text)? {
-        value @ Ordered::Object(_) => match value.into_bson()? {
+    match parse_json(text)? {
+        value @ serde_json::Value::Object(_) => match into_bson(value)? {
             Bson::Document(doc) => Ok(doc),
             other => Err(JsonError::new(format!(
                 "expected a document, got a {:?} value",
@@ -261,14 +202,14 @@ pub(crate) fn parse_document(text: &str) -> Result<Document, JsonError> {
 
 /// Parses a JSON array of objects (extended JSON allowed) into pipeline stages.
 pub(crate) fn parse_pipeline(text: &str) -> Result<Vec<Document>, JsonError> {
-    let Ordered::Array(items) = Ordered::parse(text)? else {
+    let serde_json::Value::Array(items) = parse_json(text)? else {
         return Err(JsonError::new("expected a JSON array of stages `[{…}, …]`"));
     };
     items
         .into_iter()
         .enumerate()
         .map(|(i, item)| match item {
-            value @ Ordered::Object(_) => match value.into_bson()? {
+            value @ serde_json::Value::Object(_) => match into_bson(value)? {
                 Bson::Document(doc) => Ok(doc),
                 _ => Err(JsonError::new(format!("stage {i} is not a document"))),
             },
@@ -279,12 +220,15 @@ pub(crate) fn parse_pipeline(text: &str) -> Result<Vec<Document>, JsonError> {
 
 #[cfg(test)]
 mod tests {
-    use bson::{Binary, DateTime, Timestamp, doc, oid::ObjectId, rawdoc, spec::BinarySubtype};
+    use bson::{
+        Binary, DateTime, JavaScriptCodeWithScope, Timestamp, doc, oid::ObjectId, rawdoc,
+        spec::BinarySubtype,
+    };
 
     use super::*;
 
     fn relaxed(d: &RawDocument) -> String {
-        document_to_string(d).unwrap()
+        document_to_string(d, JsonFormat::Relaxed).unwrap()
     }
 
     #[test]
@@ -306,7 +250,7 @@ mod tests {
             relaxed(&event),
             concat!(
                 r#"{"_id":{"_data":"8265F0"},"operationType":"insert","#,
-                r#""clusterTime":{"$timestamp":{"i":7,"t":1700000000}},"#,
+                r#""clusterTime":{"$timestamp":{"t":1700000000,"i":7}},"#,
                 r#""wallTime":{"$date":"2023-11-14T22:13:20.123Z"},"#,
                 r#""ns":{"db":"shop","coll":"orders"},"#,
                 r#""fullDocument":{"zeta":1,"alpha":2,"pi":3.5,"oid":{"$oid":"65f0a1b2c3d4e5f601234567"},"#,
@@ -314,6 +258,165 @@ mod tests {
                 r#""quote":"say \"hi\"\n"}}"#,
             )
         );
+    }
+
+    /// One field of every BSON type, in the order of the spec's type table.
+    fn every_type() -> Document {
+        let ext = |json: serde_json::Value| Bson::try_from(json).expect("extended JSON");
+        doc! {
+            "double": 1.0,
+            "fraction": -3.5,
+            "infinity": f64::INFINITY,
+            "string": "s\u{e9}",
+            "document": { "b": 1, "a": 2 },
+            "array": [1, "x"],
+            "binary": Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2] },
+            "uuid": Binary { subtype: BinarySubtype::Uuid, bytes: vec![0x11; 16] },
+            "undefined": Bson::Undefined,
+            "oid": ObjectId::parse_str("65f0a1b2c3d4e5f601234567").unwrap(),
+            "bool": true,
+            "date": DateTime::from_millis(1_796_180_645_000),
+            "date_ms": DateTime::from_millis(1_796_180_645_007),
+            "before_1970": DateTime::from_millis(-1),
+            "after_9999": DateTime::from_millis(LAST_ISO_DATE_MILLIS + 1),
+            "null": Bson::Null,
+            "regex": ext(serde_json::json!({"$regularExpression": {"pattern": "^a", "options": "i"}})),
+            "dbpointer": ext(serde_json::json!(
+                {"$dbPointer": {"$ref": "c", "$id": {"$oid": "65f0a1b2c3d4e5f601234567"}}}
+            )),
+            "code": Bson::JavaScriptCode("f()".into()),
+            "symbol": Bson::Symbol("sym".into()),
+            "code_w_scope": JavaScriptCodeWithScope { code: "g()".into(), scope: doc! { "x": 1 } },
+            "int32": 7,
+            "timestamp": Timestamp { time: 1_700_000_000, increment: 7 },
+            "int64": 8_i64,
+            "decimal": ext(serde_json::json!({"$numberDecimal": "1.50"})),
+            "min": Bson::MinKey,
+            "max": Bson::MaxKey,
+        }
+    }
+
+    /// Canonical Extended JSON v2 of [`every_type`], written from the specification's
+    /// table (mongoexport --jsonFormat=canonical prints the same).
+    const CANONICAL: &str = concat!(
+        r#"{"double":{"$numberDouble":"1.0"},"fraction":{"$numberDouble":"-3.5"},"#,
+        r#""infinity":{"$numberDouble":"Infinity"},"string":"sé","#,
+        r#""document":{"b":{"$numberInt":"1"},"a":{"$numberInt":"2"}},"#,
+        r#""array":[{"$numberInt":"1"},"x"],"#,
+        r#""binary":{"$binary":{"base64":"AQI=","subType":"00"}},"#,
+        r#""uuid":{"$binary":{"base64":"EREREREREREREREREREREQ==","subType":"04"}},"#,
+        r#""undefined":{"$undefined":true},"oid":{"$oid":"65f0a1b2c3d4e5f601234567"},"#,
+        r#""bool":true,"date":{"$date":{"$numberLong":"1796180645000"}},"#,
+        r#""date_ms":{"$date":{"$numberLong":"1796180645007"}},"#,
+        r#""before_1970":{"$date":{"$numberLong":"-1"}},"#,
+        r#""after_9999":{"$date":{"$numberLong":"253402300800000"}},"null":null,"#,
+        r#""regex":{"$regularExpression":{"pattern":"^a","options":"i"}},"#,
+        r#""dbpointer":{"$dbPointer":{"$ref":"c","$id":{"$oid":"65f0a1b2c3d4e5f601234567"}}},"#,
+        r#""code":{"$code":"f()"},"symbol":{"$symbol":"sym"},"#,
+        r#""code_w_scope":{"$code":"g()","$scope":{"x":{"$numberInt":"1"}}},"#,
+        r#""int32":{"$numberInt":"7"},"timestamp":{"$timestamp":{"t":1700000000,"i":7}},"#,
+        r#""int64":{"$numberLong":"8"},"decimal":{"$numberDecimal":"1.50"},"#,
+        r#""min":{"$minKey":1},"max":{"$maxKey":1}}"#,
+    );
+
+    /// Relaxed Extended JSON v2 of [`every_type`]: numbers plain (non-finite doubles
+    /// stay wrapped), dates of 1970 to 9999 as ISO-8601 with milliseconds always.
+    const RELAXED: &str = concat!(
+        r#"{"double":1.0,"fraction":-3.5,"#,
+        r#""infinity":{"$numberDouble":"Infinity"},"string":"sé","#,
+        r#""document":{"b":1,"a":2},"array":[1,"x"],"#,
+        r#""binary":{"$binary":{"base64":"AQI=","subType":"00"}},"#,
+        r#""uuid":{"$binary":{"base64":"EREREREREREREREREREREQ==","subType":"04"}},"#,
+        r#""undefined":{"$undefined":true},"oid":{"$oid":"65f0a1b2c3d4e5f601234567"},"#,
+        r#""bool":true,"date":{"$date":"2026-12-02T03:04:05.000Z"},"#,
+        r#""date_ms":{"$date":"2026-12-02T03:04:05.007Z"},"#,
+        r#""before_1970":{"$date":{"$numberLong":"-1"}},"#,
+        r#""after_9999":{"$date":{"$numberLong":"253402300800000"}},"null":null,"#,
+        r#""regex":{"$regularExpression":{"pattern":"^a","options":"i"}},"#,
+        r#""dbpointer":{"$dbPointer":{"$ref":"c","$id":{"$oid":"65f0a1b2c3d4e5f601234567"}}},"#,
+        r#""code":{"$code":"f()"},"symbol":{"$symbol":"sym"},"#,
+        r#""code_w_scope":{"$code":"g()","$scope":{"x":1}},"#,
+        r#""int32":7,"timestamp":{"$timestamp":{"t":1700000000,"i":7}},"#,
+        r#""int64":8,"decimal":{"$numberDecimal":"1.50"},"#,
+        r#""min":{"$minKey":1},"max":{"$maxKey":1}}"#,
+    );
+
+    #[test]
+    fn every_bson_type_in_canonical_extended_json() {
+        let raw = bson::RawDocumentBuf::try_from(&every_type()).unwrap();
+        let text = document_to_string(&raw, JsonFormat::Canonical).unwrap();
+        assert_eq!(text, CANONICAL);
+        // bson's own canonical output agrees, field for field.
+        let bson_own =
+            serde_json::to_string(&Bson::Document(every_type()).into_canonical_extjson());
+        assert_eq!(text, bson_own.unwrap());
+        // And reads back as the same document, every type kept.
+        assert_eq!(parse_document(&text).unwrap(), every_type());
+    }
+
+    #[test]
+    fn every_bson_type_in_relaxed_extended_json() {
+        let raw = bson::RawDocumentBuf::try_from(&every_type()).unwrap();
+        let text = document_to_string(&raw, JsonFormat::Relaxed).unwrap();
+        assert_eq!(text, RELAXED);
+        // bson's own relaxed output agrees except for two dates: it drops a zero fraction
+        // of a second (`…T03:04:05Z`, which would not sort as text), and it prints a date
+        // after 9999 as the last nanosecond of 9999, a different instant (the spec wants
+        // `{"$numberLong": …}` there).
+        let bson_own =
+            serde_json::to_string(&Bson::Document(every_type()).into_relaxed_extjson()).unwrap();
+        assert!(bson_own.contains(r#""after_9999":{"$date":"9999-12-31T23:59:59.999999999Z"}"#));
+        assert_eq!(
+            bson_own
+                .replace(r#""2026-12-02T03:04:05Z""#, r#""2026-12-02T03:04:05.000Z""#)
+                .replace(
+                    r#""9999-12-31T23:59:59.999999999Z""#,
+                    r#"{"$numberLong":"253402300800000"}"#
+                ),
+            text
+        );
+    }
+
+    #[test]
+    fn relaxed_dates_have_fixed_width_and_sort_as_text() {
+        let dates: Vec<i64> = vec![
+            0,
+            1,
+            999,
+            1_000,
+            59_999,
+            951_782_400_000,
+            LAST_ISO_DATE_MILLIS,
+        ];
+        let printed: Vec<String> = dates
+            .iter()
+            .map(|&ms| {
+                let raw = rawdoc! { "d": DateTime::from_millis(ms) };
+                document_to_string(&raw, JsonFormat::Relaxed).unwrap()
+            })
+            .collect();
+        assert_eq!(printed[0], r#"{"d":{"$date":"1970-01-01T00:00:00.000Z"}}"#);
+        assert_eq!(printed[2], r#"{"d":{"$date":"1970-01-01T00:00:00.999Z"}}"#);
+        assert_eq!(printed[5], r#"{"d":{"$date":"2000-02-29T00:00:00.000Z"}}"#);
+        assert_eq!(printed[6], r#"{"d":{"$date":"9999-12-31T23:59:59.999Z"}}"#);
+        assert!(
+            printed.iter().all(|p| p.len() == printed[0].len()),
+            "{printed:?}"
+        );
+        let mut sorted = printed.clone();
+        sorted.sort();
+        assert_eq!(sorted, printed);
+        // Each reads back as the same instant.
+        for (text, ms) in printed.iter().zip(&dates) {
+            assert_eq!(
+                parse_document(text)
+                    .unwrap()
+                    .get_datetime("d")
+                    .unwrap()
+                    .timestamp_millis(),
+                *ms
+            );
+        }
     }
 
     #[test]
@@ -324,7 +427,7 @@ mod tests {
             "t": Timestamp { time: 3, increment: 4 },
         };
         let raw = bson::RawDocumentBuf::try_from(&original).unwrap();
-        let text = document_to_string(&raw).unwrap();
+        let text = document_to_string(&raw, JsonFormat::Relaxed).unwrap();
         assert_eq!(parse_document(&text).unwrap(), original);
         let back = parse_document(&text).unwrap();
         let keys: Vec<&String> = back.keys().collect();
@@ -412,6 +515,7 @@ mod tests {
         // A document whose one element claims a string longer than the document.
         let bytes = b"\x0f\0\0\0\x02s\0\xff\0\0\0ab\0\0".to_vec();
         let raw = RawDocument::from_bytes(&bytes).unwrap();
-        assert!(document_to_string(raw).is_err());
+        assert!(document_to_string(raw, JsonFormat::Relaxed).is_err());
+        assert!(document_to_string(raw, JsonFormat::Canonical).is_err());
     }
 }

@@ -1,18 +1,22 @@
 //! `brook`: the command-line tool of the brook MongoDB driver.
 //!
 //! - `brook tail <uri> <db>[.<coll>]` (or `--cluster`) prints a change stream as JSON
-//!   lines, with every watch option as a flag, a resume file for at-least-once
-//!   processing across restarts, `--count`, and live statistics on a terminal.
+//!   lines (relaxed or canonical Extended JSON v2, `--json-format`), with every watch
+//!   option as a flag, a resume file for at-least-once processing across restarts,
+//!   `--count`, and live statistics on a terminal.
 //! - `brook demo-writer <uri> <db.coll>` writes a steady mix of inserts, updates and
 //!   deletes (what `cargo xtask demo` tails).
 //! - `brook bench <uri> <db.coll>` measures insert-to-event latency (HDR histogram
 //!   percentiles), getMore round trips and events/s at a controlled write rate, as a table
 //!   or JSON, and deletes what it wrote.
+//! - `brook completions <shell>` and `brook man [<command>]` print a shell completion
+//!   script and the man page, made from the same clap definition as the parser and
+//!   `--help` ([`args::Cli`]), so that none of them can drift from the others.
 //!
-//! Argument parsing uses lexopt (no proc macros, no dependencies); the usage texts are in
-//! [`args`]. Errors are one line on stderr, `brook: error: …`; the exit status is 2 for
-//! a bad command line, 1 for a failure while running, 0 otherwise (also after Ctrl-C or
-//! SIGTERM, which close the stream first).
+//! Errors are one line on stderr, `brook: error: …`, ending with the help of the command
+//! they are about (``(see `brook tail --help`)``); the exit status is 2 for a bad command line,
+//! 1 for a failure while running, 0 otherwise (also after Ctrl-C or SIGTERM, which close
+//! the stream first).
 #![forbid(unsafe_code)]
 
 mod args;
@@ -24,6 +28,7 @@ mod tail;
 mod writer;
 
 use std::future::Future;
+use std::io::Write;
 use std::process::ExitCode;
 
 use args::Command;
@@ -74,13 +79,13 @@ fn block_on_multi(fut: impl Future<Output = Result<(), CliError>>) -> Result<(),
 
 fn run(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Help(text) => {
-            print!("{text}");
-            Ok(())
-        }
-        Command::Version => {
-            println!("brook {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+        Command::Print(text) => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                // `brook man | head` closes the pipe early: not a failure.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Stdout(e)),
+                _ => Ok(()),
+            }
         }
         Command::Tail(a) => block_on(tail::run(*a)),
         Command::DemoWriter(a) => block_on(writer::run(a)),
@@ -89,7 +94,14 @@ fn run(command: Command) -> Result<(), CliError> {
 }
 
 fn main() -> ExitCode {
-    match args::parse(std::env::args_os().skip(1)).and_then(run) {
+    let result = args::parse(std::env::args_os().skip(1)).and_then(|command| {
+        let name = command.name();
+        run(command).map_err(|e| match name {
+            Some(name) => e.in_command(name),
+            None => e,
+        })
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", e.line());

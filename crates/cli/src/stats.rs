@@ -78,36 +78,19 @@ pub(crate) fn json_line(now: SystemTime, snapshot: &Snapshot) -> String {
     // A rate that is not a number (never from a clock, but the field must stay JSON).
     let rate = serde_json::Number::from_f64((snapshot.events_per_second * 10.0).round() / 10.0)
         .map_or(serde_json::Value::Null, serde_json::Value::Number);
-    // serde_json's `json!` map sorts keys: the line is put together in order instead.
-    let fields: [(&str, serde_json::Value); 9] = [
-        ("ts", rfc3339_millis(now).into()),
-        ("events", snapshot.events.into()),
-        ("events_per_second", rate),
-        ("get_mores", snapshot.get_mores.into()),
-        ("resumes", snapshot.resumes.into()),
-        ("failed_resumes", snapshot.failed_resumes.into()),
-        ("lag_ms", millis(snapshot.lag)),
-        ("server_lag_ms", millis(snapshot.server_lag)),
-        (
-            "server",
-            snapshot
-                .server
-                .clone()
-                .map_or(serde_json::Value::Null, serde_json::Value::String),
-        ),
-    ];
-    let mut line = String::from("{");
-    for (i, (key, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            line.push(',');
-        }
-        line.push('"');
-        line.push_str(key);
-        line.push_str("\":");
-        line.push_str(&value.to_string());
-    }
-    line.push('}');
-    line
+    // serde_json's `preserve_order` keeps the fields in the order written here.
+    serde_json::json!({
+        "ts": rfc3339_millis(now),
+        "events": snapshot.events,
+        "events_per_second": rate,
+        "get_mores": snapshot.get_mores,
+        "resumes": snapshot.resumes,
+        "failed_resumes": snapshot.failed_resumes,
+        "lag_ms": millis(snapshot.lag),
+        "server_lag_ms": millis(snapshot.server_lag),
+        "server": snapshot.server,
+    })
+    .to_string()
 }
 
 /// `t` as RFC 3339 in UTC with milliseconds, e.g. `2026-12-02T02:26:09.123Z`; the epoch

@@ -291,9 +291,11 @@ fn print_event(
     out: &mut impl Write,
     line: &mut Vec<u8>,
     event: &RawChangeEvent,
+    format: json::JsonFormat,
 ) -> Result<bool, CliError> {
     line.clear();
-    json::write_document(event.as_document(), line).map_err(|e| CliError::Event(e.to_string()))?;
+    json::write_document(event.as_document(), format, line)
+        .map_err(|e| CliError::Event(e.to_string()))?;
     line.push(b'\n');
     match out.write_all(line).and_then(|()| out.flush()) {
         Ok(()) => Ok(true),
@@ -417,7 +419,7 @@ async fn follow(
                 let shown = &batch.events()[..batch.len().min(room)];
                 let mut closed = false;
                 for event in shown {
-                    match print_event(&mut out, &mut line, event) {
+                    match print_event(&mut out, &mut line, event, args.json_format) {
                         Ok(true) => printed = printed.saturating_add(1),
                         Ok(false) => {
                             closed = true;
