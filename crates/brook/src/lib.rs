@@ -324,6 +324,8 @@ mod db;
 mod error;
 mod event;
 mod exec;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod monitoring;
 mod options;
 mod redact;

@@ -547,8 +547,20 @@ impl Connection {
         body: SharedDoc,
         limit: Option<Duration>,
     ) -> Result<Reply, ConnError> {
+        self.run_serialized_as(next_request_id(), body, limit).await
+    }
+
+    /// [`run_serialized_within`](Connection::run_serialized_within) under a request id the
+    /// caller took from [`next_request_id`] (to name the command in its logs and
+    /// monitoring events before it is sent).
+    pub async fn run_serialized_as(
+        &mut self,
+        request_id: i32,
+        body: SharedDoc,
+        limit: Option<Duration>,
+    ) -> Result<Reply, ConnError> {
         self.transport.check_usable()?;
-        let message = Message::command(next_request_id(), body);
+        let message = Message::command(request_id, body);
         self.transport
             .round_trip(&message, limit)
             .await
@@ -571,9 +583,21 @@ impl Connection {
         body: CommandBody,
         limit: Option<Duration>,
     ) -> Result<Reply, ConnError> {
+        self.run_body_as(next_request_id(), body, limit).await
+    }
+
+    /// [`run_body_within`](Connection::run_body_within) under a request id the caller took
+    /// from [`next_request_id`] (to name the command in its logs and monitoring events
+    /// before it is sent).
+    pub async fn run_body_as(
+        &mut self,
+        request_id: i32,
+        body: CommandBody,
+        limit: Option<Duration>,
+    ) -> Result<Reply, ConnError> {
         self.transport.check_usable()?;
         let message = body
-            .into_message(next_request_id())
+            .into_message(request_id)
             .map_err(|e| self.command_error(e))?;
         self.transport
             .round_trip(&message, limit)
