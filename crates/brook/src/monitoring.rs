@@ -33,7 +33,7 @@ use std::time::Duration;
 use brook_conn::ServerAddress;
 pub use brook_pool::{CheckOutFailReason, CloseReason, PoolEvent, PoolOptions};
 use bson::oid::ObjectId;
-use bson::{Bson, Document, RawDocument};
+use bson::{Document, RawDocument};
 use tracing::{debug, trace};
 
 /// A connection pool event of one server's pool (the CMAP specification's monitoring
@@ -337,16 +337,36 @@ pub(crate) enum Shown<'a> {
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let json = match self {
+        let owned;
+        let doc = match self {
             Shown::Redacted => return f.write_str("{}"),
-            Shown::Owned(doc) => Bson::Document((*doc).clone()).into_relaxed_extjson(),
+            Shown::Owned(doc) => *doc,
             Shown::Raw(raw) => match Document::try_from(*raw) {
-                Ok(doc) => Bson::Document(doc).into_relaxed_extjson(),
+                Ok(doc) => {
+                    owned = doc;
+                    &owned
+                }
                 Err(_) => return f.write_str("<invalid BSON>"),
             },
         };
-        f.write_str(&truncate(json.to_string(), max_document_length()))
+        f.write_str(&truncate(relaxed_json(doc), max_document_length()))
     }
+}
+
+/// `doc` in relaxed extended JSON, its top-level fields in their order (the command's
+/// name first).
+fn relaxed_json(doc: &Document) -> String {
+    let mut out = String::from("{");
+    for (i, (key, value)) in doc.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::Value::String(key.clone()).to_string());
+        out.push(':');
+        out.push_str(&value.clone().into_relaxed_extjson().to_string());
+    }
+    out.push('}');
+    out
 }
 
 /// Hands `event` to the user's command handler.
