@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use brook_command::SharedDoc;
 use brook_conn::ServerAddress;
 use brook_pool::PoolEvent;
-use metrics::{counter, histogram};
+use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 
 use crate::resume::ResumeOutcome;
 
@@ -42,6 +42,47 @@ pub const POOL_CHECKOUTS: &str = "brook_pool_checkouts_total";
 /// Histogram: how long each checkout waited for a connection, in seconds (label
 /// `server`).
 pub const POOL_CHECKOUT_WAIT: &str = "brook_pool_checkout_wait_seconds";
+
+/// Describes brook's metrics (unit and help text) to the recorder installed now: call it
+/// once after installing the recorder, for an exporter that shows descriptions (such as
+/// Prometheus' `# HELP` lines). Recording works without it.
+pub fn describe() {
+    describe_histogram!(
+        COMMAND_DURATION,
+        Unit::Seconds,
+        "Duration of each command brook sent, by command name and outcome"
+    );
+    describe_counter!(
+        CHANGE_STREAM_EVENTS,
+        Unit::Count,
+        "Change-stream events handed to the application"
+    );
+    describe_counter!(
+        CHANGE_STREAM_RESUMES,
+        Unit::Count,
+        "Change-stream resume attempts, by outcome"
+    );
+    describe_counter!(
+        CHANGE_STREAM_FAILED_RESUMES,
+        Unit::Count,
+        "Change-stream resume attempts that failed"
+    );
+    describe_histogram!(
+        CHANGE_STREAM_LAG,
+        Unit::Seconds,
+        "Time from an event's wallTime to its delivery (last event of each batch)"
+    );
+    describe_counter!(
+        POOL_CHECKOUTS,
+        Unit::Count,
+        "Connection checkouts, by server and outcome"
+    );
+    describe_histogram!(
+        POOL_CHECKOUT_WAIT,
+        Unit::Seconds,
+        "Time each connection checkout waited, by server"
+    );
+}
 
 /// The commands named in the `command` label; any other is `other`.
 const KNOWN_COMMANDS: [&str; 20] = [
