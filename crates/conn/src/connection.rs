@@ -542,12 +542,13 @@ impl Connection {
     ///
     /// When the limit expires mid-exchange the result is [`ConnError::Timeout`]
     /// (`operation: "operation"`, `after` the limit) and the connection is broken.
-    pub async fn run_serialized_within(
+    pub fn run_serialized_within(
         &mut self,
         body: SharedDoc,
         limit: Option<Duration>,
-    ) -> Result<Reply, ConnError> {
-        self.run_serialized_as(next_request_id(), body, limit).await
+    ) -> impl Future<Output = Result<Reply, ConnError>> + Send + '_ {
+        // Not an `async fn` around the other: one future, not one inside another.
+        self.run_serialized_as(next_request_id(), body, limit)
     }
 
     /// [`run_serialized_within`](Connection::run_serialized_within) under a request id the
@@ -578,12 +579,13 @@ impl Connection {
     /// replaces the socket timeout, `Some(Duration::ZERO)` fails at once with
     /// [`ConnError::Timeout`] without sending or breaking anything, `None` keeps the
     /// socket timeout.
-    pub async fn run_body_within(
+    pub fn run_body_within(
         &mut self,
         body: CommandBody,
         limit: Option<Duration>,
-    ) -> Result<Reply, ConnError> {
-        self.run_body_as(next_request_id(), body, limit).await
+    ) -> impl Future<Output = Result<Reply, ConnError>> + Send + '_ {
+        // Not an `async fn` around the other: one future, not one inside another.
+        self.run_body_as(next_request_id(), body, limit)
     }
 
     /// [`run_body_within`](Connection::run_body_within) under a request id the caller took

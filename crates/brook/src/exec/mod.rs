@@ -643,16 +643,17 @@ impl Executor {
     /// the command and its reply traced (redacted) when a subscriber wants them, command
     /// monitoring events when a handler is set, metrics with the `metrics` feature.
     /// When nothing listens, nothing is built: no allocation is added to a getMore.
-    pub(crate) async fn run_on_within(
-        &self,
-        conn: &mut PooledConn,
+    pub(crate) fn run_on_within<'a>(
+        &'a self,
+        conn: &'a mut PooledConn,
         body: Body,
-        session: Option<&mut dyn SessionRef>,
+        session: Option<&'a mut dyn SessionRef>,
         bound: Bound,
-    ) -> Result<Reply, Error> {
+    ) -> impl Future<Output = Result<Reply, Error>> + 'a {
+        // Not an `async fn` around the other: the getMore future holds one copy of its
+        // arguments, not two.
         let request_id = next_request_id();
         self.run_on_as(conn, body, session, bound, request_id, request_id)
-            .await
     }
 
     /// [`run_on_within`](Self::run_on_within) with the command's request id (from
@@ -716,21 +717,19 @@ impl Executor {
         }
         let (observed, span) = self.command_started(conn, &body, request_id, operation_id);
         let interrupted = conn.interrupted();
-        let exchange = async {
-            tokio::select! {
-                biased;
-                sent = async {
-                    match body {
-                        Body::Built(built) => conn.run_body_as(request_id, built, limit).await,
-                        Body::Serialized(serialized) => {
-                            conn.run_serialized_as(request_id, serialized, limit).await
-                        }
+        let sent = tokio::select! {
+            biased;
+            sent = async {
+                match body {
+                    Body::Built(built) => conn.run_body_as(request_id, built, limit).await,
+                    Body::Serialized(serialized) => {
+                        conn.run_serialized_as(request_id, serialized, limit).await
                     }
-                } => sent,
-                () = interrupted => Err(interrupted_error(conn, wire)),
+                }
             }
+            .instrument(span.clone()) => sent,
+            () = interrupted => Err(interrupted_error(conn, wire)),
         };
-        let sent = exchange.instrument(span.clone()).await;
         guard.armed = false;
         let _entered = span.enter();
         match sent {
@@ -868,7 +867,7 @@ impl Executor {
                     context: context.clone(),
                 }),
             );
-            (handler.clone(), name.to_owned(), context)
+            Box::new((handler.clone(), name.to_owned(), context))
         });
         let timed = event.is_some() || cfg!(feature = "metrics") || !span.is_disabled();
         let observed = Observed {
@@ -1471,8 +1470,9 @@ struct Observed {
     show_bodies: bool,
     /// When it was sent, when something wants the duration.
     started: Option<Instant>,
-    /// The user's handler, the command's name and its context, when a handler is set.
-    event: Option<(EventHandler<CommandEvent>, String, CommandContext)>,
+    /// The user's handler, the command's name and its context, when a handler is set
+    /// (boxed: the getMore future stays as small when no handler is set).
+    event: Option<Box<(EventHandler<CommandEvent>, String, CommandContext)>>,
     /// The command's `command` label.
     #[cfg(feature = "metrics")]
     name: &'static str,
@@ -1537,7 +1537,8 @@ impl Observed {
                 span.record("code", code);
             }
             debug!(target: "brook::command", code, error = %message, "command failed");
-            if let Some((handler, command_name, context)) = self.event {
+            if let Some(event) = self.event {
+                let (handler, command_name, context) = *event;
                 emit_command(
                     &handler,
                     CommandEvent::Failed(CommandFailedEvent {
@@ -1551,7 +1552,8 @@ impl Observed {
             }
             return;
         }
-        if let Some((handler, command_name, context)) = self.event {
+        if let Some(event) = self.event {
+            let (handler, command_name, context) = *event;
             let reply = match finished {
                 Finished::Reply { reply, .. } if !self.sensitive => {
                     reply.body.to_document().unwrap_or_default()
