@@ -22,7 +22,9 @@ use std::time::{Duration, SystemTime};
 use brook_command::SharedDoc;
 use brook_conn::ServerAddress;
 use brook_pool::PoolEvent;
-use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+use metrics::{
+    Key, Label, Metadata, Unit, counter, describe_counter, describe_histogram, histogram,
+};
 
 use crate::resume::ResumeOutcome;
 
@@ -84,8 +86,34 @@ pub fn describe() {
     );
 }
 
-/// The commands named in the `command` label; any other is `other`.
-const KNOWN_COMMANDS: [&str; 20] = [
+/// The commands named in the `command` label (any other is `other`), with their keys,
+/// built at compile time: recording a command's duration allocates nothing.
+macro_rules! command_keys {
+    ($($command:literal),* $(,)?) => {
+        [$(
+            (
+                $command,
+                {
+                    static LABELS: [Label; 2] = [
+                        Label::from_static_parts("command", $command),
+                        Label::from_static_parts("outcome", "ok"),
+                    ];
+                    Key::from_static_parts(COMMAND_DURATION, &LABELS)
+                },
+                {
+                    static LABELS: [Label; 2] = [
+                        Label::from_static_parts("command", $command),
+                        Label::from_static_parts("outcome", "error"),
+                    ];
+                    Key::from_static_parts(COMMAND_DURATION, &LABELS)
+                },
+            ),
+        )*]
+    };
+}
+
+/// `(command, key when ok, key on error)`; the last is `other`.
+static COMMAND_KEYS: [(&str, Key, Key); 21] = command_keys![
     "getMore",
     "find",
     "aggregate",
@@ -106,22 +134,37 @@ const KNOWN_COMMANDS: [&str; 20] = [
     "endSessions",
     "ping",
     "hello",
+    "other",
 ];
 
-/// `name` as a label value: a static string, so that recording allocates nothing.
-pub(crate) fn command_label(name: &str) -> &'static str {
-    KNOWN_COMMANDS
+/// Where brook's metrics come from, for the recorder.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// The keys of the command `name` (those of `other` for a command not listed).
+fn command_keys(name: &str) -> &'static (&'static str, Key, Key) {
+    let last = COMMAND_KEYS.len() - 1;
+    COMMAND_KEYS[..last]
         .iter()
-        .find(|known| **known == name)
-        .copied()
-        .unwrap_or("other")
+        .find(|(known, _, _)| *known == name)
+        .unwrap_or(&COMMAND_KEYS[last])
 }
 
-/// A command named `name` took `duration`; `ok`: it succeeded.
-pub(crate) fn command(name: &str, ok: bool, duration: Duration) {
-    let outcome = if ok { "ok" } else { "error" };
-    histogram!(COMMAND_DURATION, "command" => command_label(name), "outcome" => outcome)
-        .record(duration.as_secs_f64());
+/// `name` as a `command` label value.
+pub(crate) fn command_label(name: &str) -> &'static str {
+    command_keys(name).0
+}
+
+/// A command whose `command` label is `label` (from [`command_label`]) took `duration`;
+/// `ok`: it succeeded.
+pub(crate) fn command(label: &str, ok: bool, duration: Duration) {
+    let (_, on_ok, on_error) = command_keys(label);
+    let key = if ok { on_ok } else { on_error };
+    metrics::with_recorder(|recorder| {
+        recorder
+            .register_histogram(key, &METADATA)
+            .record(duration.as_secs_f64());
+    });
 }
 
 /// A change event was handed out; `last_of_batch`: the last of its batch (its lag is
