@@ -40,8 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use brook_command::{Command, CommandBody, EndSessions, GetMore, KillCursors, Reply, SharedDoc};
-use brook_conn::ServerAddress;
-use brook_conn::next_request_id;
+use brook_conn::{ServerAddress, next_request_id};
 use brook_pool::PoolError;
 use brook_topology::{ApplicationError, ApplicationErrorKind, ErrorPhase};
 use bson::raw::RawBsonRef;
@@ -642,7 +641,9 @@ impl Executor {
     /// Observed (see [`crate::monitoring`]): a `brook.command` span around the exchange,
     /// the command and its reply traced (redacted) when a subscriber wants them, command
     /// monitoring events when a handler is set, metrics with the `metrics` feature.
-    /// When nothing listens, nothing is built: no allocation is added to a getMore.
+    /// When nothing listens, nothing is built and nothing is allocated: a disabled span,
+    /// no clock read, no event (the getMore future is larger by the span and the
+    /// observation state: about 130 bytes, measured with `brook-bench`).
     pub(crate) fn run_on_within<'a>(
         &'a self,
         conn: &'a mut PooledConn,
