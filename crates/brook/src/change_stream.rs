@@ -1131,6 +1131,8 @@ impl Core {
 
     /// Logs a resume attempt, keeps it, and hands it to the stream's handler.
     fn report_resume(&mut self, event: ResumeEvent) {
+        #[cfg(feature = "metrics")]
+        crate::metrics::resume(&event.outcome);
         info!(
             target: "brook::change_stream",
             attempt = event.attempt,
@@ -1406,8 +1408,10 @@ impl Core {
                         }
                     },
                 };
-                self.counters
-                    .event(&doc, !self.machine.has_buffered_events());
+                let last_of_batch = !self.machine.has_buffered_events();
+                self.counters.event(&doc, last_of_batch);
+                #[cfg(feature = "metrics")]
+                crate::metrics::change_event(&doc, last_of_batch);
                 return Poll::Ready(Some(Ok(doc)));
             }
             if *mode == Mode::AtMostOneGetMore(true) && self.next_is_get_more() {

@@ -191,6 +191,16 @@
 //! [`ClientOptions::cmap_event_handler`] and `tracing` (target `brook::pool`); see
 //! [`monitoring`].
 //!
+//! **What the driver is doing.** Every command is a `tracing` span (`brook.command`,
+//! target `brook::command`: name, database, server, request id, duration, outcome)
+//! inside its operation's; at `TRACE` the command and its reply are shown, redacted
+//! (authentication commands and their replies as `{}`) and truncated to 1000 bytes.
+//! Command monitoring events (started, succeeded, failed) reach
+//! [`ClientOptions::command_event_handler`]; with the cargo feature `metrics`, command
+//! durations, change-stream events, lag and resumes, and pool checkouts are recorded
+//! through the `metrics` facade (see `brook::metrics`). Nothing is built for a listener
+//! that is not there. See [`monitoring`] and `examples/metrics_prometheus.rs`.
+//!
 //! **Time bounds.** Connecting (resolve, TCP, TLS, hello) is bounded by
 //! `connectTimeoutMS`; every exchange after it by `socketTimeoutMS` when set; a checkout
 //! by `waitQueueTimeoutMS` and server selection by `serverSelectionTimeoutMS`. A getMore
@@ -391,6 +401,8 @@ mod error;
 mod event;
 mod everyday;
 mod exec;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod monitoring;
 mod options;
 mod redact;

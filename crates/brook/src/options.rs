@@ -312,6 +312,13 @@ pub struct ClientOptions {
     /// connection string. The same events are emitted as `tracing` events with target
     /// `brook::sdam`.
     pub sdam_event_handler: Option<crate::monitoring::EventHandler<crate::monitoring::SdamEvent>>,
+    /// Called with every command monitoring event (command started, succeeded, failed:
+    /// see [`CommandEvent`](crate::monitoring::CommandEvent)), security-sensitive
+    /// commands and their replies redacted. Not from the connection string. Without it no
+    /// event is built. Commands are also traced (target `brook::command`: a span per
+    /// command, bodies at trace level, redacted and truncated).
+    pub command_event_handler:
+        Option<crate::monitoring::EventHandler<crate::monitoring::CommandEvent>>,
     /// The DNS resolver for `mongodb+srv://` (see [`crate::srv`]). Not from the
     /// connection string; `None` uses the system's (with the `srv` cargo feature).
     pub dns_resolver: Option<crate::srv::DnsResolver>,
@@ -398,6 +405,7 @@ impl fmt::Debug for ClientOptions {
             .field("warnings", &self.warnings)
             .field("cmap_event_handler", &self.cmap_event_handler)
             .field("sdam_event_handler", &self.sdam_event_handler)
+            .field("command_event_handler", &self.command_event_handler)
             .field("dns_resolver", &self.dns_resolver)
             .finish()
     }

@@ -542,13 +542,26 @@ impl Connection {
     ///
     /// When the limit expires mid-exchange the result is [`ConnError::Timeout`]
     /// (`operation: "operation"`, `after` the limit) and the connection is broken.
-    pub async fn run_serialized_within(
+    pub fn run_serialized_within(
         &mut self,
+        body: SharedDoc,
+        limit: Option<Duration>,
+    ) -> impl Future<Output = Result<Reply, ConnError>> + Send + '_ {
+        // Not an `async fn` around the other: one future, not one inside another.
+        self.run_serialized_as(next_request_id(), body, limit)
+    }
+
+    /// [`run_serialized_within`](Connection::run_serialized_within) under a request id the
+    /// caller took from [`next_request_id`] (to name the command in its logs and
+    /// monitoring events before it is sent).
+    pub async fn run_serialized_as(
+        &mut self,
+        request_id: i32,
         body: SharedDoc,
         limit: Option<Duration>,
     ) -> Result<Reply, ConnError> {
         self.transport.check_usable()?;
-        let message = Message::command(next_request_id(), body);
+        let message = Message::command(request_id, body);
         self.transport
             .round_trip(&message, limit)
             .await
@@ -566,14 +579,27 @@ impl Connection {
     /// replaces the socket timeout, `Some(Duration::ZERO)` fails at once with
     /// [`ConnError::Timeout`] without sending or breaking anything, `None` keeps the
     /// socket timeout.
-    pub async fn run_body_within(
+    pub fn run_body_within(
         &mut self,
+        body: CommandBody,
+        limit: Option<Duration>,
+    ) -> impl Future<Output = Result<Reply, ConnError>> + Send + '_ {
+        // Not an `async fn` around the other: one future, not one inside another.
+        self.run_body_as(next_request_id(), body, limit)
+    }
+
+    /// [`run_body_within`](Connection::run_body_within) under a request id the caller took
+    /// from [`next_request_id`] (to name the command in its logs and monitoring events
+    /// before it is sent).
+    pub async fn run_body_as(
+        &mut self,
+        request_id: i32,
         body: CommandBody,
         limit: Option<Duration>,
     ) -> Result<Reply, ConnError> {
         self.transport.check_usable()?;
         let message = body
-            .into_message(next_request_id())
+            .into_message(request_id)
             .map_err(|e| self.command_error(e))?;
         self.transport
             .round_trip(&message, limit)

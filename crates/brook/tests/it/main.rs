@@ -11,6 +11,7 @@ mod failover;
 mod failures;
 mod load_balanced;
 mod monitor;
+mod observe;
 mod reads_writes;
 mod secrets;
 mod spec_auth;
