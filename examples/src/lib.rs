@@ -6,6 +6,7 @@
 //! | `cache-invalidator` | [`cache_invalidator`] | typed events (`ChangeStreamEvent<Product>`), a `$match` pipeline, a checkpoint file ([`brook::checkpoint::FileCheckpoint`]) saved after each event |
 //! | `outbox-relay` | [`outbox_relay`] | at-least-once relay to stdout: `next_batch()`, one checkpoint save per batch |
 //! | `audit-log` | [`audit_log`] | a database-wide stream (`db.watch().raw()`), events appended as undecoded BSON |
+//! | `metrics-prometheus` | [`metrics_prometheus`] | brook's metrics (feature `metrics`) rendered by a Prometheus exporter, command monitoring events beside them |
 //! | `failover-consumer` | [`failover_consumer`] | a consumer on the testkit's replica set while the primary steps down and another is elected; `ResumePolicy::backoff()`; nothing lost or repeated |
 //!
 //! Run one with `cargo run -p brook-examples --bin <program> -- --help`. Without `--uri`
@@ -17,6 +18,7 @@
 pub mod audit_log;
 pub mod cache_invalidator;
 pub mod failover_consumer;
+pub mod metrics_prometheus;
 pub mod outbox_relay;
 
 use std::time::Duration;

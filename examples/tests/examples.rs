@@ -268,3 +268,22 @@ async fn failover_consumer_gets_every_event_once_across_failovers() {
     assert!(report.resume_events >= report.resumes, "{report:?}");
     set.shutdown().await;
 }
+
+/// The metrics example: a find and a change stream against the fake server, and the
+/// Prometheus text that a scrape would read holds brook's command, pool and change-stream
+/// metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_prometheus_renders_brook_s_metrics() {
+    let text = brook_examples::metrics_prometheus::run(None)
+        .await
+        .expect("the example runs");
+    for name in [
+        "brook_command_duration_seconds",
+        "brook_pool_checkouts_total",
+        "brook_change_stream_events_total",
+    ] {
+        assert!(text.contains(name), "{name} in {text}");
+    }
+    assert!(text.contains("command=\"find\""), "{text}");
+    assert!(text.contains("command=\"getMore\""), "{text}");
+}

@@ -199,7 +199,7 @@
 //! [`ClientOptions::command_event_handler`]; with the cargo feature `metrics`, command
 //! durations, change-stream events, lag and resumes, and pool checkouts are recorded
 //! through the `metrics` facade (see `brook::metrics`). Nothing is built for a listener
-//! that is not there. See [`monitoring`] and `examples/metrics_prometheus.rs`.
+//! that is not there. See [`monitoring`] and the `metrics-prometheus` program of `examples/` (`examples/src/metrics_prometheus.rs`).
 //!
 //! **Time bounds.** Connecting (resolve, TCP, TLS, hello) is bounded by
 //! `connectTimeoutMS`; every exchange after it by `socketTimeoutMS` when set; a checkout

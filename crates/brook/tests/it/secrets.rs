@@ -171,6 +171,10 @@ impl tracing::Subscriber for Captured {
 /// connections refused with a password in the URI log no password.
 #[tokio::test]
 async fn no_log_line_shows_the_password() {
+    // With one dispatcher in the process, tracing-core caches "never" for a callsite
+    // first hit on a thread without a subscriber (another test's, under `cargo test`): a
+    // second dispatcher makes it ask this thread's subscriber.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let captured = Captured::default();
     let _guard = tracing::subscriber::set_default(captured.clone());
     let fake = brook_testkit::FakeServer::start(

@@ -740,6 +740,10 @@ async fn a_consumer_whose_oplog_rolled_over_restarts_from_now_on_the_replica_set
 /// resume (INFO, with its cause, token and server).
 #[tokio::test(flavor = "current_thread")]
 async fn stats_and_resumes_are_tracing_fields() {
+    // With one dispatcher in the process, tracing-core caches "never" for a callsite
+    // first hit on a thread without a subscriber (another test's, under `cargo test`): a
+    // second dispatcher makes it ask this thread's subscriber.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let captured = crate::secrets::Captured::default();
     let _guard = tracing::subscriber::set_default(captured.clone());
     let fake = server().await;

@@ -2,14 +2,14 @@
 //! monitoring events on the side.
 //!
 //! ```text
-//! cargo run -p brook --features metrics --example metrics_prometheus
-//! MONGODB_URI=mongodb://localhost:27017 cargo run -p brook --features metrics --example metrics_prometheus
+//! cargo run -p brook-examples --bin metrics-prometheus
+//! MONGODB_URI=mongodb://localhost:27017 cargo run -p brook-examples --bin metrics-prometheus
 //! ```
 //!
-//! Without `MONGODB_URI` it starts the testkit's fake server (a replica set member with a
+//! Without a URI it starts the testkit's fake server (a replica set member with a
 //! scripted cursor and change stream) in the process, so it runs anywhere. An application
 //! would serve `handle.render()` on its `/metrics` endpoint (or enable the exporter's
-//! `http-listener` feature); this one prints it and exits 0.
+//! `http-listener` feature); [`run`] returns the text, which the program prints.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,13 +24,19 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 
 const NS: &str = "shop.orders";
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// The error of the example.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Installs a Prometheus recorder as the process's metrics recorder (once per process),
+/// runs a find and (on the fake server) a change stream against `uri` (`None`: a fake
+/// server in this process), and returns what a scrape of the process would read. Fails if
+/// the command, pool or change-stream metrics are missing from it.
+pub async fn run(uri: Option<String>) -> Result<String, BoxError> {
     // The exporter is the process's metrics recorder: brook records into it.
     let handle = PrometheusBuilder::new().install_recorder()?;
     brook::metrics::describe();
 
-    let live = std::env::var("MONGODB_URI").ok();
+    let live = uri;
     let fake = match live {
         Some(_) => None,
         None => Some(scripted_server().await?),
@@ -85,22 +91,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // What a Prometheus scrape of this process would read.
     let text = handle.render();
-    print!("{text}");
-    for name in [
+    let mut expected = vec![
         brook::metrics::COMMAND_DURATION,
         brook::metrics::POOL_CHECKOUTS,
         brook::metrics::POOL_CHECKOUT_WAIT,
-    ] {
+    ];
+    if fake.is_some() {
+        expected.push(brook::metrics::CHANGE_STREAM_EVENTS);
+    }
+    for name in expected {
         if !text.contains(name) {
             return Err(format!("{name} was not recorded").into());
         }
     }
-    Ok(())
+    Ok(text)
 }
 
 /// A fake replica set member: a find of three orders (two batches), and a change stream
 /// with two insert events written a second ago.
-async fn scripted_server() -> Result<FakeServer, Box<dyn std::error::Error>> {
+async fn scripted_server() -> Result<FakeServer, BoxError> {
     let fake = FakeServer::start(ServerConfig::replica_set("rs0")).await?;
     let order = |i: i32| doc! { "_id": i, "total": 10 * i };
     fake.push_action(
