@@ -3,6 +3,7 @@
 
 use bson::{Bson, Document, RawBsonRef};
 
+use crate::crud::{put, put_max_time};
 use crate::error::{CommandError, WriteConcernError, check_ok_shared};
 use crate::parse::Fields;
 use crate::write::parse_write_concern_error;
@@ -103,12 +104,8 @@ impl Command for CreateIndexes {
         if let Some(q) = &self.commit_quorum {
             body.insert("commitQuorum", q.clone());
         }
-        if let Some(ms) = self.max_time_ms {
-            body.insert("maxTimeMS", count_bson("maxTimeMS", ms)?);
-        }
-        if let Some(c) = &self.comment {
-            body.insert("comment", c.clone());
-        }
+        put_max_time(&mut body, self.max_time_ms)?;
+        put(&mut body, "comment", self.comment.as_ref());
         Ok(with_db(body, db))
     }
 
@@ -162,12 +159,8 @@ impl Command for DropIndexes {
         if let Some(wc) = &self.write_concern {
             body.insert("writeConcern", wc.clone());
         }
-        if let Some(ms) = self.max_time_ms {
-            body.insert("maxTimeMS", count_bson("maxTimeMS", ms)?);
-        }
-        if let Some(c) = &self.comment {
-            body.insert("comment", c.clone());
-        }
+        put_max_time(&mut body, self.max_time_ms)?;
+        put(&mut body, "comment", self.comment.as_ref());
         Ok(with_db(body, db))
     }
 
@@ -219,12 +212,8 @@ impl Command for ListIndexes {
         let mut body = Document::new();
         body.insert(Self::NAME, &self.coll);
         body.insert("cursor", cursor_doc(self.batch_size)?);
-        if let Some(ms) = self.max_time_ms {
-            body.insert("maxTimeMS", count_bson("maxTimeMS", ms)?);
-        }
-        if let Some(c) = &self.comment {
-            body.insert("comment", c.clone());
-        }
+        put_max_time(&mut body, self.max_time_ms)?;
+        put(&mut body, "comment", self.comment.as_ref());
         Ok(with_db(body, db))
     }
 
@@ -275,12 +264,8 @@ impl Command for ListCollections {
             body.insert("authorizedCollections", v);
         }
         body.insert("cursor", cursor_doc(self.batch_size)?);
-        if let Some(ms) = self.max_time_ms {
-            body.insert("maxTimeMS", count_bson("maxTimeMS", ms)?);
-        }
-        if let Some(c) = &self.comment {
-            body.insert("comment", c.clone());
-        }
+        put_max_time(&mut body, self.max_time_ms)?;
+        put(&mut body, "comment", self.comment.as_ref());
         Ok(with_db(body, db))
     }
 
@@ -342,12 +327,8 @@ impl Command for ListDatabases {
         if let Some(v) = self.authorized_databases {
             body.insert("authorizedDatabases", v);
         }
-        if let Some(ms) = self.max_time_ms {
-            body.insert("maxTimeMS", count_bson("maxTimeMS", ms)?);
-        }
-        if let Some(c) = &self.comment {
-            body.insert("comment", c.clone());
-        }
+        put_max_time(&mut body, self.max_time_ms)?;
+        put(&mut body, "comment", self.comment.as_ref());
         Ok(with_db(body, db))
     }
 

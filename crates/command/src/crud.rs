@@ -10,14 +10,14 @@ use crate::write::parse_write_concern_error;
 use crate::{Command, CommandBody, CursorReply, Reply, count_bson, with_db};
 
 /// Appends `key: value` when `value` is set.
-fn put(body: &mut Document, key: &str, value: Option<impl Into<Bson> + Clone>) {
+pub(crate) fn put(body: &mut Document, key: &str, value: Option<impl Into<Bson> + Clone>) {
     if let Some(v) = value {
         body.insert(key, v.into());
     }
 }
 
 /// Appends `maxTimeMS` when set.
-fn put_max_time(body: &mut Document, ms: Option<u64>) -> Result<(), CommandError> {
+pub(crate) fn put_max_time(body: &mut Document, ms: Option<u64>) -> Result<(), CommandError> {
     if let Some(ms) = ms {
         body.insert("maxTimeMS", count_bson("maxTimeMS", ms)?);
     }
